@@ -1,0 +1,110 @@
+"""The context handed to every plugin call: memory, events, tools, the run directory, cancellation."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from entity_training import events
+from entity_training.errors import RunInterrupted
+from entity_training.stages import Stage
+
+if TYPE_CHECKING:
+    from entity_training.events import EventBus
+    from entity_training.memory import Memory
+    from entity_training.registry import ToolRouter
+
+SUMMARY_KEY = "summary"
+
+
+class PluginContext:
+    """What a plugin may touch. Plugins never import each other: they share state through memory."""
+
+    def __init__(
+        self,
+        *,
+        memory: Memory,
+        bus: EventBus,
+        tools: ToolRouter,
+        run_dir: Path,
+        stage: Stage,
+        plugin_name: str,
+        cancel_event: threading.Event,
+        run_settings: dict[str, Any] | None = None,
+        resume: bool = False,
+    ):
+        self._memory = memory
+        self._bus = bus
+        self._tools = tools
+        self.run_dir = Path(run_dir)
+        self.stage = stage
+        self.plugin_name = plugin_name
+        self._cancel_event = cancel_event
+        self.run_settings = dict(run_settings or {})
+        self.resume = resume
+
+    # -- memory -------------------------------------------------------------------------------
+    def remember(self, key: str, value: Any) -> None:
+        self._memory.set(key, value, stage=self.stage.value)
+
+    def recall(self, key: str, default: Any = None) -> Any:
+        return self._memory.get(key, default)
+
+    def has(self, key: str) -> bool:
+        return self._memory.has(key)
+
+    def summarize(self, key: str, value: Any) -> None:
+        """Add a headline value to ``run.json``'s summary (e.g. final loss, export path)."""
+        summary = dict(self._memory.get(SUMMARY_KEY, {}))
+        summary[key] = value
+        self._memory.set(SUMMARY_KEY, summary, stage=self.stage.value)
+
+    # -- events -------------------------------------------------------------------------------
+    def log(self, message: str, level: str = "info", **data: Any) -> None:
+        kind = events.WARNING if level == "warning" else events.LOG
+        self._bus.emit(kind, level=level, message=message, plugin=self.plugin_name, stage=self.stage.value, **data)
+
+    def warn(self, message: str, **data: Any) -> None:
+        self.log(message, level="warning", **data)
+
+    def progress(self, task: str, completed: float, total: float | None = None, **fields: Any) -> None:
+        """Report progress of a named task; the console draws a bar, events.jsonl records it."""
+        self._bus.emit(
+            events.PROGRESS,
+            task=task,
+            completed=completed,
+            total=total,
+            plugin=self.plugin_name,
+            stage=self.stage.value,
+            fields=fields,
+        )
+
+    def metrics(self, values: dict[str, Any], step: int | None = None) -> None:
+        self._bus.emit(events.METRICS, values=values, step=step, plugin=self.plugin_name, stage=self.stage.value)
+
+    # -- tools --------------------------------------------------------------------------------
+    async def use_tool(self, name: str, **kwargs: Any) -> Any:
+        return await self._tools.call(name, **kwargs)
+
+    # -- cancellation -------------------------------------------------------------------------
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel_event.is_set()
+
+    def check_cancelled(self) -> None:
+        """Raise RunInterrupted if the user pressed Ctrl-C; call it between units of work."""
+        if self._cancel_event.is_set():
+            raise RunInterrupted("cancelled by the user")
+
+    # -- run information ----------------------------------------------------------------------
+    @property
+    def seed(self) -> int:
+        return int(self.run_settings.get("seed", 42))
+
+    @property
+    def is_main_process(self) -> bool:
+        """False on the non-zero ranks of a distributed run: they must not write reports or exports."""
+        import os
+
+        return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") in ("0", "")

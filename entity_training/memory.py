@@ -1,0 +1,119 @@
+"""The memory resource: run state shared by plugins, persisted for ``--resume``.
+
+Every JSON-serialisable entry is written atomically to ``memory.json`` after each stage. Entries
+that are not (datasets, models) live only in this process; a stage that wrote one is re-run on
+resume, because skipping it would leave its consumers without their input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from entity_training.errors import ConfigError, Problem
+
+MEMORY_FILE = "memory.json"
+_FORMAT_VERSION = 1
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+class Memory:
+    """Key/value store scoped to one run. Thread-safe: training writes from a worker thread."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Any] = {}
+        self._writer: dict[str, str] = {}  # key -> stage that wrote it
+        self.completed_stages: list[str] = []
+        self._lock = threading.RLock()
+
+    def set(self, key: str, value: Any, *, stage: str | None = None) -> None:
+        with self._lock:
+            self._entries[key] = value
+            if stage:
+                self._writer[key] = stage
+
+    def get(self, key: str, default: Any = None) -> Any:
+        with self._lock:
+            return self._entries.get(key, default)
+
+    def has(self, key: str) -> bool:
+        with self._lock:
+            return key in self._entries
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return sorted(self._entries)
+
+    def mark_stage_done(self, stage: str) -> None:
+        with self._lock:
+            if stage not in self.completed_stages:
+                self.completed_stages.append(stage)
+
+    def to_json(self) -> dict[str, Any]:
+        with self._lock:
+            persisted = {k: v for k, v in self._entries.items() if _is_json(v)}
+            volatile = {k: self._writer.get(k) for k in self._entries if k not in persisted}
+            return {
+                "version": _FORMAT_VERSION,
+                "completed_stages": list(self.completed_stages),
+                "writers": dict(self._writer),
+                "volatile": volatile,
+                "entries": persisted,
+            }
+
+    def save(self, run_dir: Path) -> None:
+        atomic_write_text(Path(run_dir) / MEMORY_FILE, json.dumps(self.to_json(), indent=2, default=str))
+
+    @classmethod
+    def load(cls, run_dir: Path) -> Memory:
+        """Restore a run's memory. A missing file gives an empty memory; a corrupt one is an error."""
+        path = Path(run_dir) / MEMORY_FILE
+        memory = cls()
+        if not path.exists():
+            return memory
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            entries = data["entries"]
+            completed = list(data.get("completed_stages", []))
+            writers = dict(data.get("writers", {}))
+            volatile = dict(data.get("volatile", {}))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(
+                Problem(
+                    f"the saved run state is unreadable ({exc}). Delete it to restart the "
+                    "stages from scratch (checkpoints and caches are kept), or run without --resume.",
+                    file=str(path),
+                )
+            ) from exc
+        memory._entries = dict(entries)
+        memory._writer = writers
+        # Stages that produced in-process-only values must run again to rebuild them.
+        rerun = set(volatile.values())
+        memory.completed_stages = [s for s in completed if s not in rerun]
+        return memory
