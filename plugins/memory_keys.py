@@ -1,0 +1,29 @@
+"""Memory keys the built-in plugins write and read: the documented hand-offs between stages.
+
+Every value stored under these keys is JSON-serialisable (so ``--resume`` restores it), except
+where noted. Large artefacts live on disk and memory holds their paths.
+"""
+
+# INPUT: DatasetLoaderPlugin
+DATASET_TRAIN = "dataset.train"  # list of conversations: {"messages": [{role, content}...], "tools"?, "source"}
+DATASET_VALIDATION = "dataset.validation"  # same shape; may be empty
+DATASET_STATS = "dataset.stats"  # rows, turns, characters, detected format, per-file counts
+
+# PARSE: TrainingConfigPlugin
+TRAINING_CONFIG = "training.config"  # the resolved training configuration (dict)
+TRAINING_MEMORY_PLAN = "training.memory_plan"  # the peak-memory estimate and what auto-fit changed
+
+# THINK: data preparation
+DATASET_TOKENIZED = "dataset.tokenized"  # {"train": path, "validation": path|None, "cache_key": str, ...}
+DATASET_TOKEN_STATS = "dataset.token_stats"  # tokens, trained tokens, truncated samples, packing efficiency
+
+# DO: FineTuningPlugin
+TRAINING_RESULT = "training.result"  # final/best losses, steps, tokens, tokens/s, peak memory, paths
+
+# REVIEW: EvaluationPlugin
+EVALUATION_REPORT = "evaluation.report"  # metrics (base vs fine-tuned), samples, PASS/FAIL, reasons
+
+# OUTPUT: ModelExportPlugin, InferenceTestPlugin, report
+EXPORT_PATHS = "export.paths"  # format -> path
+EXPORT_REPORT = "export.report"  # verification figures per artefact
+INFERENCE_REPORT = "inference.report"  # tokens/s and peak memory per exported model vs the base
