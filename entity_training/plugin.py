@@ -85,14 +85,12 @@ class ToolPlugin(Plugin):
     @classmethod
     def tool_names(cls) -> list[str]:
         return [
-            getattr(member, "__tool_name__")
-            for _, member in inspect.getmembers(cls, callable)
-            if hasattr(member, "__tool_name__")
+            member.__tool_name__ for _, member in inspect.getmembers(cls, callable) if hasattr(member, "__tool_name__")
         ]
 
     def get_tools(self) -> dict[str, Callable[..., Any]]:
         return {
-            getattr(member, "__tool_name__"): member
+            member.__tool_name__: member
             for _, member in inspect.getmembers(self, callable)
             if hasattr(member, "__tool_name__")
         }
@@ -100,7 +98,9 @@ class ToolPlugin(Plugin):
     async def call_tool(self, name: str, **kwargs: Any) -> Any:
         tools = self.get_tools()
         if name not in tools:
-            raise PluginError(f"has no tool {name!r}; it offers {sorted(tools)}", plugin=self.plugin_name(), stage="tool")
+            raise PluginError(
+                f"has no tool {name!r}; it offers {sorted(tools)}", plugin=self.plugin_name(), stage="tool"
+            )
         result = tools[name](**kwargs)
         if inspect.isawaitable(result):
             result = await result

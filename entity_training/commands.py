@@ -1,0 +1,265 @@
+"""What each command does. ``guarded`` is the one place where errors become exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from entity_training.cli import collect_overrides
+from entity_training.errors import ConfigError, EntityTrainingError, Problem
+from entity_training.executor import RUN_FILE, WorkflowExecutor, exit_code_for
+from entity_training.memory import MEMORY_FILE
+from entity_training.run_lock import RunLock
+from entity_training.stages import Stage
+from entity_training.workflow import Workflow, load_workflow
+
+console = Console(highlight=False)
+error_console = Console(stderr=True, highlight=False)
+
+
+def guarded(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    debug = getattr(args, "debug", False)
+    try:
+        return handler(args)
+    except EntityTrainingError as exc:
+        if debug:
+            traceback.print_exc()
+        _print_error(exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        error_console.print("[yellow]Interrupted.[/yellow]")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback without --debug
+        if debug:
+            traceback.print_exc()
+        error_console.print(
+            f"[red]error:[/red] unexpected {type(exc).__name__}: {exc}\n"
+            "Re-run with --debug to see the traceback, and please report it if the cause is not your input."
+        )
+        return 1
+
+
+def _print_error(exc: BaseException) -> None:
+    message = exc.render() if isinstance(exc, ConfigError) else str(exc)
+    error_console.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True, emoji=False)
+
+
+def _load(args: argparse.Namespace) -> Workflow:
+    config = getattr(args, "config", None)
+    return load_workflow(config, collect_overrides(args))
+
+
+def print_plan(workflow: Workflow, run_dir: Path | None) -> None:
+    table = Table(title=f"Workflow {workflow.run.name}" + (f"  ->  {run_dir}" if run_dir else ""), show_lines=False)
+    table.add_column("stage", style="cyan")
+    table.add_column("plugin")
+    table.add_column("settings (non-default)")
+    for step in workflow.steps:
+        settings = step.plugin.config.model_dump(exclude_defaults=True, mode="json")
+        text = ", ".join(f"{k}={v}" for k, v in settings.items())
+        if settings.get("trust_remote_code"):
+            text += "  [bold red]trust_remote_code=true: the model's own Python code will run[/bold red]"
+        table.add_row(step.stage.value, step.reference, text or "[dim]defaults[/dim]")
+    console.print(table)
+
+
+def _resolve_run_dir(workflow: Workflow, args: argparse.Namespace) -> Path:
+    if isinstance(args.resume, str):
+        return Path(args.resume).expanduser().resolve()
+    return Path(args.output or workflow.run.output_dir).expanduser().resolve()
+
+
+def _check_run_dir(run_dir: Path, args: argparse.Namespace) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(Problem("the run directory is a file; choose another --output", file=str(run_dir)))
+    has_run = (run_dir / MEMORY_FILE).exists() or (run_dir / RUN_FILE).exists()
+    if args.resume:
+        if not has_run:
+            raise ConfigError(
+                Problem(
+                    "--resume: there is no run to resume here (no memory.json); run without --resume to start one",
+                    file=str(run_dir),
+                )
+            )
+        return
+    if has_run and args.overwrite:
+        shutil.rmtree(run_dir)
+    elif has_run:
+        raise ConfigError(
+            Problem(
+                "this run directory already holds a run. Use --resume to continue it, --output DIR for a new run "
+                "directory, or --overwrite to replace it",
+                file=str(run_dir),
+            )
+        )
+
+
+def _confirm(args: argparse.Namespace) -> bool:
+    if args.yes or not sys.stdin.isatty() or not sys.stdout.isatty():
+        return True
+    answer = console.input("Start the run? [Y/n] ").strip().lower()
+    return answer in ("", "y", "yes")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    workflow = _load(args)
+    run_dir = _resolve_run_dir(workflow, args)
+    is_main = os.environ.get("RANK", "0") == "0"
+    if args.dry_run:
+        print_plan(workflow, run_dir)
+        console.print("[green]Dry run: the workflow is valid.[/green] Nothing was run.")
+        return 0
+    if is_main:
+        _check_run_dir(run_dir, args)
+        print_plan(workflow, run_dir)
+        if not _confirm(args):
+            console.print("Cancelled; nothing was run.")
+            return 0
+    with RunLock(run_dir, take_over=bool(args.resume), enabled=is_main):
+        result = asyncio.run(_execute(workflow, run_dir, resume=bool(args.resume), quiet=not is_main))
+    code = exit_code_for(result)
+    if result.status == "interrupted" and getattr(result, "signal_number", None):
+        code = 128 + result.signal_number  # type: ignore[attr-defined]
+    if is_main:
+        _print_result(result, code)
+    return code
+
+
+async def _execute(workflow: Workflow, run_dir: Path, *, resume: bool, quiet: bool):
+    from entity_training.console import ConsoleSink
+
+    cancel = threading.Event()
+    executor = WorkflowExecutor(workflow, run_dir, resume=resume, cancel_event=cancel)
+    executor.bus.subscribe(ConsoleSink(console, quiet=quiet))
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            cancel.set()
+            error_console.print(
+                "\n[yellow]Stopping: plugins are saving their state (a checkpoint while training). "
+                "Press Ctrl-C again to stop at once.[/yellow]"
+            )
+        elif task is not None:
+            task.cancel()
+
+    installed = []
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, on_signal, signum)
+                installed.append(signum)
+            except (NotImplementedError, RuntimeError):
+                pass
+    try:
+        result = await executor.run()
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+    if received and result.status == "interrupted":
+        result.signal_number = received[0]  # type: ignore[attr-defined]
+    return result
+
+
+def _print_result(result, code: int) -> None:
+    status_style = {"success": "green", "review_failed": "yellow", "interrupted": "yellow"}.get(result.status, "red")
+    console.print(f"[bold {status_style}]Run {result.status}[/bold {status_style}] in {result.run_dir}")
+    for key, value in result.summary.items():
+        console.print(f"  {key}: {value}")
+    if result.error is not None and result.status != "success":
+        _print_error(result.error)
+        if result.status == "interrupted":
+            error_console.print(f"Resume with: --resume {result.run_dir}")
+        elif not isinstance(result.error, EntityTrainingError) and not isinstance(result.error, KeyboardInterrupt):
+            error_console.print(
+                f"The traceback is not shown; re-run with --debug to see it. Details: {result.run_dir / 'events.jsonl'}"
+            )
+
+
+def validate_command(args: argparse.Namespace) -> int:
+    workflow = _load(args)
+    print_plan(workflow, None)
+    console.print(f"[green]{args.config}: valid[/green] ({len(workflow.steps)} plugins)")
+    return 0
+
+
+def list_plugins_command(args: argparse.Namespace) -> int:
+    from entity_training.registry import PluginLookupError, known_plugin_names, resolve_plugin
+
+    dirs = [Path(d).resolve() for d in args.plugin_dir]
+    table = Table(title="Plugins")
+    table.add_column("name", style="cyan")
+    table.add_column("stages")
+    table.add_column("description")
+    for name in known_plugin_names(dirs):
+        try:
+            cls = resolve_plugin(name, dirs).cls
+        except PluginLookupError as exc:
+            table.add_row(name, "[red]unavailable[/red]", str(exc))
+            continue
+        stages = ", ".join(s.value for s in cls.supported_stages)
+        table.add_row(name, stages, cls.description or (cls.__doc__ or "").strip().split("\n")[0])
+    console.print(table)
+    return 0
+
+
+def _run_until(workflow: Workflow, stage: Stage):
+    """Run the workflow's stages up to ``stage`` in a throwaway run directory."""
+    from entity_training.console import ConsoleSink
+
+    with tempfile.TemporaryDirectory(prefix="entity-train-") as tmp:
+        executor = WorkflowExecutor(workflow, Path(tmp))
+        executor.bus.subscribe(ConsoleSink(console, quiet=True))
+        result = asyncio.run(executor.run(stop_after=stage))
+    if result.status != "success":
+        raise result.error if isinstance(result.error, Exception) else EntityTrainingError(str(result.error))
+    return result.memory
+
+
+def preview_command(args: argparse.Namespace) -> int:
+    from plugins.data.preview import print_preview
+
+    from plugins import memory_keys
+    from plugins.models import load_tokenizer
+
+    workflow = _load(args)
+    memory = _run_until(workflow, Stage.THINK)
+    tokenized = memory.get(memory_keys.DATASET_TOKENIZED)
+    if not tokenized:
+        raise ConfigError(Problem("the workflow has no data preparation step (THINK) to preview", file=args.config))
+    config = memory.get(memory_keys.TRAINING_CONFIG) or {}
+    tokenizer = load_tokenizer(config.get("model_name_or_path") or tokenized.get("tokenizer"))
+    print_preview(tokenized, tokenizer, n=args.n, console=console)
+    return 0
+
+
+def plan_command(args: argparse.Namespace) -> int:
+    from plugins.training.memory_plan import print_workflow_plan
+
+    workflow = _load(args)
+    print_workflow_plan(workflow, console=console)
+    return 0
+
+
+def schema_command(args: argparse.Namespace) -> int:
+    import json
+
+    from entity_training.schema import workflow_json_schema
+
+    console.print_json(json.dumps(workflow_json_schema()))
+    return 0

@@ -1,0 +1,437 @@
+"""The workflow file: one schema, interpolation, overrides, and validation of everything at load.
+
+``load_workflow`` either returns a ready ``Workflow`` (every plugin constructed with its validated
+config) or raises one ``ConfigError`` listing every problem with file, line and YAML path.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from entity_training.errors import ConfigError, Problem
+from entity_training.interpolation import interpolate
+from entity_training.plugin import Plugin
+from entity_training.registry import PluginLookupError, ToolRouter, resolve_plugin
+from entity_training.stages import ALL_STAGES, Stage
+from entity_training.yaml_source import SourceMap, YamlPath, format_path, load_yaml_file
+
+ENGINE_RESOURCES = frozenset({"memory", "events", "tools"})
+
+
+class RunSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("run", min_length=1, description="Name of the run, used in reports and the model card.")
+    output_dir: str = Field("outputs/run", min_length=1, description="Run directory (unless --output is given).")
+    seed: int = Field(42, ge=0, description="Global random seed for data shuffling, splits and training.")
+
+
+class StepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    plugin: str = Field(..., min_length=1, description="Built-in short name, dotted path, or folder plugin name.")
+    config: dict[str, Any] = Field(default_factory=dict, description="The plugin's settings.")
+
+
+class WorkflowFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run: RunSettings = Field(default_factory=RunSettings, description="Run-wide settings.")
+    plugin_dirs: list[str] = Field(default_factory=list, description="Folders holding folder plugins.")
+    workflow: dict[str, list[StepSpec]] = Field(..., description="Stage name -> ordered list of plugins.")
+
+
+@dataclass
+class Step:
+    stage: Stage
+    index: int
+    reference: str  # the workflow's `plugin:` value
+    plugin: Plugin
+    origin: str
+    yaml_path: YamlPath
+
+    @property
+    def name(self) -> str:
+        return self.reference
+
+
+@dataclass
+class Workflow:
+    path: Path | None
+    run: RunSettings
+    plugin_dirs: list[Path]
+    steps: list[Step]
+    tools: ToolRouter
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def steps_in(self, stage: Stage) -> list[Step]:
+        return [s for s in self.steps if s.stage == stage]
+
+    def plugins(self) -> list[Plugin]:
+        return [s.plugin for s in self.steps]
+
+
+# --------------------------------------------------------------------------------------------
+# Overrides: --set KEY=VALUE and named flags
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Override:
+    key: str  # as the user wrote it: "fine_tuning.learning_rate", "run.seed", or a bare field name
+    value: Any
+    origin: str  # "--set fine_tuning.learning_rate" or "--lr"
+
+
+def parse_set_argument(text: str) -> Override:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(Problem(f"--set expects KEY=VALUE, got {text!r} (e.g. --set fine_tuning.learning_rate=1e-4)"))
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return Override(key.strip(), parsed, f"--set {key.strip()}")
+
+
+def _stage_key(workflow_section: dict[str, Any], stage: Stage) -> str | None:
+    for key in workflow_section:
+        if isinstance(key, str) and key.strip().upper() == stage.value:
+            return key
+    return None
+
+
+def _plugin_field_names(reference: str, plugin_dirs: list[Path]) -> set[str]:
+    try:
+        return set(resolve_plugin(reference, plugin_dirs).cls.ConfigModel.model_fields)
+    except PluginLookupError:
+        return set()
+
+
+def _plugin_aliases(reference: str, plugin_dirs: list[Path]) -> set[str]:
+    """Names a --set may use for a step: its `plugin:` value, the class's last segment, its short name."""
+    aliases = {reference, reference.replace(":", ".").split(".")[-1]}
+    try:
+        aliases.add(resolve_plugin(reference, plugin_dirs).cls.plugin_name())
+    except PluginLookupError:
+        pass
+    return {alias.lower() for alias in aliases}
+
+
+def apply_overrides(
+    data: dict[str, Any], overrides: list[Override], plugin_dirs: list[Path]
+) -> tuple[dict[YamlPath, str], list[Problem]]:
+    """Write overrides into the raw data. Returns the origin of each written path and any problems."""
+    origins: dict[YamlPath, str] = {}
+    problems: list[Problem] = []
+    section = data.get("workflow") if isinstance(data.get("workflow"), dict) else {}
+    steps: list[tuple[YamlPath, dict]] = []
+    for stage_key, items in section.items():
+        for index, item in enumerate(items if isinstance(items, list) else []):
+            if isinstance(item, dict) and isinstance(item.get("plugin"), str):
+                steps.append((("workflow", stage_key, index), item))
+
+    def write(path: YamlPath, value: Any, origin: str) -> None:
+        node: Any = data
+        for part in path[:-1]:
+            if isinstance(node, list) and isinstance(part, int) and part < len(node):
+                node = node[part]
+            elif isinstance(node, dict):
+                node = node.setdefault(part, {})
+            else:
+                problems.append(
+                    Problem(f"cannot set {format_path(path)}: {format_path(path[:-1])} is not a mapping", path=origin)
+                )
+                return
+        if isinstance(node, list) and isinstance(path[-1], int) and path[-1] < len(node):
+            node[path[-1]] = value
+        elif isinstance(node, dict):
+            node[path[-1]] = value
+        else:
+            problems.append(Problem(f"cannot set {format_path(path)}", path=origin))
+            return
+        origins[path] = origin
+
+    for override in overrides:
+        parts: list[Any] = [int(p) if p.isdigit() else p for p in override.key.split(".")]
+        head = parts[0]
+        if head in ("run", "plugin_dirs", "workflow"):
+            if head == "workflow" and len(parts) > 1 and isinstance(section, dict):
+                stage_key = (
+                    _stage_key(section, Stage.parse(parts[1])) if str(parts[1]).upper() in Stage.__members__ else None
+                )
+                parts[1] = stage_key or parts[1]
+            write(tuple(parts), override.value, override.origin)
+            continue
+        if len(parts) > 1:
+            matching = [
+                (path, item)
+                for path, item in steps
+                if str(head).lower() in _plugin_aliases(item["plugin"], plugin_dirs)
+            ]
+            if not matching:
+                names = sorted({item["plugin"] for _, item in steps})
+                problems.append(
+                    Problem(
+                        f"no plugin named {head!r} in this workflow (it has: {', '.join(names) or 'none'}); "
+                        "write --set PLUGIN.KEY=VALUE, run.KEY=VALUE or workflow.STAGE.N.config.KEY=VALUE",
+                        path=override.origin,
+                    )
+                )
+            for path, _ in matching:
+                write((*path, "config", *parts[1:]), override.value, override.origin)
+            continue
+        # A bare field name (named flags and --set learning_rate=...): every plugin that has the field.
+        targets = [path for path, item in steps if head in _plugin_field_names(item["plugin"], plugin_dirs)]
+        if not targets:
+            problems.append(Problem(f"no plugin in this workflow has a setting named {head!r}", path=override.origin))
+        for path in targets:
+            write((*path, "config", head), override.value, override.origin)
+    return origins, problems
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+class _Locator:
+    """Turns a YAML path into a Problem, pointing at --set when the value came from the command line."""
+
+    def __init__(self, source: SourceMap, origins: dict[YamlPath, str]):
+        self.source = source
+        self.origins = origins
+
+    def problem(self, message: str, path: YamlPath) -> Problem:
+        for length in range(len(path), 0, -1):
+            origin = self.origins.get(tuple(path[:length]))
+            if origin:
+                return Problem(message, file=origin)
+        return self.source.problem(message, path)
+
+
+def _describe_validation_error(error: dict[str, Any], fields: list[str]) -> str:
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        key = str(error["loc"][-1])
+        close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(sorted(fields))}"
+        return f"unknown key {key!r}{hint}"
+    if kind == "missing":
+        return f"required key {str(error['loc'][-1])!r} is missing"
+    value = error.get("input")
+    shown = repr(value) if not isinstance(value, (dict, list)) or len(repr(value)) < 60 else type(value).__name__
+    return f"{error.get('msg', 'invalid value')} (got {shown})"
+
+
+def _validation_problems(exc: ValidationError, base: YamlPath, fields: list[str], locate: _Locator) -> list[Problem]:
+    return [
+        locate.problem(_describe_validation_error(err, fields), (*base, *err["loc"]))
+        for err in exc.errors(include_url=False)
+    ]
+
+
+def _build_step(
+    stage: Stage,
+    index: int,
+    spec: StepSpec,
+    path: YamlPath,
+    plugin_dirs: list[Path],
+    locate: _Locator,
+    problems: list[Problem],
+) -> Step | None:
+    try:
+        source = resolve_plugin(spec.plugin, plugin_dirs)
+    except PluginLookupError as exc:
+        problems.append(locate.problem(str(exc), (*path, "plugin")))
+        return None
+    cls = source.cls
+    if stage not in cls.supported_stages:
+        allowed = ", ".join(s.value for s in cls.supported_stages) or "none"
+        problems.append(
+            locate.problem(
+                f"plugin {spec.plugin!r} cannot run in stage {stage.value}; move it to: {allowed}", (*path, "plugin")
+            )
+        )
+    merged = {**source.defaults, **spec.config}
+    fields = list(cls.ConfigModel.model_fields)
+    try:
+        plugin = cls(merged)
+    except ValidationError as exc:
+        problems.extend(_validation_problems(exc, (*path, "config"), fields, locate))
+        return None
+    except ConfigError as exc:
+        problems.extend(locate.problem(p.message, (*path, "config")) for p in exc.problems)
+        return None
+    except Exception as exc:
+        problems.append(
+            locate.problem(
+                f"plugin {spec.plugin!r} rejected its config: {type(exc).__name__}: {exc}", (*path, "config")
+            )
+        )
+        return None
+    return Step(stage, index, spec.plugin, plugin, source.origin, path)
+
+
+def _check_dependencies(steps: list[Step], locate: _Locator, problems: list[Problem]) -> None:
+    provided: dict[str, str] = {}
+    for step in steps:
+        for dependency in step.plugin.dependencies:
+            if dependency not in ENGINE_RESOURCES and dependency not in provided:
+                later = [s.reference for s in steps if dependency in s.plugin.provides and s is not step]
+                hint = (
+                    f"; {later[0]!r} provides it but must come earlier" if later else "; add a plugin that provides it"
+                )
+                problems.append(
+                    locate.problem(
+                        f"plugin {step.reference!r} needs {dependency!r}, which no plugin before it provides{hint}",
+                        (*step.yaml_path, "plugin"),
+                    )
+                )
+        for key in step.plugin.provides:
+            provided.setdefault(key, step.reference)
+
+
+def _check_tools(steps: list[Step], router: ToolRouter, locate: _Locator, problems: list[Problem]) -> None:
+    owners: dict[str, str] = {}
+    for step in steps:
+        for name in router.register(step.plugin):
+            problems.append(
+                locate.problem(
+                    f"tool {name!r} is offered by both {owners.get(name, 'another plugin')!r} and {step.reference!r}; "
+                    "keep only one of them",
+                    (*step.yaml_path, "plugin"),
+                )
+            )
+        for name in getattr(step.plugin, "get_tools", dict)():
+            owners.setdefault(name, step.reference)
+
+
+def load_workflow(
+    path: str | Path, overrides: list[Override] | None = None, env: dict[str, str] | None = None
+) -> Workflow:
+    """Load and validate a workflow file. Raises ConfigError listing every problem."""
+    path = Path(path)
+    data, source = load_yaml_file(path)
+    return build_workflow(data, source, path=path, overrides=overrides, env=env)
+
+
+def build_workflow(
+    data: Any,
+    source: SourceMap,
+    *,
+    path: Path | None = None,
+    overrides: list[Override] | None = None,
+    env: dict[str, str] | None = None,
+) -> Workflow:
+    if not isinstance(data, dict):
+        raise ConfigError(
+            source.problem(
+                f"the top level must be a mapping with a `workflow:` section, not a {type(data).__name__}", ()
+            )
+        )
+    problems: list[Problem] = []
+    data = interpolate(data, source, problems, env)
+    base_dir = path.parent if path else Path.cwd()
+    plugin_dirs = _plugin_dirs(data, base_dir)
+    origins, override_problems = apply_overrides(data, list(overrides or []), plugin_dirs)
+    problems.extend(override_problems)
+    plugin_dirs = _plugin_dirs(data, base_dir)
+    locate = _Locator(source, origins)
+
+    run, sections = _validate_top_level(data, locate, problems)
+    steps: list[Step] = []
+    seen_stages: set[Stage] = set()
+    for stage_key, specs in sections.items():
+        try:
+            stage = Stage.parse(stage_key)
+        except ValueError as exc:
+            problems.append(locate.problem(str(exc), ("workflow", stage_key)))
+            continue
+        if stage in seen_stages:
+            problems.append(
+                locate.problem(f"stage {stage.value} is listed twice; merge the two lists", ("workflow", stage_key))
+            )
+        seen_stages.add(stage)
+        for index, spec in specs:
+            step = _build_step(stage, index, spec, ("workflow", stage_key, index), plugin_dirs, locate, problems)
+            if step:
+                steps.append(step)
+    if "workflow" in data and not any(specs for specs in sections.values()) and not problems:
+        problems.append(locate.problem("the workflow has no plugins; list at least one under a stage", ("workflow",)))
+    steps.sort(key=lambda s: (ALL_STAGES.index(s.stage), s.index))
+    if not problems:  # otherwise a plugin that failed validation would cascade into false dependency errors
+        _check_dependencies([s for s in steps if s.stage != Stage.ERROR], locate, problems)
+    router = ToolRouter()
+    _check_tools(steps, router, locate, problems)
+    if problems:
+        raise ConfigError(problems)
+    return Workflow(path=path, run=run, plugin_dirs=plugin_dirs, steps=steps, tools=router, raw=data)
+
+
+def _validate_top_level(
+    data: dict[str, Any], locate: _Locator, problems: list[Problem]
+) -> tuple[RunSettings, dict[str, list[tuple[int, StepSpec]]]]:
+    """Check the top-level keys, `run:`, `plugin_dirs:` and the shape of `workflow:`, collecting problems."""
+    top_fields = list(WorkflowFile.model_fields)
+    for key in data:
+        if key not in top_fields:
+            problems.append(
+                locate.problem(
+                    _describe_validation_error({"type": "extra_forbidden", "loc": (key,)}, top_fields), (key,)
+                )
+            )
+    run = RunSettings()
+    try:
+        run = RunSettings.model_validate(data.get("run") or {})
+    except ValidationError as exc:
+        problems.extend(_validation_problems(exc, ("run",), list(RunSettings.model_fields), locate))
+    dirs = data.get("plugin_dirs", [])
+    if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+        problems.append(locate.problem("`plugin_dirs` must be a list of folder paths", ("plugin_dirs",)))
+    section = data.get("workflow")
+    sections: dict[str, list[tuple[int, StepSpec]]] = {}
+    if section is None:
+        problems.append(
+            locate.problem("the `workflow:` section is missing; it maps stage names to lists of plugins", ())
+        )
+        return run, sections
+    if not isinstance(section, dict):
+        problems.append(
+            locate.problem(
+                f"`workflow` must map stage names to lists, not be a {type(section).__name__}", ("workflow",)
+            )
+        )
+        return run, sections
+    for stage_key, items in section.items():
+        if items is None:
+            items = []
+        if not isinstance(items, list):
+            problems.append(
+                locate.problem("a stage must hold a list of `- plugin: ...` entries", ("workflow", stage_key))
+            )
+            continue
+        sections[str(stage_key)] = []
+        for index, item in enumerate(items):
+            try:
+                sections[str(stage_key)].append((index, StepSpec.model_validate(item)))
+            except ValidationError as exc:
+                problems.extend(_validation_problems(exc, ("workflow", stage_key, index), ["plugin", "config"], locate))
+    return run, sections
+
+
+def _plugin_dirs(data: dict[str, Any], base_dir: Path) -> list[Path]:
+    dirs = data.get("plugin_dirs") or []
+    if not isinstance(dirs, list):
+        return []
+    resolved = []
+    for entry in (d for d in dirs if isinstance(d, str)):
+        candidate = Path(entry).expanduser()
+        if not candidate.is_absolute():
+            # Relative to the workflow file first, then to the working directory.
+            beside_file = (base_dir / candidate).resolve()
+            candidate = beside_file if beside_file.exists() else candidate.resolve()
+        resolved.append(candidate)
+    return resolved

@@ -1,0 +1,50 @@
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from entity_training.context import PluginContext
+from entity_training.events import EventBus
+from entity_training.memory import Memory
+from entity_training.registry import ToolRouter
+from entity_training.stages import Stage
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+
+
+@pytest.fixture
+def make_context(tmp_path):
+    """Build a PluginContext to run one plugin without the executor.
+
+    Returns a factory: ``make_context(stage, memory=None, run_dir=None, events=None)``; pass a list
+    as ``events`` to collect what the plugin emits.
+    """
+
+    def factory(stage: Stage, memory: Memory | None = None, run_dir: Path | None = None, events: list | None = None):
+        bus = EventBus()
+        if events is not None:
+            bus.subscribe(events.append)
+        return PluginContext(
+            memory=memory if memory is not None else Memory(),
+            bus=bus,
+            tools=ToolRouter(),
+            run_dir=run_dir or tmp_path,
+            stage=stage,
+            plugin_name="test",
+            cancel_event=threading.Event(),
+        )
+
+    return factory
+
+
+@pytest.fixture
+def shared_datasets() -> Path:
+    """The third-party datasets beside the repository; tests using them skip on a user's clone."""
+    if not SHARED_DATASETS.is_dir():
+        pytest.skip(f"{SHARED_DATASETS} is absent (it exists in CI, not in a user's clone)")
+    return SHARED_DATASETS
