@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 def build_train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="train.py",
-        description="Run a fine-tuning workflow. Other commands: entity-train {%s}." % ",".join(SUBCOMMANDS),
+        description=f"Run a fine-tuning workflow. Other commands: entity-train {{{','.join(SUBCOMMANDS)}}}.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -65,9 +65,9 @@ def print_plan(workflow: Workflow, run_dir: Path | None) -> None:
     table = Table(title=f"Workflow {workflow.run.name}" + (f"  ->  {run_dir}" if run_dir else ""), show_lines=False)
     table.add_column("stage", style="cyan")
     table.add_column("plugin")
-    table.add_column("settings (non-default)")
+    table.add_column("settings (as written; the rest are defaults)")
     for step in workflow.steps:
-        settings = step.plugin.config.model_dump(exclude_defaults=True, mode="json")
+        settings = step.plugin.config.model_dump(exclude_unset=True, mode="json")
         text = ", ".join(f"{k}={v}" for k, v in settings.items())
         if settings.get("trust_remote_code"):
             text += "  [bold red]trust_remote_code=true: the model's own Python code will run[/bold red]"

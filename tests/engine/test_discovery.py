@@ -1,0 +1,102 @@
+"""Plugins are found by short name, dotted path, plugin folder and entry point."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+from helpers import load, run
+
+from entity_training.errors import ConfigError
+from entity_training.registry import ENTRY_POINT_GROUP, known_plugin_names, resolve_plugin
+
+FOLDER_PLUGIN = '''
+from pydantic import Field
+from entity_training import Plugin, PluginConfig, Stage
+
+
+class Greeter(Plugin):
+    """Writes a greeting."""
+
+    name = "greeter"
+    supported_stages = (Stage.INPUT,)
+
+    class ConfigModel(PluginConfig):
+        greeting: str = Field("hello", description="What to say.")
+        times: int = Field(1, gt=0, description="How often.")
+
+    async def _execute_impl(self, context):
+        context.remember("greeting", " ".join([self.config.greeting] * self.config.times))
+        return "greeted"
+'''
+
+
+def make_folder_plugin(root, name="greeter", code=FOLDER_PLUGIN, config=None):
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "plugin.py").write_text(textwrap.dedent(code))
+    if config is not None:
+        (folder / "config.yaml").write_text(textwrap.dedent(config))
+    return folder
+
+
+def test_dotted_path_with_dot_or_colon(tmp_path):
+    assert resolve_plugin("sample_plugins.Writer", []).cls.__name__ == "Writer"
+    assert resolve_plugin("sample_plugins:Writer", []).origin == "dotted path"
+
+
+def test_dotted_path_that_is_not_a_plugin(tmp_path):
+    with pytest.raises(ConfigError, match="is not a Plugin subclass"):
+        load(tmp_path, "workflow:\n  input:\n    - plugin: sample_plugins.CALLS\n")
+
+
+def test_builtin_short_names_are_known():
+    names = known_plugin_names([])
+    for name in ("dataset_loader", "training_config", "data_preparation", "fine_tuning", "evaluation", "model_export"):
+        assert name in names
+
+
+def test_folder_plugin_with_defaults_from_config_yaml(tmp_path):
+    make_folder_plugin(tmp_path / "my_plugins", config="description: greets\ndefaults:\n  greeting: hi\n  times: 2\n")
+    text = "plugin_dirs: [my_plugins]\nworkflow:\n  input:\n    - plugin: greeter\n      config: {times: 3}\n"
+    workflow = load(tmp_path, text)
+    assert workflow.steps[0].plugin.config.greeting == "hi"  # default from config.yaml
+    assert workflow.steps[0].plugin.config.times == 3  # the workflow wins
+    result = run(workflow, tmp_path / "run")
+    assert result.memory.get("greeting") == "hi hi hi"
+
+
+def test_folder_plugin_that_raises_at_import_names_the_folder(tmp_path):
+    make_folder_plugin(tmp_path / "plugs", name="broken", code="raise RuntimeError('bad import')\n")
+    with pytest.raises(ConfigError) as excinfo:
+        load(tmp_path, "plugin_dirs: [plugs]\nworkflow:\n  input:\n    - plugin: broken\n")
+    message = excinfo.value.problems[0].message
+    assert "broken" in message and "raised RuntimeError at import: bad import" in message
+
+
+def test_folder_plugins_are_listed_among_known_plugins(tmp_path):
+    make_folder_plugin(tmp_path / "plugs")
+    assert "greeter" in known_plugin_names([tmp_path / "plugs"])
+
+
+def test_entry_point_plugin_from_an_installed_package(tmp_path, monkeypatch):
+    """Install a tiny distribution (code + dist-info with an entry point) onto sys.path."""
+    site = tmp_path / "site"
+    package = site / "ep_plugin_pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        textwrap.dedent(FOLDER_PLUGIN).replace('name = "greeter"', 'name = "ep_greeter"')
+    )
+    dist_info = site / "ep_plugin_pkg-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-plugin-pkg\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nep_greeter = ep_plugin_pkg:Greeter\n")
+    monkeypatch.syspath_prepend(str(site))
+    try:
+        assert "ep_greeter" in known_plugin_names([])
+        workflow = load(tmp_path, "workflow:\n  input:\n    - plugin: ep_greeter\n")
+        assert workflow.steps[0].origin.startswith("entry point")
+        assert run(workflow, tmp_path / "run").memory.get("greeting") == "hello"
+    finally:
+        sys.modules.pop("ep_plugin_pkg", None)
