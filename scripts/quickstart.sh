@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The README's first command: set up, then run the default workflow end to end (offline, CPU).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+EXTRAS="${EXTRAS:-gguf}" bash scripts/setup.sh
+exec .venv/bin/python train.py --config configs/default.yaml --yes "$@"
