@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 EXTRAS="${EXTRAS:-gguf}" bash scripts/setup.sh
-exec .venv/bin/python train.py --config configs/default.yaml --yes "$@"
+# A fresh run directory each time, so running the quick start twice keeps both runs.
+exec .venv/bin/python train.py --config configs/default.yaml --output "outputs/quickstart-$(date +%Y%m%d-%H%M%S)" --yes "$@"
