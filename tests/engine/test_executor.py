@@ -8,7 +8,7 @@ import threading
 
 import pytest
 import sample_plugins
-from helpers import load, run
+from helpers import load
 
 from entity_training.errors import RunInterrupted
 from entity_training.executor import WorkflowExecutor
@@ -25,10 +25,10 @@ def recorder(stage: str, label: str) -> str:
     return f"  {stage}:\n    - plugin: sample_plugins.Recorder\n      config: {{label: {label}}}\n"
 
 
-def test_stages_run_in_order_and_empty_stages_are_skipped(tmp_path):
+async def test_stages_run_in_order_and_empty_stages_are_skipped(tmp_path):
     # Declared out of order; THINK and REVIEW are absent, PARSE is empty.
     text = "workflow:\n" + recorder("OUTPUT", "o") + recorder("do", "d") + "  PARSE: []\n" + recorder("input", "i")
-    result = run(load(tmp_path, text), tmp_path / "run")
+    result = await WorkflowExecutor(load(tmp_path, text), tmp_path / "run").run()
     assert result.status == "success"
     assert sample_plugins.CALLS == [
         "init:i",
@@ -48,9 +48,9 @@ def test_stages_run_in_order_and_empty_stages_are_skipped(tmp_path):
     ]
 
 
-def test_memory_is_shared_between_stages_and_summary_lands_in_run_json(tmp_path):
+async def test_memory_is_shared_between_stages_and_summary_lands_in_run_json(tmp_path):
     text = "workflow:\n  INPUT:\n    - plugin: sample_plugins.Writer\n      config: {count: 4}\n  DO:\n    - plugin: sample_plugins.Summer\n"
-    result = run(load(tmp_path, text), tmp_path / "run")
+    result = await WorkflowExecutor(load(tmp_path, text), tmp_path / "run").run()
     assert result.memory.get("total") == 6
     run_json = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run_json["status"] == "success"
@@ -59,8 +59,8 @@ def test_memory_is_shared_between_stages_and_summary_lands_in_run_json(tmp_path)
     assert all(isinstance(s["seconds"], float) for s in run_json["stages"])
 
 
-def test_events_are_written_as_json_lines(tmp_path):
-    result = run(load(tmp_path, "workflow:\n" + recorder("input", "i")), tmp_path / "run")
+async def test_events_are_written_as_json_lines(tmp_path):
+    result = await WorkflowExecutor(load(tmp_path, "workflow:\n" + recorder("input", "i")), tmp_path / "run").run()
     lines = [json.loads(line) for line in (result.run_dir / "events.jsonl").read_text().splitlines()]
     types = [event["type"] for event in lines]
     assert types[0] == "run_start" and types[-1] == "run_end"
@@ -69,13 +69,13 @@ def test_events_are_written_as_json_lines(tmp_path):
     assert stage_end["stage"] == "INPUT" and "seconds" in stage_end
 
 
-def test_memory_is_persisted_and_resume_skips_finished_stages(tmp_path):
+async def test_memory_is_persisted_and_resume_skips_finished_stages(tmp_path):
     run_dir = tmp_path / "run"
     text = (
         "workflow:\n  INPUT:\n    - plugin: sample_plugins.Writer\n  PARSE:\n    - plugin: sample_plugins.VolatileWriter\n"
         "  DO:\n    - plugin: sample_plugins.Failer\n"
     )
-    first = run(load(tmp_path, text), run_dir)
+    first = await WorkflowExecutor(load(tmp_path, text), run_dir).run()
     assert first.status == "failed"
     saved = json.loads((run_dir / "memory.json").read_text())
     assert saved["entries"]["numbers"] == [0, 1, 2]
@@ -83,7 +83,7 @@ def test_memory_is_persisted_and_resume_skips_finished_stages(tmp_path):
 
     sample_plugins.CALLS.clear()
     fixed = text.replace("sample_plugins.Failer", "sample_plugins.Summer")
-    second = run(load(tmp_path, fixed), run_dir, resume=True)
+    second = await WorkflowExecutor(load(tmp_path, fixed), run_dir, resume=True).run()
     assert second.status == "success"
     statuses = {(r.stage, r.status) for r in second.stages}
     assert ("INPUT", "skipped") in statuses  # persisted: not re-run
@@ -100,7 +100,7 @@ def test_truncated_memory_file_is_a_clear_error(tmp_path):
         Memory.load(tmp_path)
 
 
-def test_failure_runs_error_handlers_then_cleans_up_everything(tmp_path):
+async def test_failure_runs_error_handlers_then_cleans_up_everything(tmp_path):
     text = (
         "workflow:\n"
         + recorder("input", "i")
@@ -108,7 +108,7 @@ def test_failure_runs_error_handlers_then_cleans_up_everything(tmp_path):
         + recorder("OUTPUT", "o")
     )
     text += "  ERROR:\n    - plugin: sample_plugins.ErrorHandler\n"
-    result = run(load(tmp_path, text), tmp_path / "run")
+    result = await WorkflowExecutor(load(tmp_path, text), tmp_path / "run").run()
     assert result.status == "failed" and str(result.error) == "boom"
     assert "OUTPUT:o" not in sample_plugins.CALLS
     assert "error-handler:boom" in sample_plugins.CALLS
@@ -118,11 +118,11 @@ def test_failure_runs_error_handlers_then_cleans_up_everything(tmp_path):
     assert run_json["exit_code"] == 1
 
 
-def test_review_failure_skips_output_and_exits_3(tmp_path):
+async def test_review_failure_skips_output_and_exits_3(tmp_path):
     text = "workflow:\n  REVIEW:\n    - plugin: sample_plugins.Failer\n      config: {kind: review}\n" + recorder(
         "OUTPUT", "o"
     )
-    result = run(load(tmp_path, text), tmp_path / "run")
+    result = await WorkflowExecutor(load(tmp_path, text), tmp_path / "run").run()
     assert result.status == "review_failed"
     assert "OUTPUT:o" not in sample_plugins.CALLS and "cleanup:o" in sample_plugins.CALLS
     assert json.loads((tmp_path / "run" / "run.json").read_text())["exit_code"] == 3
@@ -159,15 +159,17 @@ def test_task_cancellation_is_also_an_interruption(tmp_path):
     assert asyncio.run(main()).status == "interrupted"
 
 
-def test_tools_are_routed_to_their_plugin(tmp_path):
+async def test_tools_are_routed_to_their_plugin(tmp_path):
     text = "workflow:\n  PARSE:\n    - plugin: sample_plugins.Calculator\n  THINK:\n    - plugin: sample_plugins.ToolUser\n"
-    result = run(load(tmp_path, text), tmp_path / "run")
+    result = await WorkflowExecutor(load(tmp_path, text), tmp_path / "run").run()
     assert result.status == "success", result.error
     assert result.memory.get("tool_results") == [42, 3]
 
 
-def test_unknown_tool_is_a_clear_failure(tmp_path):
-    result = run(load(tmp_path, "workflow:\n  THINK:\n    - plugin: sample_plugins.ToolUser\n"), tmp_path / "run")
+async def test_unknown_tool_is_a_clear_failure(tmp_path):
+    result = await WorkflowExecutor(
+        load(tmp_path, "workflow:\n  THINK:\n    - plugin: sample_plugins.ToolUser\n"), tmp_path / "run"
+    ).run()
     assert result.status == "failed" and "no plugin in this workflow offers the tool 'double'" in str(result.error)
 
 
@@ -185,9 +187,9 @@ def test_plugin_refuses_a_stage_it_does_not_support(make_context):
         asyncio.run(sample_plugins.Writer().execute(make_context(Stage.OUTPUT)))
 
 
-def test_non_main_rank_stops_after_do_and_writes_nothing(tmp_path, monkeypatch):
+async def test_non_main_rank_stops_after_do_and_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     text = "workflow:\n" + recorder("DO", "d") + recorder("OUTPUT", "o")
-    result = run(load(tmp_path, text), tmp_path / "run")
+    result = await WorkflowExecutor(load(tmp_path, text), tmp_path / "run").run()
     assert result.status == "success" and "OUTPUT:o" not in sample_plugins.CALLS
     assert not (tmp_path / "run" / "run.json").exists() and not (tmp_path / "run" / "events.jsonl").exists()
