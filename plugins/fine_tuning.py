@@ -1,0 +1,298 @@
+"""FineTuningPlugin (DO): train the model on the packed rows of the data preparation stage.
+
+Features:
+- full, LoRA, DoRA and QLoRA training with the transformers Trainer on padding-free packed
+  rows (block-diagonal attention, no gradient checkpointing unless the memory plan needs it);
+- the memory plan (needs the sequence length, known only now) with auto-fit, in
+  ``training.memory_plan``;
+- metrics to the engine (loss, learning rate, grad norm, tokens/s, memory, ETA), to
+  ``metrics.jsonl``/``metrics.csv`` and optionally TensorBoard;
+- atomic, verified checkpoints in ``checkpoints/``; resume from the newest complete one
+  (``resume_from_checkpoint: auto`` or ``--resume``), skipping corrupt ones;
+- Ctrl-C saves a checkpoint, then stops with RunInterrupted (exit code 130);
+- on out-of-memory: halve the micro-batch, double accumulation, retry from the last checkpoint;
+- the final model (adapter or full weights, tokenizer with the training chat template) in
+  ``final-model/``; only the main process writes files in a distributed run.
+
+Raises:
+    ConfigError: an explicit resume_from_checkpoint that is not a complete checkpoint.
+    RunInterrupted: the user pressed Ctrl-C (a checkpoint was saved first).
+    PluginError: out of memory even after the retries, or a missing input from earlier stages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from entity_training import ConfigError, Plugin, PluginConfig, PluginError, Problem, RunInterrupted, Stage
+from plugins import memory_keys
+
+CHECKPOINT_DIR = "checkpoints"
+FINAL_MODEL_DIR = "final-model"
+MAX_OOM_RETRIES = 2
+
+
+class FineTuningConfig(PluginConfig):
+    oom_retries: int = Field(
+        MAX_OOM_RETRIES,
+        ge=0,
+        le=MAX_OOM_RETRIES,
+        description="On out-of-memory, retry this many times with half the micro-batch and twice the accumulation.",
+    )
+    torch_threads: int | None = Field(
+        None, gt=0, description="CPU threads for the maths; null lets torch use every physical core."
+    )
+
+
+class FineTuningPlugin(Plugin):
+    name = "fine_tuning"
+    description = "Train the model (full, LoRA, DoRA or QLoRA) on the tokenized data, with checkpoints."
+    supported_stages = (Stage.DO,)
+    dependencies = (memory_keys.TRAINING_CONFIG, memory_keys.DATASET_TOKENIZED)
+    provides = (memory_keys.TRAINING_RESULT, memory_keys.TRAINING_MEMORY_PLAN)
+
+    ConfigModel = FineTuningConfig
+
+    async def _execute_impl(self, context) -> str:
+        config = context.recall(memory_keys.TRAINING_CONFIG)
+        tokenized = context.recall(memory_keys.DATASET_TOKENIZED)
+        if config is None or tokenized is None:
+            raise PluginError(
+                "needs training.config (training_config in PARSE) and dataset.tokenized (data_preparation in THINK)",
+                plugin=self.plugin_name(),
+                stage=context.stage.value,
+            )
+        plan = await asyncio.to_thread(self._plan, context, config, tokenized["max_seq_length"])
+        result = await asyncio.to_thread(self._train_with_retries, context, config, tokenized, plan.settings)
+        context.remember(memory_keys.TRAINING_RESULT, result)
+        context.summarize("train_loss", result["train_loss"])
+        context.summarize("best_eval_loss", result["best_eval_loss"])
+        context.summarize("final_model_path", result["final_model_path"])
+        eval_part = f", eval loss {result['best_eval_loss']:.4f}" if result["best_eval_loss"] is not None else ""
+        return (
+            f"{result['steps']} steps, train loss {result['train_loss']:.4f}{eval_part}, "
+            f"{result['tokens_per_second']:.0f} tokens/s"
+        )
+
+    async def cleanup(self, context) -> None:
+        from plugins.training.resources import release_memory
+
+        release_memory()
+
+    # -- planning -----------------------------------------------------------------------------
+    def _plan(self, context, config: dict[str, Any], max_seq_length: int):
+        from plugins.training.memory_plan import format_bytes, plan_for_config
+
+        plan = plan_for_config(config, max_seq_length)
+        context.remember(memory_keys.TRAINING_MEMORY_PLAN, plan.to_dict())
+        context.log(
+            f"memory plan: estimated peak {format_bytes(plan.peak_bytes)} of {format_bytes(plan.available_bytes)} "
+            f"available ({plan.device_name})"
+        )
+        for change in plan.changes:
+            context.warn(f"memory plan auto-fit: {change}")
+        if not plan.fits:
+            context.warn(
+                f"the estimated peak ({format_bytes(plan.peak_bytes)}) exceeds the memory available; training "
+                "may run out of memory. Lower max_seq_length or batch_size, or use qlora or a smaller model."
+            )
+        return plan
+
+    # -- training -----------------------------------------------------------------------------
+    def _train_with_retries(self, context, config, tokenized, settings) -> dict[str, Any]:
+        from plugins.training.checkpoints import newest_complete_checkpoint
+        from plugins.training.resources import is_out_of_memory, release_memory
+
+        checkpoint_dir = Path(context.run_dir) / CHECKPOINT_DIR
+        resume = self._resume_checkpoint(context, config, checkpoint_dir)
+        for attempt in range(self.config.oom_retries + 1):
+            try:
+                return self._train_once(context, config, tokenized, settings, resume)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            release_memory()
+            if attempt == self.config.oom_retries or settings.batch_size == 1:
+                raise PluginError(
+                    f"out of memory ({message}) with batch_size {settings.batch_size} x accumulation "
+                    f"{settings.gradient_accumulation_steps}, after {attempt} retries. Knobs to turn: lower "
+                    "max_seq_length (data_preparation), set gradient_checkpointing: true, use training_method: "
+                    "qlora or lora, lower lora_r, use optim: adamw_8bit, or a smaller model.",
+                    plugin=self.plugin_name(),
+                    stage=context.stage.value,
+                )
+            effective = settings.batch_size * settings.gradient_accumulation_steps
+            batch = settings.batch_size // 2
+            settings = replace(settings, batch_size=batch, gradient_accumulation_steps=-(-effective // batch))
+            latest = newest_complete_checkpoint(checkpoint_dir, context.warn)
+            resume = str(latest) if latest else None
+            context.warn(
+                f"out of memory: retrying with batch_size {settings.batch_size} x accumulation "
+                f"{settings.gradient_accumulation_steps} from {resume or 'the start'}"
+            )
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _resume_checkpoint(self, context, config, checkpoint_dir: Path) -> str | None:
+        from plugins.training.checkpoints import checkpoint_problems, newest_complete_checkpoint
+
+        requested = config["resume_from_checkpoint"]
+        if requested not in (None, "auto"):
+            problems = checkpoint_problems(Path(requested))
+            if problems:
+                raise ConfigError(
+                    Problem(
+                        f"cannot resume from {requested}: {'; '.join(problems)}. Point resume_from_checkpoint "
+                        "to a complete checkpoint, or use auto to take the newest complete one.",
+                        path="resume_from_checkpoint",
+                    )
+                )
+            return requested
+        if requested == "auto" or context.resume:
+            newest = newest_complete_checkpoint(checkpoint_dir, context.warn)
+            if newest is None:
+                context.log(f"no complete checkpoint in {checkpoint_dir}: starting training from the beginning")
+                return None
+            context.log(f"resuming training from {newest}")
+            return str(newest)
+        return None
+
+    def _train_once(self, context, config, tokenized, settings, resume: str | None) -> dict[str, Any]:
+        import torch
+        from transformers import set_seed
+
+        from plugins.data.collator import PackedCollator
+        from plugins.training.callbacks import EarlyStopping, EngineReportingCallback, MetricsFiles, TokenCounter
+        from plugins.training.model_setup import load_model_for_training
+        from plugins.training.resources import current_memory_bytes, peak_memory_bytes
+        from plugins.training.trainer import PackedRows, PackedTrainer, tensorboard_callback, training_arguments
+
+        if self.config.torch_threads:
+            torch.set_num_threads(self.config.torch_threads)
+        set_seed(config["seed"])
+        checkpoint_dir = Path(context.run_dir) / CHECKPOINT_DIR
+        main = context.is_main_process
+        loaded = load_model_for_training(
+            config, gradient_checkpointing=settings.gradient_checkpointing, device_map=_device_map(config)
+        )
+        context.log(
+            f"model {config['model_name_or_path']}: {loaded.total_params:,} parameters, "
+            f"{loaded.trainable_params:,} trainable ({100 * loaded.trainable_params / max(loaded.total_params, 1):.2f}%), "
+            f"memory after loading {current_memory_bytes() / 2**20:.0f} MiB"
+        )
+        tokenizer = loaded.tokenizer
+        tokenizer.chat_template = tokenized.get("chat_template") or tokenizer.chat_template
+        train_rows = PackedRows(tokenized["train"])
+        eval_rows = PackedRows(tokenized["validation"]) if tokenized.get("validation") else None
+        if eval_rows is not None and len(eval_rows) == 0:
+            eval_rows = None
+        tokens = TokenCounter()
+        files = MetricsFiles(context.run_dir) if main else None
+        reporting = EngineReportingCallback(context, tokens, files)
+        callbacks = [reporting]
+        if config["early_stopping_patience"] and eval_rows is not None:
+            callbacks.append(EarlyStopping(config["early_stopping_patience"]))
+        if config["report_to"] == "tensorboard" and main:
+            callbacks.append(tensorboard_callback(context.run_dir))
+        trainer = PackedTrainer(
+            model=loaded.model,
+            args=training_arguments(
+                config,
+                checkpoint_dir=checkpoint_dir,
+                has_validation=eval_rows is not None,
+                batch_size=settings.batch_size,
+                gradient_accumulation_steps=settings.gradient_accumulation_steps,
+                gradient_checkpointing=settings.gradient_checkpointing,
+            ),
+            train_dataset=train_rows,
+            eval_dataset=eval_rows,
+            data_collator=PackedCollator(pad_token_id=tokenizer.pad_token_id),
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            tokens=tokens,
+            checkpoint_dir=checkpoint_dir,
+            save_total_limit=config["save_total_limit"],
+        )
+        try:
+            initial_eval = None
+            if eval_rows is not None and resume is None:
+                initial_eval = trainer.evaluate()["eval_loss"]
+            started = time.perf_counter()
+            output = trainer.train(resume_from_checkpoint=resume)
+            train_seconds = time.perf_counter() - started
+            if reporting.interrupted:
+                saved = trainer.published[-1] if trainer.published else checkpoint_dir
+                raise RunInterrupted(
+                    f"training stopped at step {trainer.state.global_step}; checkpoint saved in {saved}"
+                )
+            if eval_rows is not None and not _evaluated_at(reporting.history, trainer.state.global_step):
+                trainer.evaluate()
+            trained_tokens = _sum_over_ranks(tokens.total)
+            final_dir = Path(context.run_dir) / FINAL_MODEL_DIR
+            if main:
+                _save_final_model(trainer, tokenizer, config, final_dir)
+            history = reporting.history
+            eval_losses = [r["eval_loss"] for r in history if "eval_loss" in r]
+            train_losses = [r["loss"] for r in history if "loss" in r]
+            return {
+                "final_model_path": str(final_dir),
+                "method": config["training_method"],
+                "base_model": config["model_name_or_path"],
+                "train_loss": train_losses[-1] if train_losses else float(output.training_loss),
+                "average_train_loss": float(output.training_loss),
+                "best_eval_loss": min(eval_losses) if eval_losses else None,
+                "initial_eval_loss": initial_eval,
+                "final_eval_loss": eval_losses[-1] if eval_losses else None,
+                "steps": int(trainer.state.global_step),
+                "trained_tokens": trained_tokens,
+                "train_seconds": round(train_seconds, 2),
+                "tokens_per_second": round(trained_tokens / max(train_seconds, 1e-9), 1),
+                "peak_memory_bytes": peak_memory_bytes(),
+                "batch_size": settings.batch_size,
+                "gradient_accumulation_steps": settings.gradient_accumulation_steps,
+                "gradient_checkpointing": settings.gradient_checkpointing,
+                "resumed_from": resume,
+                "log_history": history,
+                "metrics_path": str(files.jsonl_path) if files else None,
+            }
+        finally:
+            if files is not None:
+                files.close()
+            trainer.model = trainer.model_wrapped = None  # let the caller free the weights
+
+
+def _device_map(config: dict[str, Any]):
+    """Place a 4-bit model on this process's GPU at load time; the Trainer moves other models."""
+    import os
+
+    if config["device"] == "cuda" and config["load_in_4bit"]:
+        return {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    return None
+
+
+def _evaluated_at(history: list[dict[str, Any]], step: int) -> bool:
+    return any(record.get("step") == step and "eval_loss" in record for record in history)
+
+
+def _sum_over_ranks(value: int) -> int:
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        tensor = torch.tensor([value], dtype=torch.long)
+        torch.distributed.all_reduce(tensor)
+        return int(tensor.item())
+    return value
+
+
+def _save_final_model(trainer, tokenizer, config: dict[str, Any], final_dir: Path) -> None:
+    """Adapter or full weights, the tokenizer with the training chat template, the resolved config."""
+    trainer.save_model(str(final_dir))
+    tokenizer.save_pretrained(str(final_dir))
+    (final_dir / "training_config.json").write_text(json.dumps(config, indent=2, default=str), encoding="utf-8")

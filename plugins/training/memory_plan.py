@@ -1,0 +1,311 @@
+"""Estimate peak training memory before any weight is loaded, and fit the run to the device.
+
+The estimate adds up, in bytes: the weights at their storage dtype, the trainable (LoRA) weights,
+their gradients and optimizer states, the activations kept for the backward pass (all layers, or
+one layer plus each layer's input with gradient checkpointing), the logits and the loss's
+softmax, and a framework overhead. The activation and logits coefficients count the tensors
+autograd saves in a Llama-style block; they were checked against measured peak RSS on CPU
+(tests/test_memory_plan.py).
+
+If the estimate exceeds the memory available, ``fit_to_memory`` enables gradient checkpointing,
+then halves the micro-batch while doubling gradient accumulation (the effective batch stays the
+same), and records every change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from plugins.training.model_shape import ModelShape, lora_target_layers
+
+GIB = 1024**3
+MIB = 1024**2
+FP32 = 4
+
+# Bytes per parameter of the optimizer state, per trainable parameter.
+_OPTIMIZER_STATE_BYTES = {
+    "adamw_torch": 8,
+    "adamw_torch_fused": 8,
+    "adamw_8bit": 2,
+    "paged_adamw_8bit": 2,
+    "sgd": 0,
+    "adafactor": 1,  # factored second moment: rows + columns, a small fraction of the weights
+}
+# Framework memory that does not scale with the model: allocator pools, kernels' workspaces,
+# the Trainer's own buffers (CPU), and the CUDA context (GPU).
+_OVERHEAD_BYTES = {"cpu": 160 * MIB, "cuda": 600 * MIB, "mps": 300 * MIB}
+# Keep this share of the available memory free for what the estimate cannot see.
+HEADROOM = 0.9
+# Activation elements autograd keeps per token and decoder layer, in units of the hidden size
+# (norm inputs/outputs, q/k/v before and after rotary, attention output, residuals) and of the
+# MLP width (gate, up, activation, product).
+_ACT_PER_HIDDEN = 10
+_ACT_PER_KV = 3
+_ACT_PER_INTERMEDIATE = 4
+# Logits, their float copy for the loss, the saved log-softmax, and the gradient.
+_LOGITS_COPIES = 4
+# bitsandbytes 4-bit: half a byte per weight plus block scales (double-quantized).
+_NF4_BYTES_PER_PARAM = 0.5 + 1 / 64
+
+
+@dataclass(frozen=True)
+class TrainingShape:
+    """The knobs of a run that change its memory use."""
+
+    method: str  # full, lora, dora, qlora
+    precision: str  # fp32, bf16, fp16 (resolved)
+    batch_size: int
+    gradient_accumulation_steps: int
+    max_seq_length: int
+    gradient_checkpointing: bool
+    lora_r: int = 16
+    lora_dropout: float = 0.0
+    target_modules: str | list[str] = "all-linear"
+    optim: str = "adamw_torch"
+    device_kind: str = "cpu"
+
+
+@dataclass
+class MemoryPlan:
+    settings: TrainingShape
+    components: dict[str, int]
+    available_bytes: int
+    device_name: str
+    total_params: int
+    trainable_params: int
+    changes: list[str] = field(default_factory=list)
+
+    @property
+    def peak_bytes(self) -> int:
+        return sum(self.components.values())
+
+    @property
+    def fits(self) -> bool:
+        return self.peak_bytes <= self.available_bytes * HEADROOM
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "settings": asdict(self.settings),
+            "components": dict(self.components),
+            "peak_bytes": self.peak_bytes,
+            "available_bytes": self.available_bytes,
+            "device": self.device_name,
+            "fits": self.fits,
+            "total_params": self.total_params,
+            "trainable_params": self.trainable_params,
+            "changes": list(self.changes),
+        }
+
+
+def lora_parameter_count(shape: ModelShape, settings: TrainingShape) -> int:
+    layers = lora_target_layers(shape, settings.target_modules)
+    count = sum(settings.lora_r * (layer.in_features + layer.out_features) for layer in layers)
+    if settings.method == "dora":
+        count += sum(layer.out_features for layer in layers)  # the magnitude vector
+    return count
+
+
+def _activation_bytes(shape: ModelShape, settings: TrainingShape) -> int:
+    tokens = settings.batch_size * settings.max_seq_length
+    act_bytes = FP32 if settings.precision == "fp32" else 2
+    kv_dim = shape.hidden_size * shape.num_key_value_heads // max(shape.num_attention_heads, 1)
+    per_layer = (
+        _ACT_PER_HIDDEN * shape.hidden_size + _ACT_PER_KV * kv_dim + _ACT_PER_INTERMEDIATE * shape.intermediate_size
+    )
+    if settings.method in ("lora", "dora", "qlora"):
+        targets = lora_target_layers(shape, settings.target_modules)
+        per_module_inputs = sum(layer.in_features for layer in targets) / max(shape.num_layers, 1)
+        # Each wrapped layer keeps its (dropped-out) input and the rank-r intermediate.
+        dropout_copies = 1.25 if settings.lora_dropout > 0 else 0
+        per_layer += dropout_copies * per_module_inputs + settings.lora_r * len(targets) / max(shape.num_layers, 1)
+        if settings.method == "dora":
+            # DoRA keeps the base output of every wrapped layer to rescale it.
+            per_layer += sum(layer.out_features for layer in targets) / max(shape.num_layers, 1)
+    if settings.gradient_checkpointing:
+        kept_layers = shape.hidden_size * shape.num_layers  # each layer's input
+        activations = tokens * (kept_layers + per_layer) * act_bytes
+    else:
+        activations = tokens * per_layer * shape.num_layers * act_bytes
+    # The block-diagonal mask of padding-free packing: one byte per token pair.
+    mask = settings.batch_size * settings.max_seq_length**2
+    return int(activations + mask)
+
+
+def _weight_bytes(shape: ModelShape, settings: TrainingShape) -> int:
+    if settings.method == "qlora":
+        quantized = sum(layer.in_features * layer.out_features for layer in shape.per_layer_linears())
+        # Non-quantized weights (embeddings, norms, head) are upcast to fp32 by k-bit preparation.
+        return int(quantized * _NF4_BYTES_PER_PARAM + (shape.total_params - quantized) * FP32)
+    if settings.method == "full" or settings.precision == "fp32":
+        return shape.total_params * FP32  # full training keeps fp32 master weights
+    return shape.total_params * 2  # a frozen base at the compute dtype
+
+
+def estimate_peak_memory(
+    shape: ModelShape, settings: TrainingShape, *, available_bytes: int, device_name: str
+) -> MemoryPlan:
+    """The peak-memory estimate of one training configuration, split into its components."""
+    if settings.method == "full":
+        trainable = shape.total_params
+        adapter = 0
+    else:
+        trainable = adapter = lora_parameter_count(shape, settings)
+    optimizer_bytes = _OPTIMIZER_STATE_BYTES.get(settings.optim, 8)
+    logits = settings.batch_size * settings.max_seq_length * shape.vocab_size * FP32 * _LOGITS_COPIES
+    components = {
+        "weights": _weight_bytes(shape, settings),
+        "adapter weights": adapter * FP32,
+        "gradients": trainable * FP32,
+        "optimizer states": trainable * optimizer_bytes,
+        "activations": _activation_bytes(shape, settings),
+        "logits and loss": int(logits),
+        "framework overhead": _OVERHEAD_BYTES.get(settings.device_kind, _OVERHEAD_BYTES["cpu"]),
+    }
+    return MemoryPlan(
+        settings=settings,
+        components=components,
+        available_bytes=int(available_bytes),
+        device_name=device_name,
+        total_params=shape.total_params,
+        trainable_params=trainable,
+    )
+
+
+def fit_to_memory(
+    shape: ModelShape,
+    settings: TrainingShape,
+    *,
+    available_bytes: int,
+    device_name: str,
+    allow_gradient_checkpointing: bool = True,
+) -> MemoryPlan:
+    """Enable gradient checkpointing, then trade micro-batch for accumulation until the plan fits."""
+    changes: list[str] = []
+    plan = estimate_peak_memory(shape, settings, available_bytes=available_bytes, device_name=device_name)
+    if not plan.fits and allow_gradient_checkpointing and not settings.gradient_checkpointing:
+        settings = replace(settings, gradient_checkpointing=True)
+        before = plan.peak_bytes
+        plan = estimate_peak_memory(shape, settings, available_bytes=available_bytes, device_name=device_name)
+        changes.append(
+            f"enabled gradient checkpointing (estimated peak {format_bytes(before)} -> {format_bytes(plan.peak_bytes)})"
+        )
+    while not plan.fits and settings.batch_size > 1:
+        old_batch, old_accumulation = settings.batch_size, settings.gradient_accumulation_steps
+        effective = old_batch * old_accumulation
+        new_batch = old_batch // 2
+        # Ceiling division keeps the effective batch when the micro-batch was odd.
+        settings = replace(settings, batch_size=new_batch, gradient_accumulation_steps=-(-effective // new_batch))
+        plan = estimate_peak_memory(shape, settings, available_bytes=available_bytes, device_name=device_name)
+        changes.append(
+            f"batch_size {old_batch} -> {settings.batch_size}, gradient_accumulation_steps "
+            f"{old_accumulation} -> {settings.gradient_accumulation_steps} (effective batch "
+            f"{effective} -> {settings.batch_size * settings.gradient_accumulation_steps}; estimated peak "
+            f"{format_bytes(plan.peak_bytes)})"
+        )
+    plan.changes = changes
+    return plan
+
+
+def format_bytes(count: float) -> str:
+    if abs(count) >= GIB:
+        return f"{count / GIB:.2f} GiB"
+    return f"{count / MIB:.1f} MiB"
+
+
+def render_plan(plan: MemoryPlan, console) -> None:
+    """Print the plan as a rich table: one row per component, the total, the verdict, the changes."""
+    from rich.table import Table
+
+    s = plan.settings
+    title = (
+        f"Memory plan: {s.method}, {s.precision}, batch {s.batch_size} x accumulation "
+        f"{s.gradient_accumulation_steps}, {s.max_seq_length} tokens, gradient checkpointing "
+        f"{'on' if s.gradient_checkpointing else 'off'}"
+    )
+    table = Table(title=title, show_footer=False)
+    table.add_column("component")
+    table.add_column("estimate", justify="right")
+    for name, value in plan.components.items():
+        table.add_row(name, format_bytes(value))
+    table.add_row("[bold]estimated peak[/bold]", f"[bold]{format_bytes(plan.peak_bytes)}[/bold]")
+    table.add_row(f"available ({plan.device_name})", format_bytes(plan.available_bytes))
+    verdict = "[green]fits[/green]" if plan.fits else "[red]does not fit[/red]"
+    table.add_row("verdict", verdict)
+    table.caption = f"{plan.trainable_params:,} trainable of {plan.total_params:,} parameters"
+    console.print(table)
+    for change in plan.changes:
+        console.print(f"  auto-fit: {change}")
+
+
+def plan_for_config(config: dict[str, Any], max_seq_length: int, *, available_bytes: int | None = None) -> MemoryPlan:
+    """The plan of a resolved ``training.config`` dict (see TrainingConfigPlugin.resolve).
+
+    Applies auto-fit when the config allows it. ``available_bytes`` defaults to
+    ``memory_budget_gb`` if set, else the device's free memory.
+    """
+    from plugins.models import load_model_config
+    from plugins.training.device import detect_device
+    from plugins.training.model_shape import model_shape
+
+    device = detect_device()
+    if available_bytes is None:
+        budget = config.get("memory_budget_gb")
+        available_bytes = int(budget * GIB) if budget else device.free_memory_bytes
+    shape = model_shape(load_model_config(config["model_name_or_path"]))
+    settings = TrainingShape(
+        method=config["training_method"],
+        precision=config["precision"],
+        batch_size=config["batch_size"],
+        gradient_accumulation_steps=config["gradient_accumulation_steps"],
+        max_seq_length=max_seq_length,
+        gradient_checkpointing=config["gradient_checkpointing"] is True,
+        lora_r=config["lora_r"],
+        lora_dropout=config["lora_dropout"],
+        target_modules=config["target_modules"],
+        optim=config["optim"],
+        device_kind=device.kind,
+    )
+    if not config["auto_fit"]:
+        return estimate_peak_memory(shape, settings, available_bytes=available_bytes, device_name=device.name)
+    return fit_to_memory(
+        shape,
+        settings,
+        available_bytes=available_bytes,
+        device_name=device.name,
+        allow_gradient_checkpointing=config["gradient_checkpointing"] != False,  # noqa: E712 ("auto" allows it)
+    )
+
+
+def _sequence_length(plugins: list[Any]) -> int:
+    """``max_seq_length`` from any plugin config of the workflow, else data preparation's default."""
+    for plugin in plugins:
+        value = getattr(plugin.config, "max_seq_length", None)
+        if value:
+            return int(value)
+    from plugins import get_plugin
+
+    return int(get_plugin("data_preparation").ConfigModel.model_fields["max_seq_length"].default)
+
+
+def plan_for_workflow(workflow, *, log=print) -> MemoryPlan:
+    """The memory plan of a loaded workflow (``entity_training.workflow.Workflow``), without training.
+
+    Raises ConfigError when the workflow has no training_config step or its settings are invalid.
+    """
+    from entity_training import ConfigError, Problem
+    from plugins.training_config import TrainingConfigPlugin
+
+    plugins = [step.plugin for step in workflow.steps]
+    training = next((p for p in plugins if isinstance(p, TrainingConfigPlugin)), None)
+    if training is None:
+        raise ConfigError(Problem("the workflow has no training_config step, so there is no training to plan."))
+    config = training.resolve(seed=workflow.run.seed, log=log)
+    return plan_for_config(config, _sequence_length(plugins))
+
+
+def print_workflow_plan(workflow, console) -> MemoryPlan:
+    """What ``entity-train plan CONFIG`` and scripts/estimate_memory.py print."""
+    plan = plan_for_workflow(workflow, log=console.print)
+    render_plan(plan, console)
+    return plan

@@ -1,0 +1,107 @@
+"""Load the model for a training method: full (trainable weights), LoRA/DoRA (PEFT adapters on a
+frozen base), QLoRA (adapters on a bitsandbytes 4-bit base, after k-bit preparation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from plugins.training.precision import torch_dtype
+
+_COMPUTE_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    total_params: int
+    trainable_params: int
+
+
+def _base_dtype(config: dict[str, Any]):
+    # Full training keeps fp32 master weights (autocast does the low-precision maths); a frozen
+    # LoRA base can sit at the compute dtype and halve its memory.
+    if config["training_method"] == "full":
+        return torch_dtype("fp32")
+    return torch_dtype(config["precision"])
+
+
+def quantization_config(config: dict[str, Any]):
+    """The bitsandbytes 4-bit config of a QLoRA run (None when the base is not quantized)."""
+    if not config["load_in_4bit"]:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    compute = config["bnb_4bit_compute_dtype"]
+    compute_precision = config["precision"] if compute == "auto" else _COMPUTE_DTYPES[compute]
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=config["bnb_4bit_quant_type"],
+        bnb_4bit_use_double_quant=config["bnb_4bit_use_double_quant"],
+        bnb_4bit_compute_dtype=torch_dtype(compute_precision),
+    )
+
+
+def lora_config(config: dict[str, Any]):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config["lora_r"],
+        lora_alpha=config["lora_alpha"],
+        lora_dropout=config["lora_dropout"],
+        target_modules=config["target_modules"],
+        use_dora=config["training_method"] == "dora",
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(total, trainable); 4-bit weights are packed two per byte, so count them as their logical size."""
+    total = trainable = 0
+    for parameter in model.parameters():
+        count = parameter.numel()
+        if parameter.__class__.__name__ == "Params4bit":
+            count *= 2
+        total += count
+        if parameter.requires_grad:
+            trainable += count
+    return total, trainable
+
+
+def load_model_for_training(config: dict[str, Any], *, gradient_checkpointing: bool, device_map=None) -> LoadedModel:
+    """The model, ready for the Trainer, with its tokenizer (which always has a pad token)."""
+    from plugins.models import load_causal_lm, load_tokenizer
+
+    name = config["model_name_or_path"]
+    tokenizer = load_tokenizer(name, trust_remote_code=config["trust_remote_code"])
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = load_causal_lm(
+        name,
+        dtype=_base_dtype(config),
+        quantization_config=quantization_config(config),
+        device_map=device_map,
+        trust_remote_code=config["trust_remote_code"],
+    )
+    model.config.use_cache = False  # the KV cache is useless in training and costs memory
+    if config["training_method"] != "full":
+        model = _add_adapters(model, config, gradient_checkpointing=gradient_checkpointing)
+    total, trainable = count_parameters(model)
+    return LoadedModel(model=model, tokenizer=tokenizer, total_params=total, trainable_params=trainable)
+
+
+def _add_adapters(model, config: dict[str, Any], *, gradient_checkpointing: bool):
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if config["load_in_4bit"]:
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    elif gradient_checkpointing:
+        # Checkpointed blocks need an input that requires grad, or the frozen base cuts the graph.
+        model.enable_input_require_grads()
+    return get_peft_model(model, lora_config(config))

@@ -1,0 +1,231 @@
+"""TrainingConfigPlugin (PARSE): resolve and check the training configuration.
+
+Features:
+- every hyper-parameter of a run in one validated block (the CLI's named flags map to these
+  field names: ``--lr`` -> ``learning_rate``, ``--lora-rank`` -> ``lora_r``, ...);
+- cross-field checks with actionable messages: QLoRA turns on 4-bit loading (and says so), full
+  fine-tuning of a 4-bit base is refused, ``target_modules`` that match nothing are named, the
+  precision is resolved for the device (bf16 where it is native, fp32 on CPUs without it);
+- the model is resolved (registry name, local path or hub id) and its architecture checked
+  without loading weights.
+
+Stores the resolved configuration as a dict in ``training.config``. The memory plan needs the
+sequence length, known only after tokenization (THINK): FineTuning computes it at the start of
+DO, and ``plugins.training.memory_plan.plan_for_workflow`` computes it from a workflow file.
+
+Raises:
+    ConfigError: contradictory or impossible settings (exit code 2).
+    InputError: an unknown model name or missing path, an architecture that cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from entity_training import ConfigError, Plugin, PluginConfig, Problem, Stage
+from plugins import memory_keys
+
+Method = Literal["full", "lora", "qlora", "dora"]
+Scheduler = Literal[
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
+]
+Optimizer = Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adamw_8bit", "paged_adamw_8bit"]
+
+
+class TrainingConfig(PluginConfig):
+    model_name_or_path: str = Field(
+        "small",
+        min_length=1,
+        description="The model to fine-tune: a registry name (tiny, small), a local path or a hub id.",
+    )
+    training_method: Method = Field(
+        "lora", description="full: train every weight; lora/dora: train low-rank adapters; qlora: LoRA on a 4-bit base."
+    )
+    learning_rate: float = Field(
+        2e-4,
+        gt=0,
+        lt=1,
+        description="Peak learning rate; typical values: 1e-4 to 3e-4 for LoRA, 1e-5 to 5e-5 for full.",
+    )
+    batch_size: int = Field(4, gt=0, description="Micro-batch size per device (packed rows per step).")
+    gradient_accumulation_steps: int = Field(
+        1,
+        gt=0,
+        description="Micro-batches accumulated per optimizer step; effective batch = batch_size x this x devices.",
+    )
+    num_epochs: float = Field(3.0, gt=0, description="Passes over the training data (ignored when max_steps is set).")
+    max_steps: int | None = Field(
+        None, gt=0, description="Stop after this many optimizer steps (overrides num_epochs)."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps; set this or warmup_ratio, not both.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Warm-up as a fraction of the total steps.")
+    lr_scheduler: Scheduler = Field("cosine", description="Learning-rate schedule after the warm-up.")
+    weight_decay: float = Field(0.0, ge=0, lt=1, description="Decoupled weight decay of AdamW.")
+    logging_steps: int = Field(10, gt=0, description="Report loss, learning rate and throughput every this many steps.")
+    save_steps: int | None = Field(
+        100, gt=0, description="Write a checkpoint every this many steps; null saves only at the end and on Ctrl-C."
+    )
+    evaluation_steps: int | None = Field(
+        None, gt=0, description="Evaluate the validation set every this many steps; null evaluates at each epoch end."
+    )
+    save_total_limit: int = Field(2, gt=0, description="Checkpoints kept: the newest this many, plus the best.")
+    seed: int | None = Field(None, description="Random seed of the training; null uses the run's seed.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 where the device has it natively, fp16 on older GPUs, fp32 on CPUs."
+    )
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto",
+        description="Recompute activations in the backward pass to save memory; auto turns it on only when needed.",
+    )
+    auto_fit: bool = Field(
+        True,
+        description="When the memory plan does not fit: enable checkpointing, then halve the batch and double accumulation.",
+    )
+    memory_budget_gb: float | None = Field(
+        None, gt=0, description="Memory the run may use, in GiB; null uses the device's free memory."
+    )
+    optim: Optimizer = Field("adamw_torch", description="Optimizer; the 8-bit ones need bitsandbytes and save memory.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Clip gradients to this norm; 0 disables clipping.")
+    early_stopping_patience: int | None = Field(
+        None,
+        gt=0,
+        description="Stop after this many evaluations without a lower validation loss; null never stops early.",
+    )
+    lora_r: int = Field(16, gt=0, description="LoRA rank: higher adapts more and costs more memory.")
+    lora_alpha: float = Field(
+        32, gt=0, description="LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)."
+    )
+    lora_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA input; 0 is faster.")
+    target_modules: Literal["all-linear"] | list[str] = Field(
+        "all-linear", description="Layers that get adapters: all-linear, or names such as [q_proj, v_proj]."
+    )
+    load_in_4bit: bool = Field(False, description="Load the base model in 4-bit with bitsandbytes (QLoRA).")
+    bnb_4bit_compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Dtype of the 4-bit matmuls; auto follows the resolved precision."
+    )
+    bnb_4bit_use_double_quant: bool = Field(
+        True, description="Also quantize the quantization constants (saves ~0.4 bit/weight)."
+    )
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = Field(
+        "nf4", description="4-bit data type; nf4 suits normally distributed weights."
+    )
+    report_to: Literal["none", "tensorboard", "wandb", "mlflow"] = Field(
+        "none", description="Also send metrics to this tracker (metrics.csv/jsonl are always written)."
+    )
+    resume_from_checkpoint: str | None = Field(
+        None,
+        description="auto: continue from the newest complete checkpoint if any; a path: that checkpoint; null: fresh.",
+    )
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub; only for models you trust.")
+    dataloader_num_workers: int = Field(
+        0, ge=0, description="Worker processes feeding batches; 0 is fastest for pre-tokenized data."
+    )
+
+    @model_validator(mode="after")
+    def check_warmup(self) -> TrainingConfig:
+        if self.warmup_steps and self.warmup_ratio:
+            raise ValueError("set warmup_steps or warmup_ratio, not both")
+        return self
+
+    @model_validator(mode="after")
+    def check_full_not_quantized(self) -> TrainingConfig:
+        if self.training_method == "full" and self.load_in_4bit:
+            raise ValueError(
+                "full fine-tuning cannot train a 4-bit base model; use training_method: qlora, "
+                "or set load_in_4bit: false"
+            )
+        return self
+
+
+def _has_bitsandbytes() -> bool:
+    return importlib.util.find_spec("bitsandbytes") is not None
+
+
+class TrainingConfigPlugin(Plugin):
+    name = "training_config"
+    description = "Resolve and check the training hyper-parameters, the method and the precision."
+    supported_stages = (Stage.PARSE,)
+    provides = (memory_keys.TRAINING_CONFIG,)
+
+    ConfigModel = TrainingConfig
+
+    async def _execute_impl(self, context) -> str:
+        resolved = await asyncio.to_thread(self.resolve, seed=context.seed, log=context.log)
+        context.remember(memory_keys.TRAINING_CONFIG, resolved)
+        return (
+            f"{resolved['training_method']} on {resolved['model_name_or_path']}, {resolved['precision']}, "
+            f"lr {resolved['learning_rate']:g}, batch {resolved['batch_size']}x{resolved['gradient_accumulation_steps']}"
+        )
+
+    def resolve(self, *, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
+        """The config as a dict with every 'auto' and implied setting made explicit."""
+        from plugins.models import load_model_config, resolve_model
+        from plugins.training.device import detect_device
+        from plugins.training.model_shape import linear_suffixes, model_shape, unmatched_target_modules
+        from plugins.training.precision import resolve_precision
+
+        config = self.config.model_dump()
+        if config["seed"] is None:
+            config["seed"] = seed
+        if config["training_method"] == "qlora" and not config["load_in_4bit"]:
+            config["load_in_4bit"] = True
+            log("training_method qlora: set load_in_4bit: true (QLoRA trains adapters on a 4-bit base)")
+        if config["load_in_4bit"] and not _has_bitsandbytes():
+            raise ConfigError(
+                Problem(
+                    "4-bit loading (QLoRA) needs bitsandbytes, which is not installed. Install it with "
+                    "`pip install bitsandbytes`, or use training_method: lora.",
+                    path="training_method",
+                )
+            )
+        device = detect_device()
+        config["precision"] = resolve_precision(config["precision"], device)
+        config["device"] = device.kind
+        spec = resolve_model(config["model_name_or_path"])
+        config["model_path"] = str(getattr(spec, "path", config["model_name_or_path"]))
+        model_config = load_model_config(config["model_name_or_path"])
+        try:
+            shape = model_shape(model_config)
+        except (ValueError, KeyError) as exc:
+            raise ConfigError(
+                Problem(
+                    f"the architecture of {config['model_name_or_path']!r} "
+                    f"({type(model_config).__name__}) cannot be loaded as a causal language model by "
+                    f"this transformers version ({exc}). Choose a causal LM (Llama, Qwen, Mistral, ...).",
+                    path="model_name_or_path",
+                )
+            ) from exc
+        if config["training_method"] != "full":
+            missing = unmatched_target_modules(shape, config["target_modules"])
+            if missing:
+                raise ConfigError(
+                    Problem(
+                        f"target_modules {missing} match no linear layer of {config['model_name_or_path']}. "
+                        f"Its layers are named {linear_suffixes(shape)}; use some of these or all-linear.",
+                        path="target_modules",
+                    )
+                )
+        config["resume_from_checkpoint"] = self._checked_resume(config["resume_from_checkpoint"])
+        config["total_params"] = shape.total_params
+        return config
+
+    @staticmethod
+    def _checked_resume(value: str | None) -> str | None:
+        if value in (None, "auto"):
+            return value
+        path = Path(value).expanduser()
+        if not path.is_dir():
+            raise ConfigError(
+                Problem(
+                    f"resume_from_checkpoint points to {path}, which does not exist. Give the folder of "
+                    "a checkpoint (checkpoints/checkpoint-N in a run directory), or use auto.",
+                    path="resume_from_checkpoint",
+                )
+            )
+        return str(path.resolve())

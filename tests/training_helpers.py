@@ -1,0 +1,221 @@
+"""Shared pieces of the training tests: a tiny Llama in a local folder, packed rows on disk, and
+a context factory. No download: everything is built in a second from a fixed seed.
+
+Until the MODELS and DATA helpers' modules exist, ``install_contract_shims`` provides minimal
+stand-ins that follow the documented contracts (plugins.models loaders, plugins.data.tokenized,
+plugins.data.collator); once the real modules are importable they are used instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import threading
+import types
+from pathlib import Path
+
+from entity_training import Stage
+from entity_training.context import PluginContext
+from entity_training.events import EventBus
+from entity_training.memory import Memory
+
+TINY_VOCAB = 256
+
+
+def build_tiny_model_dir(folder: Path, *, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
+    """A 2-layer LlamaForCausalLM with a byte-level tokenizer, saved as a Hugging Face folder."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = Path(folder)
+    if (folder / "config.json").exists():
+        return folder
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
+        vocab[special] = len(vocab)
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast.save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def _module_available(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+def install_contract_shims() -> None:
+    """Register stand-ins for plugins.models / plugins.data modules that have not landed yet."""
+    if not _module_available("plugins.models") or not hasattr(
+        importlib.import_module("plugins.models"), "load_causal_lm"
+    ):
+        sys.modules["plugins.models"] = _models_shim()
+    if not _module_available("plugins.data.tokenized"):
+        sys.modules["plugins.data.tokenized"] = _tokenized_shim()
+    if not _module_available("plugins.data.collator"):
+        sys.modules["plugins.data.collator"] = _collator_shim()
+
+
+def _models_shim() -> types.ModuleType:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    module = types.ModuleType("plugins.models")
+
+    def resolve_model(name):
+        return types.SimpleNamespace(path=Path(name))
+
+    def load_tokenizer(name, *, trust_remote_code=False):
+        return AutoTokenizer.from_pretrained(name)
+
+    def load_causal_lm(name, *, dtype=None, quantization_config=None, device_map=None, trust_remote_code=False, **_):
+        return AutoModelForCausalLM.from_pretrained(
+            name, dtype=dtype, quantization_config=quantization_config, device_map=device_map
+        )
+
+    def load_model_config(name):
+        return AutoConfig.from_pretrained(name)
+
+    module.resolve_model = resolve_model
+    module.load_tokenizer = load_tokenizer
+    module.load_causal_lm = load_causal_lm
+    module.load_model_config = load_model_config
+    return module
+
+
+def _tokenized_shim() -> types.ModuleType:
+    module = types.ModuleType("plugins.data.tokenized")
+    module.load_tokenized = lambda path: json.loads(Path(path).read_text())
+    return module
+
+
+def _collator_shim() -> types.ModuleType:
+    import torch
+
+    module = types.ModuleType("plugins.data.collator")
+
+    class PackedCollator:
+        def __init__(self, pad_token_id: int):
+            self.pad_token_id = pad_token_id
+
+        def __call__(self, rows):
+            length = max(len(r["input_ids"]) for r in rows)
+            batch = len(rows)
+            ids = torch.full((batch, length), self.pad_token_id, dtype=torch.long)
+            labels = torch.full((batch, length), -100, dtype=torch.long)
+            positions = torch.zeros((batch, length), dtype=torch.long)
+            mask = torch.zeros((batch, 1, length, length), dtype=torch.bool)
+            for b, row in enumerate(rows):
+                n = len(row["input_ids"])
+                ids[b, :n] = torch.tensor(row["input_ids"])
+                labels[b, :n] = torch.tensor(row["labels"])
+                positions[b, :n] = torch.tensor(row["position_ids"])
+                start = 0
+                for size in row["seq_lengths"]:
+                    mask[b, 0, start : start + size, start : start + size] = torch.tril(
+                        torch.ones(size, size, dtype=torch.bool)
+                    )
+                    start += size
+                for pad in range(n, length):
+                    mask[b, 0, pad, pad] = True
+            return {"input_ids": ids, "labels": labels, "position_ids": positions, "attention_mask": mask}
+
+    module.PackedCollator = PackedCollator
+    return module
+
+
+def packed_rows(count: int, *, length: int = 64, samples_per_row: int = 2, seed: int = 0) -> list[dict]:
+    """Rows of the tokenized-data contract: repeated patterns a tiny model learns quickly."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        sizes = [length // samples_per_row] * samples_per_row
+        sizes[-1] += length - sum(sizes)
+        ids, labels, positions = [], [], []
+        for size in sizes:
+            start = rng.randrange(0, 200)
+            sample = [(start + 3 * i) % 200 + 10 for i in range(size)]
+            ids += sample
+            labels += [-100] + sample[1:]
+            positions += list(range(size))
+        rows.append({"input_ids": ids, "labels": labels, "position_ids": positions, "seq_lengths": sizes})
+    return rows
+
+
+def write_tokenized(
+    folder: Path, train_rows: list[dict], validation_rows: list[dict] | None, *, max_seq_length: int
+) -> dict:
+    """Save rows where ``load_tokenized`` reads them and return the ``dataset.tokenized`` entry."""
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = {
+        "cache_key": "test",
+        "max_seq_length": max_seq_length,
+        "chat_template": None,
+        "train_on": "assistant",
+        "packing": True,
+        "validation": None,
+    }
+    for split, rows in (("train", train_rows), ("validation", validation_rows)):
+        if rows is not None:
+            entry[split] = str(_write_split(folder / split, rows))
+    return entry
+
+
+def _write_split(folder: Path, rows: list[dict]) -> Path:
+    try:
+        from plugins.data.tokenized import write_split
+    except ImportError:
+        folder.with_suffix(".json").write_text(json.dumps(rows))
+        return folder.with_suffix(".json")
+    import numpy as np
+
+    input_ids, labels, grouping = [], [], []
+    for row in rows:
+        start, members = 0, []
+        for size in row["seq_lengths"]:
+            members.append(len(input_ids))
+            input_ids.append(np.asarray(row["input_ids"][start : start + size], dtype=np.int32))
+            labels.append(np.asarray(row["labels"][start : start + size], dtype=np.int32))
+            start += size
+        grouping.append(members)
+    write_split(folder, grouping, input_ids, labels)
+    return folder
+
+
+def make_context(
+    stage: Stage, run_dir: Path, memory: Memory | None = None, *, resume: bool = False, events: list | None = None
+):
+    bus = EventBus()
+    if events is not None:
+        bus.subscribe(events.append)
+    return PluginContext(
+        memory=memory if memory is not None else Memory(),
+        bus=bus,
+        tools=None,
+        run_dir=run_dir,
+        stage=stage,
+        plugin_name="test",
+        cancel_event=threading.Event(),
+        resume=resume,
+    )
