@@ -22,6 +22,7 @@ from entity_training.errors import ConfigError, EntityTrainingError, Problem
 from entity_training.executor import RUN_FILE, WorkflowExecutor, exit_code_for
 from entity_training.memory import MEMORY_FILE
 from entity_training.run_lock import RunLock
+from entity_training.secrets import redact
 from entity_training.stages import Stage
 from entity_training.workflow import Workflow, load_workflow
 
@@ -53,7 +54,7 @@ def guarded(handler: Callable[[argparse.Namespace], int], args: argparse.Namespa
 
 def _print_error(exc: BaseException) -> None:
     message = exc.render() if isinstance(exc, ConfigError) else str(exc)
-    error_console.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True, emoji=False)
+    error_console.print(f"[red]error:[/red] {redact(message)}", markup=True, soft_wrap=True, emoji=False)
 
 
 def _load(args: argparse.Namespace) -> Workflow:
@@ -71,7 +72,7 @@ def print_plan(workflow: Workflow, run_dir: Path | None) -> None:
         text = ", ".join(f"{k}={v}" for k, v in settings.items())
         if settings.get("trust_remote_code"):
             text += "  [bold red]trust_remote_code=true: the model's own Python code will run[/bold red]"
-        table.add_row(step.stage.value, step.reference, text or "[dim]defaults[/dim]")
+        table.add_row(step.stage.value, step.reference, redact(text) or "[dim]defaults[/dim]")
     console.print(table)
 
 
@@ -179,7 +180,7 @@ async def _execute(workflow: Workflow, run_dir: Path, *, resume: bool, quiet: bo
 def _print_result(result, code: int) -> None:
     status_style = {"success": "green", "review_failed": "yellow", "interrupted": "yellow"}.get(result.status, "red")
     console.print(f"[bold {status_style}]Run {result.status}[/bold {status_style}] in {result.run_dir}")
-    for key, value in result.summary.items():
+    for key, value in redact(result.summary).items():
         console.print(f"  {key}: {value}")
     if result.error is not None and result.status != "success":
         _print_error(result.error)

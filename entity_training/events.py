@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from entity_training.secrets import redact
+
 Event = dict[str, Any]
 Sink = Callable[[Event], None]
 
@@ -37,7 +39,7 @@ class EventBus:
         self._sinks.append(sink)
 
     def emit(self, event_type: str, **data: Any) -> Event:
-        event: Event = {"type": event_type, "time": time.time(), **data}
+        event: Event = redact({"type": event_type, "time": time.time(), **data})
         with self._lock:
             for sink in self._sinks:
                 sink(event)

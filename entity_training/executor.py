@@ -19,6 +19,7 @@ from entity_training import events
 from entity_training.context import SUMMARY_KEY, PluginContext
 from entity_training.errors import EntityTrainingError, ReviewFailed, RunInterrupted
 from entity_training.memory import Memory, atomic_write_text
+from entity_training.secrets import redact
 from entity_training.stages import RUN_ORDER, Stage
 from entity_training.workflow import Step, Workflow
 
@@ -223,7 +224,7 @@ class WorkflowExecutor:
             "error": None if error is None else {"type": type(error).__name__, "message": str(error)},
             "exit_code": exit_code_for(result),
         }
-        atomic_write_text(self.run_dir / RUN_FILE, json.dumps(payload, indent=2, default=str))
+        atomic_write_text(self.run_dir / RUN_FILE, json.dumps(redact(payload), indent=2, default=str))
 
 
 def exit_code_for(result: RunResult) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from entity_training.errors import ConfigError, Problem
+from entity_training.secrets import redact
 
 MEMORY_FILE = "memory.json"
 _FORMAT_VERSION = 1
@@ -88,7 +89,7 @@ class Memory:
             }
 
     def save(self, run_dir: Path) -> None:
-        atomic_write_text(Path(run_dir) / MEMORY_FILE, json.dumps(self.to_json(), indent=2, default=str))
+        atomic_write_text(Path(run_dir) / MEMORY_FILE, json.dumps(redact(self.to_json()), indent=2, default=str))
 
     @classmethod
     def load(cls, run_dir: Path) -> Memory:

@@ -148,3 +148,20 @@ class ToolUser(Plugin):
         doubled = await context.use_tool("double", x=21)
         added = await context.use_tool("add_async", a=1, b=2)
         context.remember("tool_results", [doubled, added])
+
+
+class Leaker(Plugin):
+    """Tries to leak a secret everywhere a plugin can write."""
+
+    name = "leaker"
+    supported_stages = (Stage.INPUT,)
+
+    async def _execute_impl(self, context):
+        import os
+
+        token = os.environ["HF_TOKEN"]
+        context.log(f"using token {token}")
+        context.remember("auth", {"header": f"Bearer {token}"})
+        context.summarize("token", token)
+        context.metrics({"note": token}, step=1)
+        return f"done with {token}"

@@ -206,3 +206,17 @@ def test_importing_the_engine_does_not_import_ml_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_secrets_never_reach_any_output(tmp_path):
+    token = "hf_FAKEtoken1234567890abcdef"
+    config = write(tmp_path, "run: {output_dir: out}\nworkflow:\n  input:\n    - plugin: sample_plugins.Leaker\n")
+    result = cli("--config", str(config), cwd=tmp_path, env={"HF_TOKEN": token})
+    assert result.returncode == 0, result.stderr
+    assert token not in result.stdout + result.stderr
+    written = list((tmp_path / "out").rglob("*"))
+    assert {p.name for p in written} >= {"run.json", "memory.json", "events.jsonl"}
+    for path in written:
+        if path.is_file():
+            assert token not in path.read_text(errors="replace"), path
+    assert "***" in (tmp_path / "out" / "run.json").read_text()
