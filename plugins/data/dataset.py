@@ -1,0 +1,187 @@
+"""Load dataset files into conversations, and the operations on them: statistics and split.
+
+Used by the DatasetLoader plugin and by ``data/prepare_dataset.py``: one implementation.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from entity_training import InputError, Problem
+from plugins.data.formats import BadRow, apply_field_map, detect_format, missing_keys, normalise_row
+from plugins.data.readers import RawRow, TextUnit, expand_paths, read_rows
+
+BadRowPolicy = Literal["error", "skip"]
+MAX_REPORTED_BAD_ROWS = 10
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    where: str
+    file: str
+    line: int | None
+    reason: str
+
+    def as_problem(self) -> Problem:
+        if self.line is None:
+            return Problem(f"{self.where.removeprefix(self.file).strip()}: {self.reason}", file=self.file)
+        return Problem(self.reason, file=self.file, line=self.line)
+
+
+@dataclass
+class FileReport:
+    """What was read from one file: its format, why, and how many rows were kept or rejected."""
+
+    path: str
+    format: str
+    reason: str
+    rows: int = 0
+    bad_rows: int = 0
+
+
+@dataclass
+class ConversationDataset:
+    """Normalised conversations plus what the loading found out about them."""
+
+    conversations: list[dict[str, Any]]
+    files: list[FileReport] = field(default_factory=list)
+    bad_rows: list[RowProblem] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.conversations)
+
+    def statistics(self) -> dict[str, Any]:
+        return conversation_statistics(self.conversations, self.files, len(self.bad_rows))
+
+    def split(self, validation_split: float, *, seed: int, shuffle: bool = True) -> tuple[list[dict], list[dict]]:
+        return split_conversations(self.conversations, validation_split, seed=seed, shuffle=shuffle)
+
+
+def load_conversations(
+    paths: list[str | Path],
+    *,
+    dataset_format: str = "auto",
+    field_map: Mapping[str, str] | None = None,
+    on_bad_rows: BadRowPolicy = "error",
+    text_unit: TextUnit = "file",
+) -> ConversationDataset:
+    """Read, detect, normalise and validate every row of ``paths``.
+
+    Raises InputError for unreadable files, and for bad rows when ``on_bad_rows`` is ``error``
+    (listing the first offenders with file, line and reason), or when no row is left.
+    """
+    dataset = ConversationDataset(conversations=[])
+    for path in expand_paths(paths):
+        rows = read_rows(path, text_unit=text_unit)
+        mapped = [apply_field_map(row.value, field_map or {}) for row in rows]
+        fmt, reason = _file_format(rows, mapped, dataset_format)
+        report = FileReport(path=str(path), format=fmt, reason=reason)
+        for row, value in zip(rows, mapped, strict=True):
+            try:
+                if not fmt:
+                    raise BadRow(reason)
+                conversation = normalise_row(value, fmt)
+            except BadRow as exc:
+                report.bad_rows += 1
+                dataset.bad_rows.append(RowProblem(row.where, row.file, row.line, _explain(exc, value, fmt)))
+                continue
+            conversation["source"] = row.source
+            dataset.conversations.append(conversation)
+            report.rows += 1
+        dataset.files.append(report)
+    _enforce_policy(dataset, on_bad_rows)
+    return dataset
+
+
+def _file_format(rows: list[RawRow], mapped: list[Any], dataset_format: str) -> tuple[str, str]:
+    """The format of one file: given, or detected from its first row that is a JSON object."""
+    if dataset_format not in ("auto", "json"):
+        return dataset_format, "set by dataset_format"
+    for row, value in zip(rows, mapped, strict=True):
+        try:
+            fmt, why = detect_format(value)
+        except BadRow:
+            continue
+        return fmt, f"{why} in the first row ({row.where})"
+    try:
+        detect_format(mapped[0])
+    except BadRow as exc:
+        return "", str(exc)
+    return "", "no row is a JSON object"
+
+
+def _explain(exc: BadRow, value: Any, fmt: str) -> str:
+    reason = str(exc)
+    if fmt and isinstance(value, Mapping):
+        missing = missing_keys(value, fmt)
+        if missing:
+            reason = f"missing the key(s) {', '.join(repr(k) for k in missing)} required by the {fmt} format"
+    return reason
+
+
+def _enforce_policy(dataset: ConversationDataset, on_bad_rows: BadRowPolicy) -> None:
+    bad = dataset.bad_rows
+    if bad and on_bad_rows == "error":
+        problems = [b.as_problem() for b in bad[:MAX_REPORTED_BAD_ROWS]]
+        more = f" ({len(bad) - MAX_REPORTED_BAD_ROWS} more not shown)" if len(bad) > MAX_REPORTED_BAD_ROWS else ""
+        raise InputError(
+            problems,
+            title=f"{len(bad)} row(s) do not fit their format{more}; fix them, or set on_bad_rows: skip to drop them",
+        )
+    if not dataset.conversations:
+        files = ", ".join(f.path for f in dataset.files)
+        reason = f"all {len(bad)} rows were rejected (first: {bad[0].where}: {bad[0].reason})" if bad else "no rows"
+        raise InputError(Problem(f"the dataset is empty after filtering: {reason}. Files read: {files}."))
+
+
+def split_conversations(
+    conversations: list[dict[str, Any]], validation_split: float, *, seed: int, shuffle: bool = True
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Reproducible train/validation split: same seed and data, same split.
+
+    A non-zero split keeps at least one validation row and at least one training row.
+    """
+    if not 0 <= validation_split < 1:
+        raise InputError(Problem(f"validation_split must be in [0, 1), got {validation_split}."))
+    order = list(range(len(conversations)))
+    if shuffle:
+        random.Random(seed).shuffle(order)
+    count = 0
+    if validation_split > 0 and len(conversations) > 1:
+        count = min(max(1, round(len(conversations) * validation_split)), len(conversations) - 1)
+    validation = [conversations[i] for i in order[:count]]
+    train = [conversations[i] for i in order[count:]]
+    return train, validation
+
+
+def conversation_statistics(
+    conversations: list[dict[str, Any]], files: list[FileReport] | None = None, bad_rows: int = 0
+) -> dict[str, Any]:
+    """Rows, turns, characters, roles, formats and per-file counts (JSON-serialisable)."""
+    roles: Counter[str] = Counter()
+    characters = 0
+    tool_calls = 0
+    for conversation in conversations:
+        for message in conversation["messages"]:
+            roles[message["role"]] += 1
+            characters += len(message["content"])
+            tool_calls += len(message.get("tool_calls") or ())
+    turns = sum(roles.values())
+    files = files or []
+    return {
+        "rows": len(conversations),
+        "turns": turns,
+        "turns_per_row": round(turns / len(conversations), 2) if conversations else 0.0,
+        "characters": characters,
+        "roles": dict(sorted(roles.items())),
+        "tool_calls": tool_calls,
+        "rows_with_tools": sum(1 for c in conversations if c.get("tools")),
+        "detected_format": sorted({f.format for f in files if f.format}),
+        "files": {f.path: {"format": f.format, "why": f.reason, "rows": f.rows, "bad_rows": f.bad_rows} for f in files},
+        "bad_rows": bad_rows,
+    }

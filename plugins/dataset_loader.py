@@ -1,0 +1,110 @@
+"""DatasetLoaderPlugin (INPUT): read dataset files into validated conversations and split them.
+
+Features: .jsonl/.json/.parquet/.csv/.txt files and ``save_to_disk`` folders; format detection
+(alpaca, sharegpt, openai, prompt_completion, text) per file, with the reason; row validation
+with file and line; a reproducible train/validation split; statistics.
+
+Raises:
+    InputError: a missing or unreadable file, invalid JSON, bad rows (policy ``error``), an empty
+        dataset after filtering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any, Literal
+
+from pydantic import Field
+
+from entity_training import Plugin, PluginConfig, Stage
+from plugins import memory_keys
+from plugins.data.dataset import ConversationDataset, load_conversations
+
+
+class DatasetLoaderPlugin(Plugin):
+    name = "dataset_loader"
+    description = "Load dataset files (any common format) into validated, split conversations."
+    supported_stages = (Stage.INPUT,)
+    provides = (memory_keys.DATASET_TRAIN, memory_keys.DATASET_VALIDATION, memory_keys.DATASET_STATS)
+
+    class ConfigModel(PluginConfig):
+        dataset_path: str | list[str] = Field(
+            ...,
+            description="A data file or folder, or a list of them (.jsonl, .json, .parquet, .csv, .txt, save_to_disk folders).",
+        )
+        dataset_format: Literal["auto", "alpaca", "sharegpt", "openai", "prompt_completion", "text", "json"] = Field(
+            "auto", description="Row format; auto detects it per file from the keys of the first row."
+        )
+        field_map: dict[str, str] = Field(
+            default_factory=dict, description="Rename columns before detection: {column in the file: expected name}."
+        )
+        max_samples: int | None = Field(None, gt=0, description="Keep at most this many rows (after shuffling).")
+        validation_split: float = Field(
+            0.1, ge=0, lt=1, description="Fraction of rows held out for validation when validation_path is not set."
+        )
+        validation_path: str | list[str] | None = Field(
+            None, description="An explicit validation file or folder instead of a split of the training data."
+        )
+        shuffle: bool = Field(True, description="Shuffle the rows (with seed) before max_samples and the split.")
+        seed: int | None = Field(
+            None, ge=0, description="Seed for shuffling and the split; defaults to the run's seed."
+        )
+        on_bad_rows: Literal["error", "skip"] = Field(
+            "error", description="error: stop at bad rows and list them; skip: drop them and report counts."
+        )
+        text_unit: Literal["file", "paragraph"] = Field(
+            "file", description="For .txt files: one document per file, or one per blank-line-separated paragraph."
+        )
+
+    async def _execute_impl(self, context: Any) -> str:
+        seed = self.config.seed if self.config.seed is not None else context.seed
+        train_set = await asyncio.to_thread(self._load, self.config.dataset_path)
+        self._report_bad_rows(context, train_set)
+        for file in train_set.files:
+            context.log(f"{file.path}: {file.format} ({file.reason}); {file.rows} rows, {file.bad_rows} rejected")
+
+        conversations = list(train_set.conversations)
+        if self.config.shuffle:
+            random.Random(seed).shuffle(conversations)
+        if self.config.max_samples is not None:
+            conversations = conversations[: self.config.max_samples]
+
+        if self.config.validation_path is not None:
+            validation_set = await asyncio.to_thread(self._load, self.config.validation_path)
+            self._report_bad_rows(context, validation_set)
+            train, validation = conversations, validation_set.conversations
+            files = train_set.files + validation_set.files
+        else:
+            # Already shuffled above, so the split itself keeps the order.
+            trimmed = ConversationDataset(conversations, train_set.files, train_set.bad_rows)
+            train, validation = trimmed.split(self.config.validation_split, seed=seed, shuffle=False)
+            files = train_set.files
+
+        stats = ConversationDataset(train + validation, files, train_set.bad_rows).statistics()
+        stats.update(train_rows=len(train), validation_rows=len(validation), seed=seed)
+        context.remember(memory_keys.DATASET_TRAIN, train)
+        context.remember(memory_keys.DATASET_VALIDATION, validation)
+        context.remember(memory_keys.DATASET_STATS, stats)
+        context.summarize("dataset_rows", {"train": len(train), "validation": len(validation)})
+        formats = "+".join(stats["detected_format"]) or "unknown"
+        return (
+            f"{len(train)} train / {len(validation)} validation conversations ({formats}, "
+            f"{stats['turns']} turns, {stats['characters']:,} characters, {stats['bad_rows']} bad rows skipped)"
+        )
+
+    def _load(self, paths: str | list[str]) -> ConversationDataset:
+        return load_conversations(
+            [paths] if isinstance(paths, str) else list(paths),
+            dataset_format=self.config.dataset_format,
+            field_map=self.config.field_map,
+            on_bad_rows=self.config.on_bad_rows,
+            text_unit=self.config.text_unit,
+        )
+
+    @staticmethod
+    def _report_bad_rows(context: Any, dataset: ConversationDataset) -> None:
+        if not dataset.bad_rows:
+            return
+        shown = "; ".join(f"{b.where}: {b.reason}" for b in dataset.bad_rows[:3])
+        context.warn(f"skipped {len(dataset.bad_rows)} bad row(s); first: {shown}")
