@@ -1,0 +1,133 @@
+"""A tiny trained Llama with a ChatML byte-level BPE tokenizer, for the evaluation/export tests.
+
+Built locally in seconds (no hub): a tokenizer trained on a small synthetic corpus, a 2-layer
+LlamaForCausalLM trained for a few dozen steps on chat-formatted text so that its next-token
+predictions have clear margins (random weights give near-ties that no export could reproduce).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from plugins.models.chat_template import CHATML_TEMPLATE
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+CONVERSATIONS = [
+    [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": f"What is {a} plus {b}?"},
+        {"role": "assistant", "content": f"{a} plus {b} is {a + b}."},
+    ]
+    for a in range(1, 9)
+    for b in range(1, 6)
+] + [
+    [
+        {"role": "user", "content": f"Name the colour of item {i}."},
+        {"role": "assistant", "content": f"Item {i} is {colour}."},
+    ]
+    for i, colour in enumerate(["red", "green", "blue", "yellow", "purple", "orange"] * 2)
+]
+
+
+def build_tokenizer(folder: Path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    corpus = [m["content"] for conv in CONVERSATIONS for m in conv] + ["system user assistant tool"]
+    tokenizer.train_from_iterator(corpus * 3, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+        additional_special_tokens=["<|im_start|>"],
+    )
+    fast.chat_template = CHATML_TEMPLATE
+    fast.save_pretrained(folder)
+    return fast
+
+
+def build_trained_model(folder: Path, steps: int = 60, seed: int = 0):
+    """Save a tiny trained LlamaForCausalLM + tokenizer to ``folder``; return (model, tokenizer)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(folder)
+    vocab_size = ((len(tokenizer) + 31) // 32) * 32  # padded like real models; GGUF must pad too
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+    model = LlamaForCausalLM(config)
+    texts = [tokenizer.apply_chat_template(conv, tokenize=False) for conv in CONVERSATIONS]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    model.save_pretrained(folder)
+    return model, tokenizer
+
+
+def sample_prompts(tokenizer, count: int = 4) -> list[str]:
+    """Chat-formatted prompts (with the generation prompt) from the training conversations."""
+    picks = CONVERSATIONS[:: max(1, len(CONVERSATIONS) // count)][:count]
+    return [tokenizer.apply_chat_template(conv[:-1], tokenize=False, add_generation_prompt=True) for conv in picks]
+
+
+def write_tokenized_rows(path: Path, rows: list[dict]) -> None:
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+
+
+FIXTURE_VERSION = 1  # bump when build_trained_model changes
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(request) -> Path:
+    """A folder with the tiny trained model, tokenizer and chat template.
+
+    Deterministic (fixed seed), so it is kept in pytest's cache folder and built only once.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    cache = request.config.cache.mkdir("entity-training-fixtures")
+    folder = cache / f"tiny-trained-model-v{FIXTURE_VERSION}"
+    if not (folder / "model.safetensors").is_file():
+        staging = Path(tempfile.mkdtemp(dir=cache, prefix=".building-"))
+        build_trained_model(staging)
+        try:
+            os.replace(staging, folder)
+        except OSError:  # another test process finished first
+            shutil.rmtree(staging, ignore_errors=True)
+    return folder
