@@ -1,0 +1,107 @@
+"""The tokenized-dataset cache: a key over every input that changes the result, verified entries,
+atomic writes.
+
+An entry is a folder ``<cache_dir>/<key>/`` with ``manifest.json`` and one folder per split. It is
+built in a temporary folder and renamed into place, so a crash never leaves a half-written entry
+under the key; a manifest that does not match its files (edited, truncated) makes the entry stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from entity_training.memory import atomic_write_text
+from plugins.data.tokenized import file_digest
+
+# Bump when the tokenized output of the same inputs changes (masking rules, array layout).
+CODE_VERSION = "data-prep-1"
+MANIFEST = "manifest.json"
+
+
+def dataset_digest(conversations: Iterable[dict[str, Any]]) -> str:
+    """Hash of the conversations as loaded (content, order, tools), ignoring where they came from."""
+    digest = hashlib.sha256()
+    for conversation in conversations:
+        content = {key: value for key, value in conversation.items() if key != "source"}
+        digest.update(json.dumps(content, sort_keys=True, ensure_ascii=False).encode())
+        digest.update(b"\x1e")
+    return digest.hexdigest()
+
+
+def tokenizer_digest(tokenizer: Any, chat_template: str) -> str:
+    """Hash of the tokenizer's identity: vocabulary and merges, special tokens, the chat template used."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocabulary = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    special = {
+        name: str(getattr(tokenizer, name, None)) for name in ("bos_token", "eos_token", "pad_token", "unk_token")
+    }
+    digest = hashlib.sha256(vocabulary.encode())
+    digest.update(json.dumps(special, sort_keys=True).encode())
+    digest.update(chat_template.encode())
+    return digest.hexdigest()
+
+
+def cache_key(key_inputs: dict[str, Any]) -> str:
+    payload = json.dumps({"code_version": CODE_VERSION, **key_inputs}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def verify_entry(entry: Path, key: str) -> str | None:
+    """None when the entry is complete and intact, else the reason it cannot be used."""
+    manifest_path = entry / MANIFEST
+    if not manifest_path.is_file():
+        return "no manifest"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        splits = manifest["splits"]
+        if manifest.get("cache_key") != key or manifest.get("code_version") != CODE_VERSION:
+            return "its manifest belongs to another key or code version"
+        for split, info in splits.items():
+            if info is None:
+                continue
+            for name, expected in info["files"].items():
+                path = entry / split / name
+                if not path.is_file() or path.stat().st_size != expected["bytes"]:
+                    return f"{split}/{name} is missing or has the wrong size"
+                if file_digest(path) != expected["sha256"]:
+                    return f"{split}/{name} does not match its checksum"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"unreadable manifest ({exc})"
+    return None
+
+
+def read_manifest(entry: Path) -> dict[str, Any]:
+    return json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
+
+
+def build_entry(cache_dir: Path, key: str, write: Callable[[Path], dict[str, Any]]) -> Path:
+    """Build an entry with ``write(folder) -> manifest`` in a temporary folder, then move it into place."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    entry = cache_dir / key
+    staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{key}.", suffix=".tmp"))
+    try:
+        manifest = write(staging)
+        manifest.update(cache_key=key, code_version=CODE_VERSION)
+        atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+        if entry.exists():  # stale or broken: move it aside first so the rename below is atomic
+            trash = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{key}.", suffix=".old"))
+            os.replace(entry, trash / "entry")
+            shutil.rmtree(trash, ignore_errors=True)
+        try:
+            os.replace(staging, entry)
+        except OSError:
+            if verify_entry(entry, key) is None:  # another process finished the same entry first
+                shutil.rmtree(staging, ignore_errors=True)
+            else:
+                raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return entry

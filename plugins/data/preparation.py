@@ -1,0 +1,140 @@
+"""Conversations -> tokenized, labelled, packed splits on disk, through the cache.
+
+``prepare_tokenized`` is the whole THINK-stage data job; the plugin, the benchmark and the
+``preview`` command call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from plugins.data import cache
+from plugins.data.encoding import EncodedSamples, TrainOn, Truncation, encode_conversations
+from plugins.data.packing import best_fit_decreasing, packing_efficiency
+from plugins.data.templates import TemplateRenderer, resolve_chat_template
+from plugins.data.tokenized import write_split
+
+SPLITS = ("train", "validation")
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class PreparationOptions:
+    max_seq_length: int
+    chat_template: str = "tokenizer"
+    train_on: TrainOn = "assistant"
+    packing: bool = True
+    truncation: Truncation = "right"
+
+
+@dataclass
+class PreparedData:
+    tokenized: dict[str, Any]  # the dataset.tokenized memory entry
+    stats: dict[str, Any]  # the dataset.token_stats memory entry
+    cache_hit: bool
+    stale_reason: str | None = None  # why an existing entry under the key was rebuilt
+
+
+def prepare_tokenized(
+    train: Sequence[dict[str, Any]],
+    validation: Sequence[dict[str, Any]] | None,
+    tokenizer: Any,
+    options: PreparationOptions,
+    *,
+    cache_dir: Path,
+    rebuild: bool = False,
+    on_progress: Progress | None = None,
+) -> PreparedData:
+    """Tokenize both splits, or load them from the cache when an intact entry exists under the key."""
+    template = resolve_chat_template(options.chat_template, tokenizer)
+    key = cache.cache_key(
+        {
+            "train": cache.dataset_digest(train),
+            "validation": cache.dataset_digest(validation or []),
+            "tokenizer": cache.tokenizer_digest(tokenizer, template),
+            **asdict(options),
+        }
+    )
+    entry = cache_dir / key
+    stale_reason = None
+    if entry.exists() and not rebuild:
+        stale_reason = cache.verify_entry(entry, key)
+        if stale_reason is None:
+            return _result(entry, cache.read_manifest(entry), cache_hit=True)
+    elif entry.exists():
+        stale_reason = "rebuild_cache is set"
+
+    renderer = TemplateRenderer(template, tokenizer)
+
+    def write(folder: Path) -> dict[str, Any]:
+        splits: dict[str, Any] = {}
+        stats: dict[str, Any] = {}
+        for name, conversations in (("train", train), ("validation", validation)):
+            if not conversations:
+                splits[name] = stats[name] = None
+                continue
+            progress = (lambda done, total, n=name: on_progress(f"tokenize {n}", done, total)) if on_progress else None
+            encoded = encode_conversations(
+                conversations,
+                tokenizer,
+                renderer,
+                train_on=options.train_on,
+                max_seq_length=options.max_seq_length,
+                truncation=options.truncation,
+                on_progress=progress,
+            )
+            rows = _group_rows(encoded, options)
+            splits[name] = write_split(folder / name, rows, encoded.input_ids, encoded.labels)
+            stats[name] = _split_stats(encoded, splits[name], options.max_seq_length, len(conversations))
+        return {"splits": splits, "stats": stats, "chat_template": template, "options": asdict(options)}
+
+    entry = cache.build_entry(cache_dir, key, write)
+    return _result(entry, cache.read_manifest(entry), cache_hit=False, stale_reason=stale_reason)
+
+
+def _group_rows(encoded: EncodedSamples, options: PreparationOptions) -> list[list[int]]:
+    if not options.packing:
+        return [[index] for index in range(len(encoded.input_ids))]
+    return best_fit_decreasing([len(ids) for ids in encoded.input_ids], options.max_seq_length)
+
+
+def _split_stats(
+    encoded: EncodedSamples, written: dict[str, Any], max_seq_length: int, conversations: int
+) -> dict[str, Any]:
+    return {
+        "conversations": conversations,
+        "samples": written["samples"],
+        "rows": written["rows"],
+        "tokens": written["tokens"],
+        "trained_tokens": written["trained_tokens"],
+        "truncated_samples": encoded.truncated,
+        "dropped_too_long": encoded.dropped_too_long,
+        "dropped_untrained": encoded.dropped_untrained,
+        "packing_efficiency": round(packing_efficiency(written["tokens"], written["rows"], max_seq_length), 4),
+    }
+
+
+def _result(entry: Path, manifest: dict[str, Any], *, cache_hit: bool, stale_reason: str | None = None) -> PreparedData:
+    options = manifest["options"]
+    tokenized = {split: str(entry / split) if manifest["splits"].get(split) else None for split in SPLITS} | {
+        "cache_key": manifest["cache_key"],
+        "max_seq_length": options["max_seq_length"],
+        "chat_template": manifest["chat_template"],
+        "train_on": options["train_on"],
+        "packing": options["packing"],
+    }
+    train = manifest["stats"]["train"]
+    stats = {
+        "tokens": train["tokens"],
+        "trained_tokens": train["trained_tokens"],
+        "truncated_samples": train["truncated_samples"],
+        "dropped_samples": train["dropped_too_long"] + train["dropped_untrained"],
+        "packing_efficiency": train["packing_efficiency"],
+        "cache_key": manifest["cache_key"],
+        "cache_hit": cache_hit,
+        **{split: manifest["stats"][split] for split in SPLITS},
+    }
+    return PreparedData(tokenized, stats, cache_hit, stale_reason)

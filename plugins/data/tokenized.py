@@ -1,0 +1,93 @@
+"""On-disk tokenized splits: flat numpy arrays that load in milliseconds (memory-mapped).
+
+A split folder holds ``input_ids.npy`` and ``labels.npy`` (int32, every token of every row, row
+after row), ``seq_lengths.npy`` (length of each sample, in row order) and ``row_samples.npy``
+(number of samples in each row). ``load_tokenized`` gives rows as the training contract expects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plugins.data.packing import position_ids_for
+
+ARRAYS = ("input_ids", "labels", "seq_lengths", "row_samples")
+
+
+def write_split(
+    folder: Path, rows: list[list[int]], input_ids: list[np.ndarray], labels: list[np.ndarray]
+) -> dict[str, Any]:
+    """Write the samples grouped as ``rows`` (lists of sample indices); return a manifest entry."""
+    folder.mkdir(parents=True, exist_ok=True)
+    order = [index for row in rows for index in row]
+    arrays = {
+        "input_ids": np.concatenate([input_ids[i] for i in order]) if order else np.zeros(0, np.int32),
+        "labels": np.concatenate([labels[i] for i in order]) if order else np.zeros(0, np.int32),
+        "seq_lengths": np.asarray([len(input_ids[i]) for i in order], dtype=np.int32),
+        "row_samples": np.asarray([len(row) for row in rows], dtype=np.int32),
+    }
+    files = {}
+    for name, array in arrays.items():
+        path = folder / f"{name}.npy"
+        np.save(path, array.astype(np.int32, copy=False))
+        files[path.name] = {"bytes": path.stat().st_size, "sha256": file_digest(path)}
+    return {
+        "files": files,
+        "rows": len(rows),
+        "samples": len(order),
+        "tokens": int(arrays["input_ids"].size),
+        "trained_tokens": int((arrays["labels"] != -100).sum()),
+    }
+
+
+def file_digest(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+class TokenizedDataset:
+    """Rows of a tokenized split: ``len(ds)`` and ``ds[i]`` -> input_ids, labels, position_ids, seq_lengths."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        arrays = {name: np.load(self.folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
+        self.input_ids, self.labels = arrays["input_ids"], arrays["labels"]
+        self.seq_lengths, self.row_samples = arrays["seq_lengths"], arrays["row_samples"]
+        self._sample_offsets = np.concatenate([[0], np.cumsum(self.row_samples, dtype=np.int64)])
+        self._token_offsets = np.concatenate([[0], np.cumsum(self.seq_lengths, dtype=np.int64)])
+        if self._sample_offsets[-1] != len(self.seq_lengths) or self._token_offsets[-1] != len(self.input_ids):
+            raise ValueError(f"{self.folder}: the arrays disagree in length (a broken cache entry)")
+
+    def __len__(self) -> int:
+        return len(self.row_samples)
+
+    def row_lengths(self) -> np.ndarray:
+        """Tokens in each row (for length-grouped batching or memory planning)."""
+        return np.diff(self._token_offsets[self._sample_offsets])
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, index: int) -> dict[str, list[int]]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        index %= len(self)
+        first, last = self._sample_offsets[index], self._sample_offsets[index + 1]
+        start, end = self._token_offsets[first], self._token_offsets[last]
+        seq_lengths = self.seq_lengths[first:last]
+        return {
+            "input_ids": self.input_ids[start:end].tolist(),
+            "labels": self.labels[start:end].tolist(),
+            "position_ids": position_ids_for(seq_lengths).tolist(),
+            "seq_lengths": seq_lengths.tolist(),
+        }
+
+
+def load_tokenized(path: str | Path) -> TokenizedDataset:
+    """Open a tokenized split folder (the ``train``/``validation`` paths of ``dataset.tokenized``)."""
+    return TokenizedDataset(path)

@@ -1,0 +1,131 @@
+"""DataPreparationPlugin (THINK): chat template, tokenization, label masking, packing, cache.
+
+Features: labels from the template itself (assistant turns, the last one, or everything);
+best-fit packing with per-sample positions; a verified on-disk cache keyed by the data, the
+tokenizer, the template and every option (the key is printed; ``rebuild_cache`` forces a rebuild).
+
+Raises:
+    ConfigError: an unknown or uncompilable chat template, a tokenizer without one.
+    InputError: a conversation the template cannot render; no trainable sample left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from entity_training import InputError, Plugin, PluginConfig, Problem, Stage
+from plugins import memory_keys
+from plugins.data.preparation import PreparationOptions, PreparedData, prepare_tokenized
+from plugins.utils import cache_root
+
+
+class DataPreparationPlugin(Plugin):
+    name = "data_preparation"
+    description = "Render, tokenize, mask and pack the conversations; cache the result on disk."
+    supported_stages = (Stage.THINK,)
+    dependencies = (memory_keys.DATASET_TRAIN, memory_keys.TRAINING_CONFIG)
+    provides = (memory_keys.DATASET_TOKENIZED, memory_keys.DATASET_TOKEN_STATS)
+
+    class ConfigModel(PluginConfig):
+        max_seq_length: int = Field(
+            1024, gt=1, description="Longest row in tokens; longer samples are truncated or dropped."
+        )
+        chat_template: str = Field(
+            "tokenizer",
+            min_length=1,
+            description="'tokenizer' (its own template), a built-in name (chatml, llama3, alpaca), or inline Jinja.",
+        )
+        train_on: Literal["assistant", "last_assistant", "all"] = Field(
+            "assistant", description="Which tokens are trained: every assistant turn, only the last one, or all tokens."
+        )
+        packing: bool = Field(True, description="Pack several samples per row (attention stays within each sample).")
+        truncation: Literal["right", "drop"] = Field(
+            "right", description="Samples longer than max_seq_length: cut at the end (right) or leave out (drop)."
+        )
+        cache_dir: str | None = Field(
+            None, description="Where tokenized datasets are cached; default $ENTITY_TRAINING_CACHE/tokenized."
+        )
+        rebuild_cache: bool = Field(False, description="Tokenize again even when an intact cache entry exists.")
+        tokenizer: str | None = Field(
+            None, description="Tokenizer to use; default: the model_name_or_path of training.config."
+        )
+
+    async def _execute_impl(self, context: Any) -> str:
+        tokenizer_name = self.config.tokenizer or context.recall(memory_keys.TRAINING_CONFIG, {}).get(
+            "model_name_or_path"
+        )
+        if not tokenizer_name:
+            raise InputError(
+                Problem("no tokenizer: set data_preparation.tokenizer or model_name_or_path in training_config.")
+            )
+        tokenizer = await asyncio.to_thread(load_tokenizer_for, tokenizer_name)
+        options = PreparationOptions(
+            max_seq_length=self.config.max_seq_length,
+            chat_template=self.config.chat_template,
+            train_on=self.config.train_on,
+            packing=self.config.packing,
+            truncation=self.config.truncation,
+        )
+
+        def report(task: str, done: int, total: int) -> None:
+            context.check_cancelled()
+            context.progress(task, done, total)
+
+        prepared: PreparedData = await asyncio.to_thread(
+            prepare_tokenized,
+            context.recall(memory_keys.DATASET_TRAIN),
+            context.recall(memory_keys.DATASET_VALIDATION, []),
+            tokenizer,
+            options,
+            cache_dir=self._cache_dir(),
+            rebuild=self.config.rebuild_cache,
+            on_progress=report,
+        )
+        self._report(context, prepared)
+        context.remember(memory_keys.DATASET_TOKENIZED, prepared.tokenized)
+        context.remember(memory_keys.DATASET_TOKEN_STATS, prepared.stats)
+        context.summarize("packing_efficiency", prepared.stats["packing_efficiency"])
+        stats = prepared.stats
+        origin = "cache hit" if prepared.cache_hit else "tokenized"
+        return (
+            f"{stats['train']['samples']} samples -> {stats['train']['rows']} rows, {stats['tokens']:,} tokens "
+            f"({stats['trained_tokens']:,} trained), packing {stats['packing_efficiency']:.1%}, "
+            f"{origin} {stats['cache_key']}"
+        )
+
+    def _cache_dir(self) -> Path:
+        return Path(self.config.cache_dir).expanduser() if self.config.cache_dir else cache_root() / "tokenized"
+
+    @staticmethod
+    def _report(context: Any, prepared: PreparedData) -> None:
+        stats = prepared.stats
+        if prepared.stale_reason:
+            context.warn(f"cache entry {stats['cache_key']} was rebuilt: {prepared.stale_reason}")
+        context.log(f"cache key {stats['cache_key']} ({'hit' if prepared.cache_hit else 'miss, written'})")
+        for split in ("train", "validation"):
+            split_stats = stats[split] or {}
+            if split_stats.get("truncated_samples"):
+                context.warn(f"{split}: {split_stats['truncated_samples']} samples cut at max_seq_length")
+            dropped = split_stats.get("dropped_too_long", 0) + split_stats.get("dropped_untrained", 0)
+            if dropped:
+                context.warn(
+                    f"{split}: dropped {split_stats['dropped_too_long']} samples longer than max_seq_length and "
+                    f"{split_stats['dropped_untrained']} left without any trained token"
+                )
+        if not stats["train"]["samples"]:
+            raise InputError(
+                Problem(
+                    "no training sample has a trained token left after tokenization and truncation. "
+                    "Raise max_seq_length, use truncation: right, or check train_on."
+                )
+            )
+
+
+def load_tokenizer_for(name_or_path: str) -> Any:
+    from plugins.models import load_tokenizer
+
+    return load_tokenizer(name_or_path)
