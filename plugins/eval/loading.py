@@ -1,0 +1,44 @@
+"""Loading what training saved: the tokenizer beside an adapter, and the trained model itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def is_adapter_folder(folder: str | Path) -> bool:
+    return (Path(folder) / "adapter_config.json").is_file()
+
+
+def adapter_base_model(adapter_dir: str | Path) -> str:
+    config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text(encoding="utf-8"))
+    return str(config.get("base_model_name_or_path") or "")
+
+
+def load_saved_tokenizer(folder: str | Path) -> Any:
+    """The tokenizer saved with a model or adapter (final-model/ has no config.json for an adapter)."""
+    from plugins.models import load_tokenizer
+
+    if is_adapter_folder(folder):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(folder))
+    return load_tokenizer(str(folder))
+
+
+def load_trained_model(
+    folder: str | Path, *, base_model: str | None = None, dtype: Any = None, device: str = "cpu"
+) -> Any:
+    """The trained model: full weights, or the adapter applied to its (unquantized) base model."""
+    import torch
+
+    from plugins.models import load_causal_lm
+
+    dtype = dtype or torch.float32
+    if not is_adapter_folder(folder):
+        return load_causal_lm(str(folder), dtype=dtype, device_map=device).eval()
+    from peft import PeftModel
+
+    base = load_causal_lm(base_model or adapter_base_model(folder), dtype=dtype, device_map=device)
+    return PeftModel.from_pretrained(base, str(folder)).eval()
