@@ -189,7 +189,7 @@ class TrainingConfigPlugin(Plugin):
         config["device"] = device.kind
         spec = resolve_model(config["model_name_or_path"])
         config["model_path"] = str(getattr(spec, "path", config["model_name_or_path"]))
-        model_config = load_model_config(config["model_name_or_path"])
+        model_config = load_model_config(config["model_name_or_path"], trust_remote_code=config["trust_remote_code"])
         try:
             shape = model_shape(model_config)
         except (ValueError, KeyError) as exc:

@@ -23,8 +23,19 @@ from entity_training.memory import Memory
 TINY_VOCAB = 256
 
 
-def build_tiny_model_dir(folder: Path, *, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
-    """A 2-layer LlamaForCausalLM with a byte-level tokenizer, saved as a Hugging Face folder."""
+def build_tiny_model_dir(
+    folder: Path,
+    *,
+    hidden: int = 64,
+    layers: int = 2,
+    intermediate: int | None = None,
+    vocab: int | None = None,
+    seed: int = 0,
+) -> Path:
+    """A small LlamaForCausalLM with a byte-level tokenizer, saved as a Hugging Face folder.
+
+    ``vocab`` may exceed the tokenizer's 259 tokens (unused rows), to give the logits a realistic size.
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -33,19 +44,19 @@ def build_tiny_model_dir(folder: Path, *, hidden: int = 64, layers: int = 2, see
     if (folder / "config.json").exists():
         return folder
     alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    vocab_map = {ch: i for i, ch in enumerate(sorted(alphabet))}
     for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
-        vocab[special] = len(vocab)
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+        vocab_map[special] = len(vocab_map)
+    tokenizer = Tokenizer(models.BPE(vocab=vocab_map, merges=[]))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     fast.save_pretrained(folder)
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(vocab),
+        vocab_size=max(vocab or 0, len(vocab_map)),
         hidden_size=hidden,
-        intermediate_size=hidden * 2,
+        intermediate_size=intermediate or hidden * 2,
         num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
