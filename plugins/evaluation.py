@@ -1,0 +1,329 @@
+"""EvaluationPlugin (REVIEW): measure the fine-tuned model, compare with its base, decide PASS/FAIL.
+
+- Loss and perplexity over the trained tokens of the evaluation split, with the same masking and
+  packing as training (``dataset.tokenized``), or of ``eval_dataset_path`` tokenized the same way.
+- BLEU, ROUGE and exact match on answers generated for ``num_samples`` prompts rendered with the
+  chat template used in training, for the fine-tuned and (``compare_with_base``) the base model.
+- PASS/FAIL against ``thresholds``; each failure says which threshold and by how much.
+
+Raises:
+    InputError: no evaluation data (no validation split and no ``eval_dataset_path``).
+    ReviewFailed: (exit 3) a threshold failed and ``on_fail`` is ``stop``; OUTPUT is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from entity_training import InputError, PluginConfig, Problem, ReviewFailed, Stage
+from entity_training.plugin import Plugin
+from plugins import memory_keys as keys
+
+Metric = Literal["loss", "perplexity", "bleu", "rouge", "exact_match"]
+
+
+class GenerationSettings(PluginConfig):
+    max_new_tokens: int = Field(64, gt=0, le=4096, description="Most tokens generated per answer.")
+    do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
+    temperature: float = Field(0.7, gt=0, le=5, description="Sampling temperature (with do_sample).")
+    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling mass (with do_sample).")
+    seed: int = Field(0, ge=0, description="Seed set before each generation, for reproducible samples.")
+
+
+class Thresholds(PluginConfig):
+    perplexity_max: float | None = Field(None, gt=0, description="FAIL when the fine-tuned perplexity is above this.")
+    loss_max: float | None = Field(None, gt=0, description="FAIL when the fine-tuned eval loss is above this.")
+    improvement_min: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="FAIL when the relative eval-loss reduction over the base model, (base - tuned) / base, is below this.",
+    )
+    bleu_min: float | None = Field(None, ge=0, le=100, description="FAIL when BLEU (0-100) is below this.")
+    rouge_l_min: float | None = Field(None, ge=0, le=1, description="FAIL when ROUGE-L F1 (0-1) is below this.")
+    exact_match_min: float | None = Field(
+        None, ge=0, le=1, description="FAIL when the exact-match rate (0-1) is below this."
+    )
+
+
+class EvaluationPlugin(Plugin):
+    name = "evaluation"
+    description = "Loss, perplexity, BLEU, ROUGE and sample answers, fine-tuned vs base; PASS/FAIL by thresholds."
+    supported_stages = (Stage.REVIEW,)
+    dependencies = (keys.TRAINING_RESULT, keys.DATASET_TOKENIZED)
+    provides = (keys.EVALUATION_REPORT,)
+
+    class ConfigModel(PluginConfig):
+        eval_dataset_path: str | None = Field(
+            None,
+            description="Evaluation data file (any format the dataset loader reads); default: the validation split.",
+        )
+        metrics: list[Metric] = Field(
+            default_factory=lambda: ["loss", "perplexity", "bleu", "rouge"],
+            min_length=1,
+            description="Metrics to compute: loss, perplexity, bleu, rouge, exact_match.",
+        )
+        num_samples: int = Field(
+            8, ge=0, le=1000, description="Prompts answered for BLEU/ROUGE/exact match and the report."
+        )
+        max_eval_rows: int | None = Field(
+            None, gt=0, description="Cap on tokenized rows used for the loss; default: all."
+        )
+        batch_size: int = Field(4, gt=0, le=1024, description="Rows per forward pass when computing the loss.")
+        generation: GenerationSettings = Field(
+            default_factory=GenerationSettings, description="Decoding settings for the sample answers."
+        )
+        compare_with_base: bool = Field(True, description="Also evaluate the base model and report both side by side.")
+        thresholds: Thresholds = Field(default_factory=Thresholds, description="Limits that decide PASS or FAIL.")
+        on_fail: Literal["stop", "continue"] = Field(
+            "stop", description="On FAIL: 'stop' skips the export and exits with code 3; 'continue' only reports."
+        )
+
+        @model_validator(mode="after")
+        def check_thresholds_are_measurable(self):
+            if self.thresholds.improvement_min is not None and not self.compare_with_base:
+                raise ValueError(
+                    "thresholds.improvement_min needs compare_with_base: true (it compares with the base model)"
+                )
+            needs = {
+                "perplexity_max": "perplexity",
+                "loss_max": "loss",
+                "improvement_min": "loss",
+                "bleu_min": "bleu",
+                "rouge_l_min": "rouge",
+                "exact_match_min": "exact_match",
+            }
+            missing = [
+                f"thresholds.{name} needs '{metric}' in metrics"
+                for name, metric in needs.items()
+                if getattr(self.thresholds, name) is not None and metric not in self.metrics
+            ]
+            if missing:
+                raise ValueError("; ".join(missing))
+            return self
+
+    async def _execute_impl(self, context) -> str:
+        report = await asyncio.to_thread(_Evaluation(self.config, context).run)
+        context.remember(keys.EVALUATION_REPORT, report)
+        context.summarize("evaluation", report["status"])
+        tuned = report["metrics"]["fine_tuned"]
+        if tuned.get("perplexity") is not None:
+            context.summarize("eval_perplexity", tuned["perplexity"])
+        if report["status"] == "FAIL":
+            message = "evaluation FAILED: " + "; ".join(report["failures"])
+            if self.config.on_fail == "stop":
+                raise ReviewFailed(message + ". The export was skipped (set on_fail: continue to export anyway).")
+            context.warn(message)
+        return f"{report['status']}: " + ", ".join(f"{k} {_short(v)}" for k, v in tuned.items() if v is not None)
+
+
+class _Evaluation:
+    """One evaluation run (blocking; runs in a worker thread)."""
+
+    def __init__(self, config: Any, context: Any):
+        self.config = config
+        self.context = context
+        self.result = context.recall(keys.TRAINING_RESULT)
+        self.tokenized = context.recall(keys.DATASET_TOKENIZED) or {}
+
+    def run(self) -> dict[str, Any]:
+        from plugins.eval.loading import is_adapter_folder, load_saved_tokenizer
+
+        started = time.perf_counter()
+        final_dir = Path(self.result["final_model_path"])
+        self.tokenizer = load_saved_tokenizer(final_dir)
+        self.chat_template = self.tokenized.get("chat_template") or self.tokenizer.chat_template
+        conversations, rows_path, source = self._evaluation_data()
+        self.rows = _load_rows(rows_path)
+        self.prompts = self._prompts(conversations)
+        model = self._load(final_dir)
+        tuned, tuned_answers = self._measure(model, "fine-tuned")
+        base, base_answers = None, None
+        if self.config.compare_with_base:
+            if is_adapter_folder(final_dir):
+                with model.disable_adapter():
+                    base, base_answers = self._measure(model, "base")
+            else:
+                del model
+                base, base_answers = self._measure(self._load(Path(self.result["base_model"]), base=True), "base")
+        checks = _check_thresholds(self.config.thresholds, tuned, base)
+        failures = [c["message"] for c in checks if not c["passed"]]
+        return {
+            "status": "FAIL" if failures else "PASS",
+            "failures": failures,
+            "thresholds": checks,
+            "metrics": {"fine_tuned": tuned, "base": base},
+            "improvement": _improvement(tuned, base),
+            "samples": [
+                {
+                    "prompt": p.messages[-1]["content"],
+                    "messages": p.messages,
+                    "reference": p.reference,
+                    "fine_tuned": tuned_answers[i].text if tuned_answers else None,
+                    "base": base_answers[i].text if base_answers else None,
+                }
+                for i, p in enumerate(self.prompts)
+            ],
+            "generation": self.config.generation.model_dump(),
+            "eval_source": source,
+            "eval_rows": min(len(self.rows), self.config.max_eval_rows or len(self.rows))
+            if self.rows is not None
+            else 0,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+
+    def _evaluation_data(self) -> tuple[list[dict[str, Any]], str | None, str]:
+        if self.config.eval_dataset_path:
+            return self._tokenize_file(self.config.eval_dataset_path)
+        conversations = self.context.recall(keys.DATASET_VALIDATION) or []
+        rows_path = self.tokenized.get("validation")
+        if not conversations and not rows_path:
+            raise InputError(
+                Problem(
+                    "there is no evaluation data: the dataset has no validation split. Set validation_split in "
+                    "dataset_loader, or eval_dataset_path in evaluation.",
+                    path="eval_dataset_path",
+                )
+            )
+        return conversations, rows_path, "validation split"
+
+    def _tokenize_file(self, path: str) -> tuple[list[dict[str, Any]], str | None, str]:
+        from plugins.data.dataset import load_conversations
+        from plugins.data.preparation import PreparationOptions, prepare_tokenized
+        from plugins.utils import cache_root
+
+        if not Path(path).exists():
+            raise InputError(Problem(f"eval_dataset_path {path!r} does not exist.", path="eval_dataset_path"))
+        conversations = load_conversations([path]).conversations
+        options = PreparationOptions(
+            max_seq_length=int(self.tokenized.get("max_seq_length") or 1024),
+            chat_template=self.chat_template,
+            train_on=self.tokenized.get("train_on", "assistant"),
+            packing=bool(self.tokenized.get("packing", True)),
+        )
+        prepared = prepare_tokenized(conversations, None, self.tokenizer, options, cache_dir=cache_root() / "tokenized")
+        return conversations, prepared.tokenized["train"], path
+
+    def _prompts(self, conversations: list[dict[str, Any]]):
+        from plugins.eval.prompts import chat_prompts
+
+        if not self.config.num_samples:
+            return []
+        prompts = chat_prompts(conversations, self.tokenizer, self.chat_template, self.config.num_samples)
+        return [p for p in prompts if p.reference]  # a sample needs a reference answer to score
+
+    def _load(self, folder: Path, base: bool = False):
+        import torch
+
+        from plugins.eval.loading import load_trained_model
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        if base:
+            from plugins.models import load_causal_lm
+
+            return load_causal_lm(str(folder), dtype=dtype, device_map=device).eval()
+        return load_trained_model(folder, base_model=self.result.get("base_model"), dtype=dtype, device=device)
+
+    def _measure(self, model: Any, label: str) -> tuple[dict[str, Any], list]:
+        from plugins.data.collator import PackedCollator
+        from plugins.eval import metrics as m
+        from plugins.eval.generation import generate, stop_token_ids
+
+        wanted = set(self.config.metrics)
+        values: dict[str, Any] = {}
+        if wanted & {"loss", "perplexity"} and self.rows is not None:
+            loss, tokens = m.token_loss(
+                model,
+                self.rows,
+                PackedCollator(pad_token_id=self.tokenizer.pad_token_id),
+                batch_size=self.config.batch_size,
+                max_rows=self.config.max_eval_rows,
+                on_batch=lambda done, total: self.context.progress(f"eval loss ({label})", done, total),
+            )
+            values["loss"] = loss
+            values["perplexity"] = m.perplexity(loss)
+            values["eval_tokens"] = tokens
+        answers = []
+        if self.prompts:
+            stops = stop_token_ids(self.tokenizer, self.chat_template)
+            settings = self.config.generation.model_dump()
+            for i, prompt in enumerate(self.prompts):
+                self.context.check_cancelled()
+                answers.append(generate(model, self.tokenizer, prompt.text, settings, stops))
+                self.context.progress(f"generate ({label})", i + 1, len(self.prompts))
+            predictions, references = [a.text for a in answers], [p.reference for p in self.prompts]
+            if "bleu" in wanted:
+                values["bleu"] = m.bleu(predictions, references)
+            if "rouge" in wanted:
+                values |= m.rouge(predictions, references)
+            if "exact_match" in wanted:
+                values["exact_match"] = m.exact_match(predictions, references)
+        return values, answers
+
+
+def _load_rows(path: str | None):
+    if not path:
+        return None
+    from plugins.data.tokenized import load_tokenized
+
+    return load_tokenized(path)
+
+
+def _improvement(tuned: dict[str, Any], base: dict[str, Any] | None) -> dict[str, float]:
+    if not base or not base.get("loss") or tuned.get("loss") is None:
+        return {}
+    return {"loss_reduction": (base["loss"] - tuned["loss"]) / base["loss"]}
+
+
+def _check_thresholds(thresholds: Any, tuned: dict[str, Any], base: dict[str, Any] | None) -> list[dict[str, Any]]:
+    improvement = _improvement(tuned, base).get("loss_reduction")
+    specs = [
+        ("perplexity_max", tuned.get("perplexity"), "max", "perplexity"),
+        ("loss_max", tuned.get("loss"), "max", "eval loss"),
+        ("improvement_min", improvement, "min", "loss reduction over the base model"),
+        ("bleu_min", tuned.get("bleu"), "min", "BLEU"),
+        ("rouge_l_min", tuned.get("rougeL"), "min", "ROUGE-L"),
+        ("exact_match_min", tuned.get("exact_match"), "min", "exact match"),
+    ]
+    checks = []
+    for name, value, kind, label in specs:
+        limit = getattr(thresholds, name)
+        if limit is None:
+            continue
+        if value is None or value != value:  # not measured, or NaN
+            checks.append(
+                {
+                    "name": name,
+                    "limit": limit,
+                    "value": None,
+                    "passed": False,
+                    "message": f"{label} could not be measured for {name}",
+                }
+            )
+            continue
+        passed = value <= limit if kind == "max" else value >= limit
+        gap = value - limit if kind == "max" else limit - value
+        relation = "above the maximum" if kind == "max" else "below the minimum"
+        message = f"{label} {_short(value)} is {relation} {name}={_short(limit)} by {_short(gap)}"
+        if limit:
+            message += f" ({abs(gap / limit):.1%})"
+        checks.append(
+            {
+                "name": name,
+                "limit": limit,
+                "value": value,
+                "passed": passed,
+                "message": message if not passed else f"{label} {_short(value)} within {name}={_short(limit)}",
+            }
+        )
+    return checks
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,168 @@
+"""EvaluationPlugin: masked loss as in training, generation metrics, base comparison, PASS/FAIL."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from export_fixtures import CHATML_TEMPLATE, CONVERSATIONS, fill_memory_for_export, make_lora_adapter, trained_model_dir  # noqa: F401
+from pydantic import ValidationError
+
+from entity_training import InputError, ReviewFailed, Stage
+from entity_training.memory import Memory
+from plugins import memory_keys as keys
+from plugins.eval import metrics
+from plugins.evaluation import EvaluationPlugin
+
+
+@pytest.fixture
+def eval_run(tmp_path, trained_model_dir):  # noqa: F811
+    from transformers import AutoTokenizer
+
+    from plugins.data.preparation import PreparationOptions, prepare_tokenized
+
+    make_lora_adapter(trained_model_dir, tmp_path / "final-model")
+    memory = Memory()
+    fill_memory_for_export(memory, tmp_path / "final-model", str(trained_model_dir))
+    tokenizer = AutoTokenizer.from_pretrained(trained_model_dir)
+    prepared = prepare_tokenized(
+        memory.get(keys.DATASET_TRAIN),
+        memory.get(keys.DATASET_VALIDATION),
+        tokenizer,
+        PreparationOptions(max_seq_length=128, chat_template=CHATML_TEMPLATE),
+        cache_dir=tmp_path / "cache",
+    )
+    memory.set(keys.DATASET_TOKENIZED, prepared.tokenized)
+    return tmp_path, memory
+
+
+async def _evaluate(make_context, run_dir, memory, **config):
+    context = make_context(Stage.REVIEW, memory=memory, run_dir=run_dir)
+    await EvaluationPlugin(config).execute(context)
+    return memory.get(keys.EVALUATION_REPORT)
+
+
+async def test_pass_with_base_comparison_and_samples(make_context, eval_run):
+    run_dir, memory = eval_run
+    report = await _evaluate(
+        make_context,
+        run_dir,
+        memory,
+        metrics=["loss", "perplexity", "bleu", "rouge", "exact_match"],
+        num_samples=3,
+        generation={"max_new_tokens": 12},
+        thresholds={"perplexity_max": 1e6},
+    )
+    assert report["status"] == "PASS" and report["failures"] == []
+    tuned, base = report["metrics"]["fine_tuned"], report["metrics"]["base"]
+    assert set(tuned) >= {"loss", "perplexity", "bleu", "rouge1", "rouge2", "rougeL", "exact_match", "eval_tokens"}
+    assert tuned["perplexity"] == pytest.approx(math.exp(tuned["loss"]))
+    assert base["loss"] != tuned["loss"]  # the adapter changes the model
+    assert report["improvement"]["loss_reduction"] == pytest.approx((base["loss"] - tuned["loss"]) / base["loss"])
+    assert len(report["samples"]) == 3
+    sample = report["samples"][0]
+    assert sample["reference"] and sample["fine_tuned"] is not None and sample["base"] is not None
+    assert "<|im_end|>" not in sample["fine_tuned"]  # generation stops at the end of the turn
+
+
+async def test_loss_uses_the_training_masking(make_context, eval_run, trained_model_dir):  # noqa: F811
+    """The mean over trained tokens equals transformers' own loss on the same labels."""
+    from transformers import AutoModelForCausalLM
+
+    from plugins.data.collator import PackedCollator
+    from plugins.data.tokenized import load_tokenized
+
+    _, memory = eval_run
+    rows = load_tokenized(memory.get(keys.DATASET_TOKENIZED)["validation"])
+    model = AutoModelForCausalLM.from_pretrained(trained_model_dir).eval()
+    loss, tokens = metrics.token_loss(model, rows, PackedCollator(pad_token_id=0), batch_size=2)
+
+    expected_sum, expected_tokens = 0.0, 0
+    with torch.no_grad():
+        for i in range(len(rows)):
+            row = rows[i]
+            start = 0
+            for length in row["seq_lengths"]:  # each packed sample on its own
+                ids = torch.tensor([row["input_ids"][start : start + length]])
+                labels = torch.tensor([row["labels"][start : start + length]])
+                count = int((labels[:, 1:] != -100).sum())
+                if count:
+                    expected_sum += model(input_ids=ids, labels=labels).loss.item() * count
+                    expected_tokens += count
+                start += length
+    assert tokens == expected_tokens
+    assert loss == pytest.approx(expected_sum / expected_tokens, rel=1e-4)
+
+
+async def test_failing_threshold_stops_with_exit_code_3(make_context, eval_run):
+    run_dir, memory = eval_run
+    with pytest.raises(ReviewFailed) as caught:
+        await _evaluate(make_context, run_dir, memory, num_samples=0, thresholds={"perplexity_max": 1.0})
+    assert caught.value.exit_code == 3
+    assert "perplexity" in str(caught.value) and "perplexity_max=1 by" in str(caught.value)
+    report = memory.get(keys.EVALUATION_REPORT)
+    assert report["status"] == "FAIL"
+    failed = [c for c in report["thresholds"] if not c["passed"]]
+    assert failed[0]["name"] == "perplexity_max" and failed[0]["value"] > 1.0
+
+
+async def test_improvement_threshold_and_continue(make_context, eval_run):
+    run_dir, memory = eval_run
+    report = await _evaluate(
+        make_context,
+        run_dir,
+        memory,
+        num_samples=0,
+        metrics=["loss"],
+        thresholds={"improvement_min": 0.99},
+        on_fail="continue",
+    )
+    assert report["status"] == "FAIL"
+    assert "loss reduction over the base model" in report["failures"][0]
+
+
+async def test_no_evaluation_data_is_an_input_error(make_context, eval_run):
+    run_dir, memory = eval_run
+    memory.set(keys.DATASET_VALIDATION, [])
+    memory.set(keys.DATASET_TOKENIZED, {**memory.get(keys.DATASET_TOKENIZED), "validation": None})
+    with pytest.raises(InputError, match="validation_split") as caught:
+        await _evaluate(make_context, run_dir, memory)
+    assert caught.value.exit_code == 2
+
+
+async def test_eval_dataset_path_is_tokenized_like_training(make_context, eval_run, monkeypatch):
+    import json
+
+    run_dir, memory = eval_run
+    monkeypatch.setenv("ENTITY_TRAINING_CACHE", str(run_dir / "cache-root"))
+    path = run_dir / "eval.jsonl"
+    path.write_text("\n".join(json.dumps({"messages": c}) for c in CONVERSATIONS[:5]), encoding="utf-8")
+    report = await _evaluate(
+        make_context,
+        run_dir,
+        memory,
+        eval_dataset_path=str(path),
+        num_samples=2,
+        metrics=["loss", "rouge"],
+        compare_with_base=False,
+    )
+    assert report["eval_source"] == str(path) and report["metrics"]["base"] is None
+    assert report["metrics"]["fine_tuned"]["eval_tokens"] > 0 and len(report["samples"]) == 2
+
+
+def test_thresholds_must_be_measurable():
+    with pytest.raises(ValidationError, match="compare_with_base"):
+        EvaluationPlugin({"compare_with_base": False, "thresholds": {"improvement_min": 0.1}})
+    with pytest.raises(ValidationError, match="needs 'bleu' in metrics"):
+        EvaluationPlugin({"metrics": ["loss"], "thresholds": {"bleu_min": 10}})
+    with pytest.raises(ValidationError):
+        EvaluationPlugin({"metrics": ["accuracy"]})
+
+
+def test_text_metrics():
+    assert metrics.bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(100.0)
+    assert metrics.bleu(["completely different words here"], ["the cat sat on the mat"]) < 10
+    assert metrics.rouge(["the cat sat"], ["the cat sat"])["rougeL"] == pytest.approx(1.0)
+    assert metrics.exact_match(["  Paris ", "london"], ["paris", "Rome"]) == 0.5
+    assert metrics.perplexity(0.0) == 1.0
