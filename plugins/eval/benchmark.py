@@ -1,0 +1,172 @@
+"""Load a model artefact, answer prompts greedily, measure load time, tokens/s and peak memory.
+
+Used by the inference test (OUTPUT) and ``scripts/benchmark.py``. Peak memory is the GPU's peak
+allocation on CUDA, else the process's peak resident memory above its level before loading
+(sampled every few milliseconds), so it includes the weights.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ARTEFACT_KINDS = ("adapter", "hf", "gguf")
+
+
+@dataclass
+class BenchmarkResult:
+    name: str
+    kind: str  # adapter | hf | gguf
+    path: str
+    device: str
+    load_seconds: float
+    new_tokens: int
+    generate_seconds: float
+    tokens_per_second: float
+    peak_memory_bytes: int
+    memory_kind: str  # cuda_allocated | rss_increase
+    sample: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def artefact_kind(path: str | Path) -> str:
+    """What a path holds: a GGUF file, a PEFT adapter folder, or a transformers model folder."""
+    path = Path(path)
+    if path.suffix == ".gguf":
+        return "gguf"
+    if (path / "adapter_config.json").is_file():
+        return "adapter"
+    return "hf"
+
+
+class PeakMemory:
+    """Peak memory while the block runs: CUDA peak allocation, or sampled RSS above the start."""
+
+    def __init__(self, interval_s: float = 0.005):
+        import torch
+
+        self.interval_s = interval_s
+        self.on_cuda = torch.cuda.is_available()
+        self.peak = 0
+        self._stop = threading.Event()
+
+    @property
+    def kind(self) -> str:
+        return "cuda_allocated" if self.on_cuda else "rss_increase"
+
+    @contextmanager
+    def measure(self):
+        import psutil
+        import torch
+
+        gc.collect()
+        if self.on_cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            yield self
+            self.peak = int(torch.cuda.max_memory_allocated())
+            return
+        process = psutil.Process()
+        baseline = process.memory_info().rss
+        highest = [baseline]
+
+        def sample() -> None:
+            while not self._stop.wait(self.interval_s):
+                highest[0] = max(highest[0], process.memory_info().rss)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            sampler.join()
+            highest[0] = max(highest[0], process.memory_info().rss)
+            self.peak = highest[0] - baseline
+
+
+def benchmark(
+    name: str,
+    path: str | Path,
+    prompts: list[str],
+    *,
+    max_new_tokens: int = 32,
+    base_model: str | None = None,
+) -> BenchmarkResult:
+    """Load ``path`` (adapter folder, model folder or .gguf), answer every prompt, measure."""
+    kind = artefact_kind(path)
+    meter = PeakMemory()
+    with meter.measure():
+        started = time.perf_counter()
+        runner = _GGUFRunner(path) if kind == "gguf" else _HFRunner(path, base_model)
+        load_seconds = time.perf_counter() - started
+        runner.answer(prompts[0], min(4, max_new_tokens))  # warm-up: first-call overheads are not throughput
+        tokens, seconds, first = 0, 0.0, ""
+        for i, prompt in enumerate(prompts):
+            text, count, elapsed = runner.answer(prompt, max_new_tokens)
+            tokens, seconds = tokens + count, seconds + elapsed
+            first = text if i == 0 else first
+        runner.close()
+    return BenchmarkResult(
+        name=name,
+        kind=kind,
+        path=str(path),
+        device=runner.device,
+        load_seconds=round(load_seconds, 3),
+        new_tokens=tokens,
+        generate_seconds=round(seconds, 3),
+        tokens_per_second=round(tokens / seconds, 2) if seconds else 0.0,
+        peak_memory_bytes=meter.peak,
+        memory_kind=meter.kind,
+        sample=first,
+    )
+
+
+class _HFRunner:
+    def __init__(self, path: str | Path, base_model: str | None):
+        import torch
+
+        from plugins.eval.generation import stop_token_ids
+        from plugins.eval.loading import load_saved_tokenizer, load_trained_model
+
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.tokenizer = load_saved_tokenizer(path)
+        self.model = load_trained_model(path, base_model=base_model, dtype=dtype, device=self.device)
+        self.stops = stop_token_ids(self.tokenizer, None)
+
+    def answer(self, prompt: str, max_new_tokens: int) -> tuple[str, int, float]:
+        from plugins.eval.generation import generate
+
+        settings = {"max_new_tokens": max_new_tokens, "do_sample": False, "seed": 0}
+        result = generate(self.model, self.tokenizer, prompt, settings, self.stops)
+        return result.text, result.new_tokens, result.seconds
+
+    def close(self) -> None:
+        self.model = None
+        gc.collect()
+
+
+class _GGUFRunner:
+    device = "cpu (llama.cpp)"
+
+    def __init__(self, path: str | Path):
+        import llama_cpp
+
+        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=2048, verbose=False)
+
+    def answer(self, prompt: str, max_new_tokens: int) -> tuple[str, int, float]:
+        started = time.perf_counter()
+        output = self.llm.create_completion(prompt, max_tokens=max_new_tokens, temperature=0.0, top_k=1)
+        elapsed = time.perf_counter() - started
+        return output["choices"][0]["text"].strip(), int(output["usage"]["completion_tokens"]), elapsed
+
+    def close(self) -> None:
+        self.llm.close()

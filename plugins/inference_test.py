@@ -1,0 +1,108 @@
+"""InferenceTestPlugin (OUTPUT, after model_export): load each exported model, answer the sample
+prompts, measure load time, tokens/s and peak memory against the base model.
+
+The table lands in ``inference.report`` (and the run report). GGUF files run through
+llama-cpp-python when it is installed and are skipped with a note otherwise.
+
+Raises:
+    PluginError: an exported model fails to load or generate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from entity_training import PluginConfig, Stage
+from entity_training.plugin import Plugin
+from plugins import memory_keys as keys
+
+TestedFormat = Literal["huggingface", "merged", "safetensors", "gguf"]
+
+
+class InferenceTestPlugin(Plugin):
+    name = "inference_test"
+    description = "Run the exported models on sample prompts; tokens/s and peak memory vs the base model."
+    supported_stages = (Stage.OUTPUT,)
+    dependencies = (keys.EXPORT_PATHS, keys.TRAINING_RESULT)
+    provides = (keys.INFERENCE_REPORT,)
+
+    class ConfigModel(PluginConfig):
+        prompts: list[str] | None = Field(
+            None, description="User messages to answer; default: prompts from the validation split (or built-in ones)."
+        )
+        num_prompts: int = Field(4, ge=1, le=100, description="How many prompts each model answers.")
+        max_new_tokens: int = Field(32, gt=0, le=4096, description="Most tokens generated per answer.")
+        include_base: bool = Field(True, description="Also measure the base model, for comparison.")
+        formats: list[TestedFormat] | None = Field(
+            None, description="Exported formats to test; default: every exported one (GGUF: each quantization)."
+        )
+
+    async def _execute_impl(self, context) -> str:
+        if not context.is_main_process:
+            return "inference test skipped on this rank"
+        report = await asyncio.to_thread(self._run, context)
+        context.remember(keys.INFERENCE_REPORT, report)
+        fastest = max(report["models"], key=lambda r: r["tokens_per_second"], default=None)
+        return f"tested {len(report['models'])} models" + (
+            f"; fastest {fastest['name']} at {fastest['tokens_per_second']} tokens/s" if fastest else ""
+        )
+
+    def _run(self, context) -> dict[str, Any]:
+        from plugins.eval.benchmark import benchmark
+
+        result = context.recall(keys.TRAINING_RESULT)
+        prompts = self._prompts(context, result)
+        results, skipped = [], []
+        for name, path in self._targets(context, result, skipped):
+            context.check_cancelled()
+            context.log(f"inference test: {name}")
+            results.append(
+                benchmark(
+                    name, path, prompts, max_new_tokens=self.config.max_new_tokens, base_model=result.get("base_model")
+                ).to_dict()
+            )
+        base = next((r for r in results if r["name"] == "base"), None)
+        for row in results:
+            if base and base["tokens_per_second"]:
+                row["speed_vs_base"] = round(row["tokens_per_second"] / base["tokens_per_second"], 3)
+            if base and base["peak_memory_bytes"]:
+                row["memory_vs_base"] = round(row["peak_memory_bytes"] / base["peak_memory_bytes"], 3)
+        return {"prompts": prompts, "max_new_tokens": self.config.max_new_tokens, "models": results, "skipped": skipped}
+
+    def _targets(self, context, result: dict[str, Any], skipped: list[str]) -> list[tuple[str, str]]:
+        paths = context.recall(keys.EXPORT_PATHS) or {}
+        wanted = self.config.formats or ["huggingface", "merged", "safetensors", "gguf"]
+        targets = [("base", str(result["base_model"]))] if self.config.include_base else []
+        for fmt in wanted:
+            if fmt not in paths:
+                continue
+            if fmt == "gguf":
+                if importlib.util.find_spec("llama_cpp") is None:
+                    skipped.append("gguf: llama-cpp-python is not installed (pip install 'entity-training[gguf]')")
+                    continue
+                targets += [(f"gguf {quant}", path) for quant, path in paths["gguf"].items()]
+            elif fmt == "safetensors":
+                targets.append((fmt, str(Path(paths[fmt]).parent)))
+            else:
+                targets.append((fmt, paths[fmt]))
+        return targets
+
+    def _prompts(self, context, result: dict[str, Any]) -> list[str]:
+        from plugins.eval.loading import load_saved_tokenizer
+        from plugins.eval.prompts import chat_prompts
+
+        tokenizer = load_saved_tokenizer(result["final_model_path"])
+        template = (context.recall(keys.DATASET_TOKENIZED) or {}).get("chat_template")
+        if self.config.prompts:
+            conversations = [
+                {"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": "-"}]}
+                for p in self.config.prompts
+            ]
+        else:
+            conversations = context.recall(keys.DATASET_VALIDATION) or context.recall(keys.DATASET_TRAIN) or []
+        return [p.text for p in chat_prompts(conversations, tokenizer, template, self.config.num_prompts)]
