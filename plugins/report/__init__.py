@@ -1,0 +1,1 @@
+"""The run report: data gathered from memory and events, an inline SVG loss chart, one HTML file."""

@@ -1,0 +1,123 @@
+"""Gather what the report shows from memory (documented keys) and the run's events.jsonl."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from plugins import memory_keys as keys
+
+EVENTS_FILE = "events.jsonl"
+
+
+def collect_report_data(recall: Any, run_dir: Path, run_settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything the template needs; missing stages simply give empty sections."""
+    result = recall(keys.TRAINING_RESULT) or {}
+    return {
+        "run_name": (run_settings or {}).get("name") or Path(run_dir).name,
+        "run_dir": str(run_dir),
+        "training_config": recall(keys.TRAINING_CONFIG) or {},
+        "memory_plan": recall(keys.TRAINING_MEMORY_PLAN) or {},
+        "dataset_stats": flat_items(recall(keys.DATASET_STATS) or {}),
+        "token_stats": flat_items(recall(keys.DATASET_TOKEN_STATS) or {}),
+        "training": {k: v for k, v in result.items() if k != "log_history"},
+        "loss_series": loss_series(result.get("log_history") or []),
+        "evaluation": recall(keys.EVALUATION_REPORT) or {},
+        "export": recall(keys.EXPORT_REPORT) or {},
+        "inference": recall(keys.INFERENCE_REPORT) or {},
+        "timings": plugin_timings(Path(run_dir) / EVENTS_FILE),
+    }
+
+
+def loss_series(history: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+    series: dict[str, list[tuple[float, float]]] = {"training loss": [], "validation loss": []}
+    for record in history:
+        step = record.get("step")
+        if step is None:
+            continue
+        if isinstance(record.get("loss"), (int, float)):
+            series["training loss"].append((float(step), float(record["loss"])))
+        if isinstance(record.get("eval_loss"), (int, float)):
+            series["validation loss"].append((float(step), float(record["eval_loss"])))
+    return {name: points for name, points in series.items() if points}
+
+
+def plugin_timings(events_path: Path) -> list[dict[str, Any]]:
+    """Seconds per plugin (and stage) from the executor's plugin_end events."""
+    if not events_path.is_file():
+        return []
+    rows = []
+    for line in events_path.read_text(encoding="utf-8").splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # a line being written right now
+        if event.get("type") == "plugin_end":
+            rows.append({k: event.get(k) for k in ("stage", "plugin", "status", "seconds")})
+    return rows
+
+
+def flat_items(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested statistics as (dotted key, value) rows; long lists are summarised by their length."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows += flat_items(value, name + ".")
+        elif isinstance(value, list) and len(value) > 8:
+            rows.append((name, f"{len(value)} items"))
+        else:
+            rows.append((name, value))
+    return rows
+
+
+def verification_rows(export_report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per check of every exported artefact, for the report's verification table."""
+    rows = []
+    artefacts = export_report.get("artefacts", {})
+
+    def add(artefact: str, check: str, figures: Any, path: str | None = None) -> None:
+        if isinstance(figures, dict):
+            rows.append({"artefact": artefact, "check": check, "path": path, **figures})
+        elif figures is not None:
+            rows.append({"artefact": artefact, "check": check, "path": path, "note": str(figures)})
+
+    if "huggingface" in artefacts:
+        entry = artefacts["huggingface"]
+        add("huggingface", f"reloaded {entry.get('kind', '')} vs trained", entry.get("verification"), entry.get("path"))
+    if "merged" in artefacts:
+        for check, figures in (artefacts["merged"].get("verification") or {}).items():
+            add("merged", check.replace("_", " "), figures, artefacts["merged"].get("path"))
+    if "safetensors" in artefacts:
+        add(
+            "safetensors",
+            "reloaded vs source",
+            artefacts["safetensors"].get("verification"),
+            artefacts["safetensors"].get("path"),
+        )
+    for quant, entry in artefacts.get("gguf", {}).items():
+        if not isinstance(entry, dict) or "quantization" not in entry:
+            continue
+        reader = entry.get("gguf_reader", {})
+        add(
+            f"gguf {quant}",
+            "GGUFReader",
+            {
+                "note": f"{reader.get('tensor_count')} tensors, vocab {reader.get('vocab_size')}, chat template matches: {reader.get('chat_template_matches')}"
+            },
+            entry.get("path"),
+        )
+        add(f"gguf {quant}", "llama.cpp vs transformers", entry.get("llama_cpp"), entry.get("path"))
+    if "ollama" in artefacts:
+        entry = artefacts["ollama"]
+        add(
+            "ollama",
+            "Modelfile TEMPLATE renders the training prompt",
+            {
+                "passed": entry.get("template_verified"),
+                "note": f"stop {entry.get('stop')}, num_ctx {entry.get('num_ctx')}",
+            },
+            entry.get("path"),
+        )
+    return rows

@@ -1,0 +1,49 @@
+"""Render the run report as one self-contained HTML file (inline CSS and SVG, no scripts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plugins.report.collect import verification_rows
+from plugins.report.svg_chart import line_chart_svg
+from plugins.report.template import REPORT_TEMPLATE
+
+
+def render_report(data: dict[str, Any]) -> str:
+    import jinja2
+
+    environment = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)
+    environment.filters["num"] = format_number
+    environment.filters["bytes"] = format_bytes
+    chart = line_chart_svg(data["loss_series"], title="Loss", x_label="step", y_label="loss")
+    evaluation = data.get("evaluation") or {}
+    metrics = evaluation.get("metrics") or {}
+    tuned, base = metrics.get("fine_tuned") or {}, metrics.get("base") or {}
+    metric_rows = [(name, value, base.get(name)) for name, value in tuned.items()]
+    return environment.from_string(REPORT_TEMPLATE).render(
+        **data,
+        loss_chart=chart,
+        metric_rows=metric_rows,
+        verification=verification_rows(data.get("export") or {}),
+    )
+
+
+def format_number(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "-" if value is None else str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def format_bytes(value: Any) -> str:
+    if not isinstance(value, (int, float)):
+        return "-"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return f"{size:.1f} TiB"
