@@ -215,11 +215,21 @@ def _write_split(folder: Path, rows: list[dict]) -> Path:
 
 
 def make_context(
-    stage: Stage, run_dir: Path, memory: Memory | None = None, *, resume: bool = False, events: list | None = None
+    stage: Stage,
+    run_dir: Path,
+    memory: Memory | None = None,
+    *,
+    resume: bool = False,
+    events: list | None = None,
+    sinks: tuple = (),
+    cancel_event: threading.Event | None = None,
 ):
+    """A context for one plugin call; ``events`` collects what it emits, ``sinks`` see each event."""
     bus = EventBus()
     if events is not None:
         bus.subscribe(events.append)
+    for sink in sinks:
+        bus.subscribe(sink)
     return PluginContext(
         memory=memory if memory is not None else Memory(),
         bus=bus,
@@ -227,6 +237,6 @@ def make_context(
         run_dir=run_dir,
         stage=stage,
         plugin_name="test",
-        cancel_event=threading.Event(),
+        cancel_event=cancel_event or threading.Event(),
         resume=resume,
     )
