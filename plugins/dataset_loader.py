@@ -20,6 +20,7 @@ from pydantic import Field
 from entity_training import Plugin, PluginConfig, Stage
 from plugins import memory_keys
 from plugins.data.dataset import ConversationDataset, load_conversations
+from plugins.utils import cache_root
 
 
 class DatasetLoaderPlugin(Plugin):
@@ -55,6 +56,9 @@ class DatasetLoaderPlugin(Plugin):
         )
         text_unit: Literal["file", "paragraph"] = Field(
             "file", description="For .txt files: one document per file, or one per blank-line-separated paragraph."
+        )
+        reuse_parsed: bool = Field(
+            True, description="Reuse the parsed rows of unchanged files (same bytes and settings) from the cache."
         )
 
     async def _execute_impl(self, context: Any) -> str:
@@ -100,6 +104,7 @@ class DatasetLoaderPlugin(Plugin):
             field_map=self.config.field_map,
             on_bad_rows=self.config.on_bad_rows,
             text_unit=self.config.text_unit,
+            cache_dir=cache_root() / "loaded" if self.config.reuse_parsed else None,
         )
 
     @staticmethod

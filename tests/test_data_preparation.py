@@ -130,6 +130,14 @@ def test_every_key_input_changes_the_key(tmp_path, tokenizer, monkeypatch, chang
     assert not changed.cache_hit and changed.stats["cache_key"] != base.stats["cache_key"]
 
 
+def test_the_dataset_digest_depends_on_values_only():
+    rebuilt = json.loads(json.dumps(TRAIN))  # new objects, same values (like a load from the parse cache)
+    assert cache.dataset_digest(rebuilt) == cache.dataset_digest(TRAIN)
+    edited = json.loads(json.dumps(TRAIN))
+    edited[3]["messages"][1]["content"] += " "
+    assert cache.dataset_digest(edited) != cache.dataset_digest(TRAIN)
+
+
 def test_source_locations_do_not_change_the_key(tmp_path, tokenizer):
     moved = [{**c, "source": {"file": "elsewhere.jsonl", "line": 1}} for c in TRAIN]
     assert (

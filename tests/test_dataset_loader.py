@@ -10,6 +10,7 @@ import pytest
 from entity_training import ConfigError, InputError, Stage
 from entity_training.workflow import load_workflow
 from plugins import memory_keys
+from plugins.data import dataset as dataset_module
 from plugins.data.dataset import load_conversations, split_conversations
 from plugins.data.formats import detect_format
 from plugins.dataset_loader import DatasetLoaderPlugin
@@ -22,6 +23,11 @@ ALPACA_ROWS = [
     {"instruction": "Translate to French.", "input": "Good morning", "output": "Bonjour.", "system": "Be brief."},
     {"instruction": "And now?", "input": "", "output": "Yes.", "history": [["Hi", "Hello!"]]},
 ]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENTITY_TRAINING_CACHE", str(tmp_path / "cache"))
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
@@ -179,6 +185,33 @@ def test_alpaca_demo():
     dataset = load_conversations([SHARED / "alpaca_en_demo.json"])
     assert len(dataset) == 999 and dataset.files[0].format == "alpaca"
     assert dataset.conversations[0]["source"]["line"] == 2
+
+
+# -- reusing parsed files ----------------------------------------------------------------------
+
+
+def test_unchanged_files_are_not_parsed_again(tmp_path, monkeypatch):
+    path = write_jsonl(tmp_path / "d.jsonl", ALPACA_ROWS)
+    cache_dir = tmp_path / "loaded"
+    first = load_conversations([path], cache_dir=cache_dir)
+    monkeypatch.setattr(dataset_module, "_parse", lambda *a: pytest.fail("parsed again"))
+    again = load_conversations([path], cache_dir=cache_dir)
+    assert again.conversations == first.conversations and again.statistics() == first.statistics()
+
+
+def test_changed_bytes_settings_or_a_corrupt_entry_parse_again(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", ALPACA_ROWS)
+    cache_dir = tmp_path / "loaded"
+    load_conversations([path], cache_dir=cache_dir)
+    write_jsonl(path, ALPACA_ROWS[:2])
+    assert len(load_conversations([path], cache_dir=cache_dir)) == 2
+    mapped = load_conversations(
+        [path], cache_dir=cache_dir, field_map={"output": "completion", "instruction": "prompt"}
+    )
+    assert mapped.files[0].format == "prompt_completion"
+    for entry in cache_dir.iterdir():
+        entry.write_bytes(b"garbage")
+    assert len(load_conversations([path], cache_dir=cache_dir)) == 2
 
 
 # -- split and the plugin ---------------------------------------------------------------------

@@ -8,11 +8,12 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from entity_training import InputError, Problem
+from plugins.data import load_cache
 from plugins.data.formats import BadRow, apply_field_map, detect_format, missing_keys, normalise_row
 from plugins.data.readers import RawRow, TextUnit, expand_paths, read_rows
 
@@ -69,16 +70,53 @@ def load_conversations(
     field_map: Mapping[str, str] | None = None,
     on_bad_rows: BadRowPolicy = "error",
     text_unit: TextUnit = "file",
+    cache_dir: Path | None = None,
 ) -> ConversationDataset:
     """Read, detect, normalise and validate every row of ``paths``.
+
+    With ``cache_dir``, the result for unchanged files (same bytes) and the same settings is
+    reused from a previous load instead of being parsed again.
 
     Raises InputError for unreadable files, and for bad rows when ``on_bad_rows`` is ``error``
     (listing the first offenders with file, line and reason), or when no row is left.
     """
+    files = expand_paths(paths)
+    settings = {
+        "format": dataset_format,
+        "field_map": dict(field_map or {}),
+        "on_bad_rows": on_bad_rows,
+        "text_unit": text_unit,
+    }
+    key = load_cache.key_for(files, settings) if cache_dir is not None else None
+    cached = load_cache.read(cache_dir, key, ("conversations", "files", "bad_rows")) if key else None
+    if cached is not None:
+        return ConversationDataset(
+            cached["conversations"],
+            [FileReport(**f) for f in cached["files"]],
+            [RowProblem(**b) for b in cached["bad_rows"]],
+        )
+    dataset = _parse(files, dataset_format, field_map or {}, text_unit)
+    _enforce_policy(dataset, on_bad_rows)
+    if key:
+        load_cache.write(
+            cache_dir,
+            key,
+            {
+                "conversations": dataset.conversations,
+                "files": [asdict(f) for f in dataset.files],
+                "bad_rows": [asdict(b) for b in dataset.bad_rows],
+            },
+        )
+    return dataset
+
+
+def _parse(
+    files: list[Path], dataset_format: str, field_map: Mapping[str, str], text_unit: TextUnit
+) -> ConversationDataset:
     dataset = ConversationDataset(conversations=[])
-    for path in expand_paths(paths):
+    for path in files:
         rows = read_rows(path, text_unit=text_unit)
-        mapped = [apply_field_map(row.value, field_map or {}) for row in rows]
+        mapped = [apply_field_map(row.value, field_map) for row in rows]
         fmt, reason = _file_format(rows, mapped, dataset_format)
         report = FileReport(path=str(path), format=fmt, reason=reason)
         for row, value in zip(rows, mapped, strict=True):
@@ -94,7 +132,6 @@ def load_conversations(
             dataset.conversations.append(conversation)
             report.rows += 1
         dataset.files.append(report)
-    _enforce_policy(dataset, on_bad_rows)
     return dataset
 
 

@@ -34,7 +34,8 @@ def write_split(
     for name, array in arrays.items():
         path = folder / f"{name}.npy"
         np.save(path, array.astype(np.int32, copy=False))
-        files[path.name] = {"bytes": path.stat().st_size, "sha256": file_digest(path)}
+        stat = path.stat()
+        files[path.name] = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": file_digest(path)}
     return {
         "files": files,
         "rows": len(rows),
