@@ -160,7 +160,7 @@ class _GGUFRunner:
     def __init__(self, path: str | Path):
         import llama_cpp
 
-        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=2048, verbose=False)
+        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=0, verbose=False)  # n_ctx 0: the model's own
 
     def answer(self, prompt: str, max_new_tokens: int) -> tuple[str, int, float]:
         started = time.perf_counter()
