@@ -54,8 +54,10 @@ def test_collator_pads_to_the_longest_row():
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 6, 7], [-100, -100, -100]]
     assert batch["attention_mask"].shape == (2, 1, 3, 3) and batch["attention_mask"].dtype == torch.bool
-    float_mask = PackedCollator(pad_token_id=0, mask_dtype=torch.float32)(rows)["attention_mask"]
+    float_mask = PackedCollator(pad_token_id=0, attn_implementation="eager")(rows)["attention_mask"]
     assert float_mask[0, 0, 2, 0] == torch.finfo(torch.float32).min and float_mask[0, 0, 1, 0] == 0
+    varlen = PackedCollator(pad_token_id=0, attn_implementation="flash_attention_2")(rows)
+    assert "attention_mask" not in varlen and varlen["position_ids"].tolist() == [[0, 1, 0], [0, 1, 2]]
 
 
 def tiny_llama(attn_implementation: str) -> LlamaForCausalLM:
@@ -101,8 +103,7 @@ def test_packed_loss_equals_the_per_sample_losses(attn_implementation):
     torch.manual_seed(1)
     model = tiny_llama(attn_implementation)
     samples = [torch.randint(3, VOCAB, (n,)) for n in LENGTHS]
-    mask_dtype = torch.float32 if attn_implementation == "eager" else None
-    batch = PackedCollator(pad_token_id=0, mask_dtype=mask_dtype)(packed_rows(samples, capacity=20))
+    batch = PackedCollator(pad_token_id=0, attn_implementation=attn_implementation)(packed_rows(samples, capacity=20))
     assert batch["input_ids"].shape[0] < len(samples)  # several samples really share rows
     with torch.no_grad():
         separate = sum(summed_token_loss(model(input_ids=s[None]).logits, s[None]) for s in samples)
@@ -132,3 +133,20 @@ def test_position_ids_alone_do_not_isolate_samples():
     second_start = 7 if order == [0, 1] else 0
     assert (unmasked - alone).abs().max() > 1e-2
     assert (masked[second_start : second_start + 5] - alone).abs().max() < 1e-5
+
+
+def test_eager_attention_needs_the_additive_mask():
+    """Eager attention adds the mask to the scores: a boolean mask is silently wrong there."""
+    torch.manual_seed(1)
+    model = tiny_llama("eager")
+    samples = [torch.randint(3, VOCAB, (n,)) for n in (6, 5)]
+    rows = packed_rows(samples, capacity=11)
+    with torch.no_grad():
+        alone = torch.cat([model(input_ids=samples[i][None]).logits[0] for i in best_fit_decreasing([6, 5], 11)[0]])
+
+        def logits(attn_implementation: str) -> torch.Tensor:
+            batch = PackedCollator(0, attn_implementation=attn_implementation)(rows)
+            return model(**{k: v for k, v in batch.items() if k != "labels"}).logits[0]
+
+        assert (logits("eager") - alone).abs().max() < 1e-5
+        assert (logits("sdpa") - alone).abs().max() > 1e-2  # the boolean form, fed to eager attention
