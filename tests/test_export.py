@@ -232,3 +232,83 @@ async def test_tools_are_offered_and_match_the_plugin(full_run, tmp_path):
         "write_modelfile", gguf_file=str(out), tokenizer_dir=str(run_dir / "final-model"), num_ctx=64
     )
     assert Path(modelfile).read_text().startswith("FROM ./m.gguf")
+
+
+def test_unknown_export_format_in_a_workflow_is_a_config_error(tmp_path):
+    from entity_training.workflow import load_workflow
+
+    workflow = tmp_path / "wf.yaml"
+    workflow.write_text(
+        "workflow:\n  OUTPUT:\n    - plugin: model_export\n      config:\n        export_formats: [huggingface, onnx]\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_workflow(workflow)
+    message = str(caught.value)
+    assert caught.value.exit_code == 2
+    assert "onnx" in message and "export_formats" in message and "wf.yaml:5" in message
+
+
+async def test_push_to_hub_uploads_each_folder_without_exposing_the_token(make_context, full_run, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create", repo_id, kwargs["private"], kwargs["token"]))
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, **kwargs):
+            calls.append(
+                ("upload", kwargs["path_in_repo"], sorted(p.name for p in Path(kwargs["folder_path"]).iterdir()))
+            )
+
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value_123")
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    run_dir, memory = full_run
+    _, report = await _export(
+        make_context, run_dir, memory, push_to_hub=True, hub_model_id="me/tiny-ft", hub_private=True
+    )
+
+    assert calls[0] == ("create", "me/tiny-ft", True, "hf_secret_value_123")
+    assert calls[1][0] == "upload" and calls[1][1] == "huggingface" and "README.md" in calls[1][2]
+    hub = report["artefacts"]["hub"]
+    assert (hub["repo"], hub["private"], hub["uploaded"]) == ("me/tiny-ft", True, ["huggingface"])
+    assert "hf_secret_value_123" not in json.dumps(memory.to_json(), default=str)
+
+
+async def test_hub_network_error_is_clear_and_hides_the_token(make_context, full_run, monkeypatch):
+    import huggingface_hub
+
+    from entity_training import PluginError
+
+    class OfflineApi:
+        def create_repo(self, repo_id, **kwargs):
+            raise ConnectionError(f"could not connect (token={kwargs['token']})")
+
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value_123")
+    monkeypatch.setattr(huggingface_hub, "HfApi", OfflineApi)
+    run_dir, memory = full_run
+    with pytest.raises(PluginError) as caught:
+        await _export(make_context, run_dir, memory, push_to_hub=True, hub_model_id="me/tiny-ft")
+    assert "ConnectionError" in str(caught.value) and "local export is complete" in str(caught.value)
+    assert "hf_secret_value_123" not in str(caught.value)
+
+
+async def test_ollama_create_runs_when_ollama_is_installed(make_context, full_run, tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "ollama.log"
+    fake = bin_dir / "ollama"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {log}\n[ "$1" = run ] && echo "Hello from ollama"\nexit 0\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    run_dir, memory = full_run
+    _, report = await _export(
+        make_context, run_dir, memory, export_formats=["ollama"], gguf_quantization=["q8_0"], verify=False
+    )
+    commands = log.read_text().splitlines()
+    assert commands[0].startswith("create ") and commands[0].endswith("/Modelfile")
+    assert commands[1].startswith("run ")
+    assert report["artefacts"]["ollama"]["ollama_run"]["reply"] == "Hello from ollama"
