@@ -75,6 +75,8 @@ class DatasetLoaderPlugin(Plugin):
             conversations = conversations[: self.config.max_samples]
 
         if self.config.validation_path is not None:
+            if "validation_split" in self.config.model_fields_set:
+                context.warn("validation_split is ignored because validation_path is set")
             validation_set = await asyncio.to_thread(self._load, self.config.validation_path)
             self._report_bad_rows(context, validation_set)
             train, validation = conversations, validation_set.conversations

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 
 from entity_training import InputError, Problem
+from plugins.data.readers import problem_at
 from plugins.data.templates import TemplateRenderer
 
 IGNORE_INDEX = -100
@@ -165,14 +166,12 @@ def _backend_tokenizer(tokenizer: Any) -> Any:
 
 
 def _not_prefix_stable(source: dict[str, Any] | None, turn: int) -> InputError:
-    where = source or {}
     return InputError(
-        Problem(
+        problem_at(
+            source,
             f"the chat template is not prefix-stable at message {turn}: rendering the conversation up to that "
             "assistant turn is not a prefix of the whole rendering (the template rewrites earlier turns, e.g. drops "
             "reasoning), so the turn's tokens cannot be located. Use train_on: last_assistant, or another "
             "chat_template such as chatml.",
-            file=where.get("file"),
-            line=where.get("line"),
         )
     )

@@ -42,6 +42,14 @@ class RawRow:
         return f"{self.file}:{self.line}" if self.line is not None else f"{self.file} (row {self.index})"
 
 
+def problem_at(source: dict[str, Any] | None, message: str) -> Problem:
+    """A Problem located at a conversation's ``source`` (file and line, or file and row index)."""
+    source = source or {}
+    if source.get("line") is None and source.get("index") is not None:
+        message = f"row {source['index']}: {message}"
+    return Problem(message, file=source.get("file"), line=source.get("line"))
+
+
 def expand_paths(paths: list[str | Path]) -> list[Path]:
     """Files and Hugging Face dataset folders named by ``paths``; folders are searched recursively."""
     found: list[Path] = []

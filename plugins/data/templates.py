@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from entity_training import ConfigError, InputError, Problem
+from plugins.data.readers import problem_at
 
 _TOOL_CALLS = (
     "{% if message.tool_calls %}{% for call in message.tool_calls %}"
@@ -129,13 +130,11 @@ class TemplateRenderer:
                 messages=messages, tools=tools or None, add_generation_prompt=add_generation_prompt, **self._variables
             )
         except Exception as exc:  # a template may raise anything (raise_exception, TypeError on odd content)
-            where = source or {}
             raise InputError(
-                Problem(
+                problem_at(
+                    source,
                     f"the chat template failed to render this conversation: {type(exc).__name__}: {exc}. "
                     "The template may not support its roles or tool calls; choose another chat_template "
                     f"(e.g. {', '.join(BUILTIN_TEMPLATES)}) or fix the row.",
-                    file=where.get("file"),
-                    line=where.get("line"),
                 )
             ) from None
