@@ -40,6 +40,13 @@ def merged_size_bytes(base_model: str, dtype: str) -> int:
     return model_shape(load_model_config(base_model)).total_params * BYTES_PER_DTYPE[dtype]
 
 
+def merge_precision(float32_bytes: int, target_dtype: str) -> str:
+    """Merge in float32 (the exact check) when it fits comfortably in RAM, else in the target dtype."""
+    import psutil
+
+    return "float32" if float32_bytes * 2.5 < psutil.virtual_memory().available else target_dtype
+
+
 def check_merge_space(adapter_dir: Path, output_dir: Path, dtype: str, base_model: str | None = None) -> int:
     """Pre-flight: the merged weights must fit on the output disk. Returns the size needed."""
     require_adapter(adapter_dir)
@@ -65,21 +72,22 @@ def merge_lora(
     base_name = base_model or adapter_base_model(adapter_dir)
     check_merge_space(adapter_dir, output_dir, dtype, base_name)
     tokenizer = load_saved_tokenizer(adapter_dir)
-    adapted = load_trained_model(adapter_dir, base_model=base_name)
+    work_dtype = merge_precision(merged_size_bytes(base_name, "float32"), dtype)
+    adapted = load_trained_model(adapter_dir, base_model=base_name, dtype=getattr(torch, work_dtype))
     reference = build_reference(adapted, tokenizer, prompts)
     merged = adapted.merge_and_unload().eval()
-    in_memory = check_logits(compare_hf_model(merged, reference), reference, "float32", "merging in float32")
+    in_memory = check_logits(compare_hf_model(merged, reference), reference, work_dtype, f"merging in {work_dtype}")
 
     merged.to(getattr(torch, dtype)).save_pretrained(str(output_dir))
     tokenizer.save_pretrained(str(output_dir))
     del merged, adapted
-    reloaded = load_causal_lm(str(output_dir), dtype=torch.float32, device_map="cpu")
+    reloaded = load_causal_lm(str(output_dir), dtype=getattr(torch, work_dtype), device_map="cpu")
     saved = check_logits(compare_hf_model(reloaded, reference), reference, dtype, f"the saved {dtype} model")
     return {
         "path": str(output_dir),
         "base_model": base_name,
         "dtype": dtype,
-        "verification": {"merge_float32": in_memory.to_dict(), f"saved_{dtype}": saved.to_dict()},
+        "verification": {f"merge_{work_dtype}": in_memory.to_dict(), f"saved_{dtype}": saved.to_dict()},
     }
 
 
