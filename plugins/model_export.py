@@ -211,9 +211,9 @@ class _ExportJob:
         from plugins.eval.loading import is_adapter_folder, load_saved_tokenizer
 
         self.is_adapter = is_adapter_folder(self.final_dir)
-        self._preflight()
         self.tokenizer = load_saved_tokenizer(self.final_dir)
         self.chat_template = self.tokenized.get("chat_template") or self.tokenizer.chat_template
+        self._preflight()
         self.prompts = self._prompts()
         if "huggingface" in self.formats:
             self._step("huggingface", self._export_huggingface)
@@ -249,10 +249,17 @@ class _ExportJob:
             check_merge_space(self.final_dir, self.root, self.config.merge_dtype, self._base_model())
         if "gguf" in self.formats:
             from plugins.export.architectures import gguf_architecture
+            from plugins.export.gguf_vocab import build_gguf_vocab
             from plugins.models import load_model_config
 
             source = self._base_model() if self.is_adapter else str(self.final_dir)
-            gguf_architecture(load_model_config(source), source=source)
+            config = load_model_config(source)
+            gguf_architecture(config, source=source)
+            build_gguf_vocab(self.tokenizer, config.vocab_size, pre_tokenizer=self.config.gguf_pre_tokenizer)
+        if "ollama" in self.formats:
+            from plugins.export.chat_template import analyze_chat_template
+
+            analyze_chat_template(self.tokenizer, self.chat_template)
 
     def _base_model(self) -> str:
         from plugins.eval.loading import adapter_base_model

@@ -312,3 +312,12 @@ async def test_ollama_create_runs_when_ollama_is_installed(make_context, full_ru
     assert commands[0].startswith("create ") and commands[0].endswith("/Modelfile")
     assert commands[1].startswith("run ")
     assert report["artefacts"]["ollama"]["ollama_run"]["reply"] == "Hello from ollama"
+
+
+async def test_untranslatable_chat_template_is_refused_before_any_export(make_context, full_run):
+    run_dir, memory = full_run
+    position_dependent = "{% for m in messages %}{% if loop.last %}LAST:{% endif %}{{ m['content'] }}\n{% endfor %}"
+    memory.set(keys.DATASET_TOKENIZED, {**memory.get(keys.DATASET_TOKENIZED), "chat_template": position_dependent})
+    with pytest.raises(ConfigError, match="Remove 'ollama' from export_formats"):
+        await _export(make_context, run_dir, memory, export_formats=["huggingface", "ollama"])
+    assert not (run_dir / "export" / "huggingface").exists()
