@@ -33,7 +33,11 @@ def dataset_digest(conversations: Iterable[dict[str, Any]]) -> str:
     flags), in C; equal conversations built the same way hash the same, and any change of content
     changes the hash.
     """
-    content = [{key: value for key, value in c.items() if key != "source"} for c in conversations]
+    content = [
+        # Most conversations are just messages + source: hash the messages list without copying.
+        c["messages"] if len(c) == 2 and "source" in c else {key: value for key, value in c.items() if key != "source"}
+        for c in conversations
+    ]
     return hashlib.sha256(marshal.dumps(content, 2)).hexdigest()
 
 
