@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -114,3 +115,20 @@ def test_sample_data_is_varied_valid_alpaca():
     assert len(set(prompts)) == 100
     assert sum("def " in c["messages"][-1]["content"] for c in dataset.conversations) >= 6  # code examples
     assert max(len(c["messages"][-1]["content"].split()) for c in dataset.conversations) <= 150
+
+
+def test_a_bad_dataset_stops_the_run_with_exit_code_2(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c"}\n', encoding="utf-8")
+    (tmp_path / "wf.yaml").write_text(
+        "workflow:\n  INPUT:\n    - plugin: dataset_loader\n      config: {dataset_path: bad.jsonl}\n", encoding="utf-8"
+    )
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "--config", "wf.yaml", "--yes", "--output", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env={**os.environ, "ENTITY_TRAINING_CACHE": str(tmp_path / "cache")},
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "bad.jsonl:2" in output and "'output'" in output and "Traceback" not in output
