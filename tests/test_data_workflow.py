@@ -66,3 +66,37 @@ async def test_sample_data_through_input_parse_think(tmp_path, model_cache):
     second = await WorkflowExecutor(load_workflow(path), tmp_path / "run2").run(stop_after=Stage.THINK)
     assert second.memory.get(memory_keys.DATASET_TOKEN_STATS)["cache_hit"]
     assert second.memory.get(memory_keys.DATASET_TOKENIZED) == tokenized
+
+
+@pytest.mark.slow
+def test_tiny_template_masks_replies_and_tool_calls(model_cache):
+    from plugins.data.encoding import IGNORE_INDEX, encode_conversations
+    from plugins.data.templates import TemplateRenderer
+    from plugins.models import load_tokenizer
+
+    tokenizer = load_tokenizer("tiny")
+    messages = [
+        {"role": "system", "content": "You are helpful."},
+        {"role": "user", "content": "Weather in Oslo?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"type": "function", "function": {"name": "weather", "arguments": {"city": "Oslo"}}}],
+        },
+        {"role": "tool", "content": '{"temp": 3}'},
+        {"role": "assistant", "content": "It is 3 degrees."},
+    ]
+    encoded = encode_conversations(
+        [{"messages": messages, "tools": [{"name": "weather"}]}],
+        tokenizer,
+        TemplateRenderer(tokenizer.chat_template, tokenizer),
+        train_on="assistant",
+        max_seq_length=4096,
+        truncation="right",
+    )
+    ids, labels = encoded.input_ids[0], encoded.labels[0]
+    trained = tokenizer.decode(ids[labels != IGNORE_INDEX].tolist())
+    assert (
+        trained
+        == '<tool_call>{"name": "weather", "arguments": {"city": "Oslo"}}</tool_call><|im_end|>It is 3 degrees.<|im_end|>'
+    )
