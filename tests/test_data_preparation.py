@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,7 +164,8 @@ def test_a_broken_entry_is_rebuilt(tmp_path, tokenizer, damage):
     again = prepare(tmp_path, tokenizer)
     assert not again.cache_hit and again.stale_reason
     assert cache.verify_entry(entry, first.stats["cache_key"]) is None
-    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]  # no temporary leftovers
+    leftovers = [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".") and p.name != ".locks"]
+    assert not leftovers  # no temporary folders
 
 
 def test_a_failed_build_leaves_no_entry(tmp_path, tokenizer):
@@ -172,7 +176,29 @@ def test_a_failed_build_leaves_no_entry(tmp_path, tokenizer):
     template = "{% if tools %}{{ raise_exception('tools unsupported') }}{% endif %}" + CHATML
     with pytest.raises(InputError, match="tools unsupported"):
         prepare(tmp_path, tokenizer, train=bad, options=dataclasses.replace(OPTIONS, chat_template=template))
-    assert not list((tmp_path / "cache").iterdir())
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [".locks"]
+
+
+@pytest.mark.parametrize("rebuild", [False, True])
+def test_concurrent_builders_tokenize_once(tmp_path, tokenizer, monkeypatch, rebuild):
+    """Like the ranks of a distributed run: one builds, the others wait and load its entry."""
+    if rebuild:
+        prepare(tmp_path, tokenizer)  # an existing entry that every rank asks to rebuild
+    calls = []
+    real_encode = preparation.encode_conversations
+
+    def slow_encode(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.3)  # keep the lock held while the other builders arrive
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(preparation, "encode_conversations", slow_encode)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda _: prepare(tmp_path, tokenizer, rebuild=rebuild), range(3)))
+    assert len(calls) == 2  # train and validation, once
+    assert sorted(r.cache_hit for r in results) == [False, True, True]
+    assert len({r.tokenized["train"] for r in results}) == 1
+    assert cache.verify_entry(Path(results[0].tokenized["train"]).parent, results[0].stats["cache_key"]) is None
 
 
 # -- the plugin ---------------------------------------------------------------------------------

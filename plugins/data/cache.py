@@ -14,7 +14,9 @@ import marshal
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,36 @@ def read_manifest(entry: Path) -> dict[str, Any]:
     return json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
 
 
+@contextmanager
+def build_lock(cache_dir: Path, key: str) -> Iterator[None]:
+    """Serialise builders of one key across processes (the ranks of a distributed run, parallel runs).
+
+    Without ``fcntl`` (Windows) there is no lock: builders may duplicate work, but the atomic rename
+    still never exposes a half-written entry.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    locks = cache_dir / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{key}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def built_since(entry: Path, moment: float) -> bool:
+    """Whether the entry was written after ``moment`` (by a process we waited for)."""
+    try:
+        return float(read_manifest(entry).get("created", 0)) >= moment
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def build_entry(cache_dir: Path, key: str, write: Callable[[Path], dict[str, Any]]) -> Path:
     """Build an entry with ``write(folder) -> manifest`` in a temporary folder, then move it into place."""
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -96,19 +128,13 @@ def build_entry(cache_dir: Path, key: str, write: Callable[[Path], dict[str, Any
     staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{key}.", suffix=".tmp"))
     try:
         manifest = write(staging)
-        manifest.update(cache_key=key, code_version=CODE_VERSION)
+        manifest.update(cache_key=key, code_version=CODE_VERSION, created=time.time())
         atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
-        if entry.exists():  # stale or broken: move it aside first so the rename below is atomic
+        if entry.exists():  # stale or broken (callers hold build_lock): move it aside so the rename is atomic
             trash = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{key}.", suffix=".old"))
             os.replace(entry, trash / "entry")
             shutil.rmtree(trash, ignore_errors=True)
-        try:
-            os.replace(staging, entry)
-        except OSError:
-            if verify_entry(entry, key) is None:  # another process finished the same entry first
-                shutil.rmtree(staging, ignore_errors=True)
-            else:
-                raise
+        os.replace(staging, entry)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

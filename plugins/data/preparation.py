@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -59,40 +60,51 @@ def prepare_tokenized(
         }
     )
     entry = cache_dir / key
-    stale_reason = None
-    if entry.exists() and not rebuild:
-        stale_reason = cache.verify_entry(entry, key)
-        if stale_reason is None:
+    if entry.exists() and not rebuild and cache.verify_entry(entry, key) is None:
+        return _result(entry, cache.read_manifest(entry), cache_hit=True)
+    started = time.time()
+    with cache.build_lock(cache_dir, key):
+        problem = cache.verify_entry(entry, key) if entry.exists() else None
+        # Whoever held the lock (another rank, a parallel run) may have just built the entry.
+        if entry.exists() and problem is None and (not rebuild or cache.built_since(entry, started)):
             return _result(entry, cache.read_manifest(entry), cache_hit=True)
-    elif entry.exists():
-        stale_reason = "rebuild_cache is set"
-
-    renderer = TemplateRenderer(template, tokenizer)
-
-    def write(folder: Path) -> dict[str, Any]:
-        splits: dict[str, Any] = {}
-        stats: dict[str, Any] = {}
-        for name, conversations in (("train", train), ("validation", validation)):
-            if not conversations:
-                splits[name] = stats[name] = None
-                continue
-            progress = (lambda done, total, n=name: on_progress(f"tokenize {n}", done, total)) if on_progress else None
-            encoded = encode_conversations(
-                conversations,
-                tokenizer,
-                renderer,
-                train_on=options.train_on,
-                max_seq_length=options.max_seq_length,
-                truncation=options.truncation,
-                on_progress=progress,
-            )
-            rows = _group_rows(encoded, options)
-            splits[name] = write_split(folder / name, rows, encoded.input_ids, encoded.labels)
-            stats[name] = _split_stats(encoded, splits[name], options.max_seq_length, len(conversations))
-        return {"splits": splits, "stats": stats, "chat_template": template, "options": asdict(options)}
-
-    entry = cache.build_entry(cache_dir, key, write)
+        stale_reason = "rebuild_cache is set" if rebuild and entry.exists() else problem
+        renderer = TemplateRenderer(template, tokenizer)
+        splits = {"train": train, "validation": validation}
+        entry = cache.build_entry(
+            cache_dir, key, lambda folder: _write_splits(folder, splits, tokenizer, renderer, options, on_progress)
+        )
     return _result(entry, cache.read_manifest(entry), cache_hit=False, stale_reason=stale_reason)
+
+
+def _write_splits(
+    folder: Path,
+    splits: dict[str, Sequence[dict[str, Any]] | None],
+    tokenizer: Any,
+    renderer: TemplateRenderer,
+    options: PreparationOptions,
+    on_progress: Progress | None,
+) -> dict[str, Any]:
+    """Encode, pack and write every split into ``folder``; return the manifest."""
+    written: dict[str, Any] = {}
+    stats: dict[str, Any] = {}
+    for name, conversations in splits.items():
+        if not conversations:
+            written[name] = stats[name] = None
+            continue
+        progress = (lambda done, total, n=name: on_progress(f"tokenize {n}", done, total)) if on_progress else None
+        encoded = encode_conversations(
+            conversations,
+            tokenizer,
+            renderer,
+            train_on=options.train_on,
+            max_seq_length=options.max_seq_length,
+            truncation=options.truncation,
+            on_progress=progress,
+        )
+        written[name] = write_split(folder / name, _group_rows(encoded, options), encoded.input_ids, encoded.labels)
+        stats[name] = _split_stats(encoded, written[name], options.max_seq_length, len(conversations))
+    return {"splits": written, "stats": stats, "chat_template": renderer.source, "options": asdict(options)}
 
 
 def _group_rows(encoded: EncodedSamples, options: PreparationOptions) -> list[list[int]]:
