@@ -293,6 +293,10 @@ def test_invalid_json_names_the_line(tmp_path):
     array = tmp_path / "d.json"
     array.write_text('[\n {"text": "a"},\n {"text": }\n]', encoding="utf-8")
     assert f"{array}:3" in load_error(array)
+    lines = tmp_path / "lines.json"
+    lines.write_text('{"text": "a"}\n{"text": "b"}\n', encoding="utf-8")
+    message = load_error(lines)
+    assert f"{lines}:2" in message and "name the file .jsonl" in message
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from entity_training import InputError, Problem
 
-DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".txt")
+DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".txt")
 HF_FOLDER_MARKERS = ("dataset_dict.json", "state.json")
 TextUnit = Literal["file", "paragraph"]
 
@@ -83,7 +83,7 @@ def read_rows(path: Path, *, text_unit: TextUnit = "file") -> list[RawRow]:
     if is_hf_dataset_folder(path):
         return _read_hf_folder(path)
     suffix = path.suffix.lower()
-    if suffix == ".jsonl":
+    if suffix in (".jsonl", ".ndjson"):
         rows = _read_jsonl(path)
     elif suffix == ".json":
         rows = _read_json(path)
@@ -145,7 +145,8 @@ def _read_json(path: Path) -> list[RawRow]:
         try:
             document = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise _json_error(path, exc.lineno, exc.colno, exc.msg) from None
+            hint = " (one JSON object per line? then name the file .jsonl)" if exc.msg == "Extra data" else ""
+            raise _json_error(path, exc.lineno, exc.colno, exc.msg + hint) from None
         return _rows_of_document(path, document)
     return _scan_json_array(path, text, start)
 
