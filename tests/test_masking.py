@@ -210,3 +210,30 @@ def test_a_template_that_rewrites_history_is_reported():
     )
     labels = last_only.labels[0]
     assert tokenizer.decode(labels[labels != IGNORE_INDEX].tolist()) == "So"
+
+
+def test_a_template_that_drops_a_reply_is_reported():
+    tokenizer = build_tokenizer()
+    no_tool_calls = "{% for m in messages %}{% if m.content %}{{ m.role + ': ' + m.content + '\\n' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '' }}{% endif %}"
+    conversation = {
+        "messages": [
+            {"role": "user", "content": "Go"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": {}}}],
+            },
+            {"role": "tool", "content": "r"},
+            {"role": "assistant", "content": "Done"},
+        ],
+        "source": {"file": "d.jsonl", "index": 4},
+    }
+    with pytest.raises(InputError, match=r"d.jsonl: row 4: the chat template renders nothing for message 1"):
+        encode_conversations(
+            [conversation],
+            tokenizer,
+            TemplateRenderer(no_tool_calls, tokenizer),
+            train_on="assistant",
+            max_seq_length=512,
+            truncation="right",
+        )

@@ -63,8 +63,16 @@ def trained_spans(
     for k in turns:
         before = renderer.render(messages[:k], tools=tools, add_generation_prompt=True, source=source)
         after = text if k == len(messages) - 1 else renderer.render(messages[: k + 1], tools=tools, source=source)
-        if not (text.startswith(before) and text.startswith(after) and len(after) > len(before)):
+        if not (text.startswith(before) and text.startswith(after)):
             raise _not_prefix_stable(source, k)
+        if len(after) <= len(before):
+            raise InputError(
+                problem_at(
+                    source,
+                    f"the chat template renders nothing for message {k} (assistant), so it has nothing to train on; "
+                    "the template may drop tool calls or empty replies. Choose another chat_template (e.g. chatml).",
+                )
+            )
         end = len(after.rstrip())
         spans.append((len(before), max(end, len(before))))
     return text, spans
