@@ -6,16 +6,25 @@ countable: the comments under each case spell out the rendered tokens.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 from data_tokenizer import build_char_tokenizer, build_tokenizer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from entity_training import ConfigError, InputError
 from plugins.data.dataset import load_conversations
 from plugins.data.encoding import IGNORE_INDEX, encode_conversations
 from plugins.data.templates import ALPACA, CHATML, LLAMA3, TemplateRenderer, resolve_chat_template
+
+
+@cache
+def shared_bpe_tokenizer():
+    return build_tokenizer()
+
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 TWO_TURNS = [
@@ -237,3 +246,35 @@ def test_a_template_that_drops_a_reply_is_reported():
             max_seq_length=512,
             truncation="right",
         )
+
+
+_WORDS = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc"), include_characters="\n\t "), max_size=40
+)
+_CONTENT = st.builds(lambda first, rest: first + rest, st.sampled_from(list("AbZ9é?(")), _WORDS)
+
+
+@given(
+    turns=st.lists(st.tuples(_CONTENT, _CONTENT), min_size=1, max_size=3),
+    system=st.one_of(st.none(), _CONTENT),
+    template=st.sampled_from(["chatml", "llama3", "alpaca"]),
+)
+@settings(max_examples=60, deadline=None)
+def test_trained_tokens_are_exactly_the_replies_and_end_tokens(turns, system, template):
+    """Property: whatever the text, the trained tokens decode to each reply followed by its end token."""
+    tokenizer = shared_bpe_tokenizer()
+    source = resolve_chat_template(template, tokenizer)
+    messages = [{"role": "system", "content": system}] if system is not None else []
+    for user, assistant in turns:
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    encoded = encode_conversations(
+        [{"messages": messages}],
+        tokenizer,
+        TemplateRenderer(source, tokenizer),
+        train_on="assistant",
+        max_seq_length=100_000,
+        truncation="right",
+    )
+    ids, labels = encoded.input_ids[0], encoded.labels[0]
+    end = {"chatml": "<|im_end|>", "llama3": "<|eot_id|>", "alpaca": "</s>"}[template]
+    assert tokenizer.decode(ids[labels != IGNORE_INDEX].tolist()) == "".join(a + end for _, a in turns)
