@@ -259,6 +259,7 @@ class FineTuningPlugin(Plugin):
                 "gradient_accumulation_steps": settings.gradient_accumulation_steps,
                 "gradient_checkpointing": settings.gradient_checkpointing,
                 "resumed_from": resume,
+                "world_size": int(trainer.args.world_size),
                 "log_history": history,
                 "metrics_path": str(files.jsonl_path) if files else None,
             }

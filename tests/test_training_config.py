@@ -4,6 +4,7 @@ a clear message and exit code 2."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -135,3 +136,22 @@ def test_resume_path_that_does_not_exist_is_refused(tiny_model, tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         resolve(model_name_or_path=tiny_model, resume_from_checkpoint=str(tmp_path / "missing"))
     assert resolve(model_name_or_path=tiny_model, resume_from_checkpoint="auto")["resume_from_checkpoint"] == "auto"
+
+
+EXAMPLE_WORKFLOWS = ["default", "lora_training", "qlora_training", "full_training", "continued_training"]
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name", EXAMPLE_WORKFLOWS)
+def test_example_workflow_validates_with_the_tiny_model(name, capsys):
+    from entity_training.cli import main
+
+    code = main(["validate", str(CONFIGS / f"{name}.yaml"), "--set", "training_config.model_name_or_path=tiny"])
+    assert code == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", EXAMPLE_WORKFLOWS)
+def test_example_workflow_opens_with_its_run_command_and_an_override(name):
+    head = (CONFIGS / f"{name}.yaml").read_text(encoding="utf-8").split("\n\n")[0]
+    commands = [line for line in head.splitlines() if "train.py --config configs/" in line]
+    assert len(commands) >= 2, "the run command and one override example"
