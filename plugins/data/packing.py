@@ -26,21 +26,34 @@ def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]
     lengths = np.asarray(lengths, dtype=np.int64)
     if lengths.size and lengths.max() > capacity:
         raise ValueError(f"a sample of {int(lengths.max())} tokens does not fit a bin of {capacity}")
-    order = np.argsort(-lengths, kind="stable")
     bins: list[list[int]] = []
-    # Sorted (remaining room, bin number) pairs: bisect finds the tightest bin that fits.
-    rooms: list[tuple[int, int]] = []
-    for index in order.tolist():
+    # Bins grouped by their remaining room; rooms are integers <= capacity, so the sorted list of
+    # distinct rooms stays short and bisect finds the tightest fit in O(log capacity).
+    bins_with_room: dict[int, list[int]] = {}
+    rooms: list[int] = []
+    for index in np.argsort(-lengths, kind="stable").tolist():
         size = int(lengths[index])
-        slot = bisect.bisect_left(rooms, (size, -1))
+        slot = bisect.bisect_left(rooms, size)
         if slot == len(rooms):
             bins.append([index])
-            bisect.insort(rooms, (capacity - size, len(bins) - 1))
+            _add_room(bins_with_room, rooms, capacity - size, len(bins) - 1)
             continue
-        room, number = rooms.pop(slot)
+        room = rooms[slot]
+        number = bins_with_room[room].pop()
+        if not bins_with_room[room]:
+            del bins_with_room[room], rooms[slot]
         bins[number].append(index)
-        bisect.insort(rooms, (room - size, number))
+        _add_room(bins_with_room, rooms, room - size, number)
     return bins
+
+
+def _add_room(bins_with_room: dict[int, list[int]], rooms: list[int], room: int, number: int) -> None:
+    if room == 0:  # a full bin takes nothing more
+        return
+    if room not in bins_with_room:
+        bins_with_room[room] = []
+        bisect.insort(rooms, room)
+    bins_with_room[room].append(number)
 
 
 def packing_efficiency(total_tokens: int, rows: int, max_seq_length: int) -> float:
