@@ -156,15 +156,23 @@ class TrainingConfigPlugin(Plugin):
     ConfigModel = TrainingConfig
 
     async def _execute_impl(self, context) -> str:
-        resolved = await asyncio.to_thread(self.resolve, seed=context.seed, log=context.log)
+        def building(step: int, total: int, loss: float) -> None:
+            context.progress(f"building {self.config.model_name_or_path}", step, total, loss=round(loss, 3))
+
+        resolved = await asyncio.to_thread(self.resolve, seed=context.seed, log=context.log, progress=building)
         context.remember(memory_keys.TRAINING_CONFIG, resolved)
         return (
             f"{resolved['training_method']} on {resolved['model_name_or_path']}, {resolved['precision']}, "
             f"lr {resolved['learning_rate']:g}, batch {resolved['batch_size']}x{resolved['gradient_accumulation_steps']}"
         )
 
-    def resolve(self, *, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
-        """The config as a dict with every 'auto' and implied setting made explicit."""
+    def resolve(
+        self, *, seed: int, log: Callable[[str], None], progress: Callable[[int, int, float], None] | None = None
+    ) -> dict[str, Any]:
+        """The config as a dict with every 'auto' and implied setting made explicit.
+
+        ``progress`` receives (step, total, loss) while a built-in model is built on first use.
+        """
         from plugins.models import load_model_config, resolve_model
         from plugins.training.device import detect_device
         from plugins.training.model_shape import linear_suffixes, model_shape, unmatched_target_modules
@@ -187,7 +195,7 @@ class TrainingConfigPlugin(Plugin):
         device = detect_device()
         config["precision"] = resolve_precision(config["precision"], device)
         config["device"] = device.kind
-        spec = resolve_model(config["model_name_or_path"])
+        spec = resolve_model(config["model_name_or_path"], progress=progress)
         config["model_path"] = str(getattr(spec, "path", config["model_name_or_path"]))
         model_config = load_model_config(config["model_name_or_path"], trust_remote_code=config["trust_remote_code"])
         try:

@@ -92,7 +92,7 @@ def _models_shim() -> types.ModuleType:
 
     module = types.ModuleType("plugins.models")
 
-    def resolve_model(name):
+    def resolve_model(name, *, progress=None):
         return types.SimpleNamespace(path=Path(name))
 
     def load_tokenizer(name, *, trust_remote_code=False):

@@ -84,7 +84,7 @@ class EngineReportingCallback(TrainerCallback):
         self._first_step = state.global_step  # > 0 when resuming
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.context.cancelled and not self.interrupted:
+        if not self.interrupted and _any_rank(self.context.cancelled, args.device):
             self.interrupted = True
             control.should_save = True
             control.should_training_stop = True
@@ -118,6 +118,17 @@ class EngineReportingCallback(TrainerCallback):
             return None
         elapsed = time.perf_counter() - self._start
         return round(elapsed / done * (state.max_steps - state.global_step), 1)
+
+
+def _any_rank(flag: bool, device) -> bool:
+    """True if ``flag`` is set on any process: every rank must stop (and save) at the same step."""
+    import torch
+
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return flag
+    tensor = torch.tensor([int(flag)], device=device)
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+    return bool(tensor.item())
 
 
 class EarlyStopping(TrainerCallback):
