@@ -50,6 +50,9 @@ class DataPreparationPlugin(Plugin):
             None, description="Where tokenized datasets are cached; default $ENTITY_TRAINING_CACHE/tokenized."
         )
         rebuild_cache: bool = Field(False, description="Tokenize again even when an intact cache entry exists.")
+        num_proc: int = Field(
+            1, ge=1, description="Worker processes for tokenizing; worth it from ~10k conversations on several cores."
+        )
         tokenizer: str | None = Field(
             None, description="Tokenizer to use; default: the model_name_or_path of training.config."
         )
@@ -83,6 +86,7 @@ class DataPreparationPlugin(Plugin):
             options,
             cache_dir=self._cache_dir(),
             rebuild=self.config.rebuild_cache,
+            num_proc=self.config.num_proc,
             on_progress=report,
         )
         self._report(context, prepared)

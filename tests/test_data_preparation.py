@@ -243,3 +243,20 @@ async def test_plugin_fails_clearly_when_nothing_is_trainable(tmp_path, make_con
 def test_every_config_field_is_described():
     for name, field in DataPreparationPlugin.ConfigModel.model_fields.items():
         assert field.description, name
+
+
+def test_worker_processes_give_the_same_result(tmp_path, tokenizer):
+    from plugins.data.encoding import encode_conversations
+    from plugins.data.templates import TemplateRenderer
+
+    renderer = TemplateRenderer(CHATML, tokenizer)
+    kwargs = {"train_on": "assistant", "max_seq_length": 64, "truncation": "right", "chunk_size": 8}
+    progress: list = []
+    single = encode_conversations(TRAIN, tokenizer, renderer, **kwargs)
+    parallel = encode_conversations(
+        TRAIN, tokenizer, renderer, num_proc=2, on_progress=lambda d, t: progress.append(d), **kwargs
+    )
+    assert len(parallel.input_ids) == len(single.input_ids) == len(TRAIN) - single.dropped_untrained
+    assert all((a == b).all() for a, b in zip(single.input_ids, parallel.input_ids, strict=True))
+    assert all((a == b).all() for a, b in zip(single.labels, parallel.labels, strict=True))
+    assert (parallel.truncated, progress[-1]) == (single.truncated, len(TRAIN))

@@ -9,7 +9,7 @@ span (the fast tokenizer's character-to-token map). Nothing searches the token i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -113,20 +113,69 @@ def encode_conversations(
     max_seq_length: int,
     truncation: Truncation,
     chunk_size: int = 512,
+    num_proc: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> EncodedSamples:
-    """Render, tokenize (one batched call per chunk), label and truncate every conversation."""
+    """Render, tokenize (one batched call per chunk), label and truncate every conversation.
+
+    ``num_proc > 1`` spreads the chunks over spawned worker processes (rendering is pure Python);
+    the result is identical, in the same order.
+    """
     backend = _backend_tokenizer(tokenizer)
-    result = EncodedSamples()
-    total = len(conversations)
-    for start in range(0, total, chunk_size):
-        chunk = conversations[start : start + chunk_size]
-        rendered = [trained_spans(renderer, conversation, train_on) for conversation in chunk]
-        encodings = backend.encode_batch([text for text, _ in rendered], add_special_tokens=False)
-        result.extend(_label_chunk(encodings, rendered, max_seq_length, truncation))
+    options = (train_on, max_seq_length, truncation)
+    chunks = [conversations[start : start + chunk_size] for start in range(0, len(conversations), chunk_size)]
+    if num_proc > 1 and len(chunks) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: the parent runs threads (event loop, console) that fork would copy mid-flight.
+        pool = ProcessPoolExecutor(
+            max_workers=min(num_proc, len(chunks)),
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(backend, renderer),
+        )
+        with pool:
+            parts = pool.map(_encode_chunk_in_worker, chunks, [options] * len(chunks))
+            return _gather(parts, len(conversations), on_progress)
+    parts = (_encode_chunk(chunk, backend, renderer, *options) for chunk in chunks)
+    return _gather(parts, len(conversations), on_progress)
+
+
+def _gather(
+    parts: Iterable[tuple[int, EncodedSamples]], total: int, on_progress: Callable[[int, int], None] | None
+) -> EncodedSamples:
+    result, done = EncodedSamples(), 0
+    for count, part in parts:
+        result.extend(part)
+        done += count
         if on_progress is not None:
-            on_progress(min(start + chunk_size, total), total)
+            on_progress(done, total)
     return result
+
+
+def _encode_chunk(
+    chunk: Sequence[dict[str, Any]],
+    backend: Any,
+    renderer: TemplateRenderer,
+    train_on: TrainOn,
+    max_seq_length: int,
+    truncation: Truncation,
+) -> tuple[int, EncodedSamples]:
+    rendered = [trained_spans(renderer, conversation, train_on) for conversation in chunk]
+    encodings = backend.encode_batch([text for text, _ in rendered], add_special_tokens=False)
+    return len(chunk), _label_chunk(encodings, rendered, max_seq_length, truncation)
+
+
+_worker: dict[str, Any] = {}
+
+
+def _start_worker(backend: Any, renderer: TemplateRenderer) -> None:
+    _worker.update(backend=backend, renderer=renderer)
+
+
+def _encode_chunk_in_worker(chunk: Sequence[dict[str, Any]], options: tuple) -> tuple[int, EncodedSamples]:
+    return _encode_chunk(chunk, _worker["backend"], _worker["renderer"], *options)
 
 
 def _label_chunk(

@@ -47,9 +47,13 @@ def prepare_tokenized(
     *,
     cache_dir: Path,
     rebuild: bool = False,
+    num_proc: int = 1,
     on_progress: Progress | None = None,
 ) -> PreparedData:
-    """Tokenize both splits, or load them from the cache when an intact entry exists under the key."""
+    """Tokenize both splits, or load them from the cache when an intact entry exists under the key.
+
+    ``num_proc`` only changes how fast a miss is built, never the result, so it is not in the key.
+    """
     template = resolve_chat_template(options.chat_template, tokenizer)
     key = cache.cache_key(
         {
@@ -72,7 +76,9 @@ def prepare_tokenized(
         renderer = TemplateRenderer(template, tokenizer)
         splits = {"train": train, "validation": validation}
         entry = cache.build_entry(
-            cache_dir, key, lambda folder: _write_splits(folder, splits, tokenizer, renderer, options, on_progress)
+            cache_dir,
+            key,
+            lambda folder: _write_splits(folder, splits, tokenizer, renderer, options, num_proc, on_progress),
         )
     return _result(entry, cache.read_manifest(entry), cache_hit=False, stale_reason=stale_reason)
 
@@ -83,6 +89,7 @@ def _write_splits(
     tokenizer: Any,
     renderer: TemplateRenderer,
     options: PreparationOptions,
+    num_proc: int,
     on_progress: Progress | None,
 ) -> dict[str, Any]:
     """Encode, pack and write every split into ``folder``; return the manifest."""
@@ -100,6 +107,7 @@ def _write_splits(
             train_on=options.train_on,
             max_seq_length=options.max_seq_length,
             truncation=options.truncation,
+            num_proc=num_proc,
             on_progress=progress,
         )
         written[name] = write_split(folder / name, _group_rows(encoded, options), encoded.input_ids, encoded.labels)

@@ -114,6 +114,13 @@ class TemplateRenderer:
             name: getattr(tokenizer, name, None) or "" for name in ("bos_token", "eos_token", "pad_token", "unk_token")
         }
 
+    def __getstate__(self) -> dict[str, Any]:  # picklable for worker processes: recompile there
+        return {"source": self.source, "variables": self._variables}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.source, self._variables = state["source"], state["variables"]
+        self._compiled = compile_template(self.source)
+
     @property
     def eos_token(self) -> str:
         return self._variables["eos_token"]
