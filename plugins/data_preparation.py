@@ -58,14 +58,15 @@ class DataPreparationPlugin(Plugin):
         )
 
     async def _execute_impl(self, context: Any) -> str:
-        tokenizer_name = self.config.tokenizer or context.recall(memory_keys.TRAINING_CONFIG, {}).get(
-            "model_name_or_path"
-        )
+        training = context.recall(memory_keys.TRAINING_CONFIG, {})
+        tokenizer_name = self.config.tokenizer or training.get("model_name_or_path")
         if not tokenizer_name:
             raise InputError(
                 Problem("no tokenizer: set data_preparation.tokenizer or model_name_or_path in training_config.")
             )
-        tokenizer = await asyncio.to_thread(load_tokenizer_for, tokenizer_name)
+        tokenizer = await asyncio.to_thread(
+            load_tokenizer_for, tokenizer_name, trust_remote_code=bool(training.get("trust_remote_code", False))
+        )
         options = PreparationOptions(
             max_seq_length=self.config.max_seq_length,
             chat_template=self.config.chat_template,
@@ -93,6 +94,7 @@ class DataPreparationPlugin(Plugin):
         context.remember(memory_keys.DATASET_TOKENIZED, prepared.tokenized)
         context.remember(memory_keys.DATASET_TOKEN_STATS, prepared.stats)
         context.summarize("packing_efficiency", prepared.stats["packing_efficiency"])
+        context.summarize("tokenized_cache_key", prepared.stats["cache_key"])
         stats = prepared.stats
         origin = "cache hit" if prepared.cache_hit else "tokenized"
         return (
@@ -107,8 +109,10 @@ class DataPreparationPlugin(Plugin):
     @staticmethod
     def _report(context: Any, prepared: PreparedData) -> None:
         stats = prepared.stats
-        if prepared.stale_reason:
-            context.warn(f"cache entry {stats['cache_key']} was rebuilt: {prepared.stale_reason}")
+        if prepared.stale_reason == "rebuild_cache is set":
+            context.log(f"cache entry {stats['cache_key']} rebuilt (rebuild_cache is set)")
+        elif prepared.stale_reason:
+            context.warn(f"cache entry {stats['cache_key']} was stale and is rebuilt: {prepared.stale_reason}")
         context.log(f"cache key {stats['cache_key']} ({'hit' if prepared.cache_hit else 'miss, written'})")
         for split in ("train", "validation"):
             split_stats = stats[split] or {}
@@ -129,7 +133,7 @@ class DataPreparationPlugin(Plugin):
             )
 
 
-def load_tokenizer_for(name_or_path: str) -> Any:
+def load_tokenizer_for(name_or_path: str, *, trust_remote_code: bool = False) -> Any:
     from plugins.models import load_tokenizer
 
-    return load_tokenizer(name_or_path)
+    return load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
