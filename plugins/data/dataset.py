@@ -136,20 +136,18 @@ def _parse(
 
 
 def _file_format(rows: list[RawRow], mapped: list[Any], dataset_format: str) -> tuple[str, str]:
-    """The format of one file: given, or detected from its first row that is a JSON object."""
+    """The format of one file: given, or detected from its first row with a recognisable layout."""
     if dataset_format not in ("auto", "json"):
         return dataset_format, "set by dataset_format"
+    first_problem = None
     for row, value in zip(rows, mapped, strict=True):
         try:
             fmt, why = detect_format(value)
-        except BadRow:
+        except BadRow as exc:
+            first_problem = first_problem or str(exc)
             continue
-        return fmt, f"{why} in the first row ({row.where})"
-    try:
-        detect_format(mapped[0])
-    except BadRow as exc:
-        return "", str(exc)
-    return "", "no row is a JSON object"
+        return fmt, f"{why} in {row.where}"
+    return "", first_problem or "the file has no rows"
 
 
 def _explain(exc: BadRow, value: Any, fmt: str) -> str:
