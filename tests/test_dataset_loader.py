@@ -364,3 +364,14 @@ def test_bad_settings_are_config_errors(tmp_path, setting, expected):
 def test_every_config_field_is_described():
     for name, field in DatasetLoaderPlugin.ConfigModel.model_fields.items():
         assert field.description, name
+
+
+def test_unreadable_binary_files_and_saved_folders(tmp_path):
+    import datasets
+
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"not a parquet file")
+    assert "cannot read the parquet file" in load_error(broken)
+    splits = datasets.DatasetDict({"test": datasets.Dataset.from_list([{"text": "x"}])})
+    splits.save_to_disk(str(tmp_path / "saved"))
+    assert "has no 'train' split (it has test)" in load_error(tmp_path / "saved")
