@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from entity_training import ConfigError, InputError, Stage
 from entity_training.workflow import load_workflow
 from plugins import memory_keys
 from plugins.data import dataset as dataset_module
+from plugins.data import load_cache
 from plugins.data.dataset import load_conversations, split_conversations
 from plugins.data.formats import detect_format
 from plugins.dataset_loader import DatasetLoaderPlugin
@@ -209,9 +212,28 @@ def test_changed_bytes_settings_or_a_corrupt_entry_parse_again(tmp_path):
         [path], cache_dir=cache_dir, field_map={"output": "completion", "instruction": "prompt"}
     )
     assert mapped.files[0].format == "prompt_completion"
+    write_jsonl(path, [dict(ALPACA_ROWS[0], output="Tan."), ALPACA_ROWS[1]])  # same size as "Red.": new bytes
+    assert load_conversations([path], cache_dir=cache_dir).conversations[0]["messages"][-1]["content"] == "Tan."
     for entry in cache_dir.iterdir():
         entry.write_bytes(b"garbage")
     assert len(load_conversations([path], cache_dir=cache_dir)) == 2
+
+
+def test_unchanged_files_are_not_even_rehashed(tmp_path, monkeypatch):
+    path = write_jsonl(tmp_path / "d.jsonl", ALPACA_ROWS)
+    hour_ago = time.time() - 3600
+    os.utime(path, (hour_ago, hour_ago))  # old enough to trust its recorded hash
+    cache_dir = tmp_path / "loaded"
+    load_conversations([path], cache_dir=cache_dir)
+
+    def no_hashing(*args, **kwargs):
+        raise AssertionError("hashed again")
+
+    monkeypatch.setattr(load_cache.hashlib, "file_digest", no_hashing)
+    assert len(load_conversations([path], cache_dir=cache_dir)) == 3
+    write_jsonl(path, ALPACA_ROWS[:1])  # a new modification time: must be hashed again
+    with pytest.raises(AssertionError, match="hashed again"):
+        load_conversations([path], cache_dir=cache_dir)
 
 
 # -- split and the plugin ---------------------------------------------------------------------

@@ -87,7 +87,7 @@ def load_conversations(
         "on_bad_rows": on_bad_rows,
         "text_unit": text_unit,
     }
-    key = load_cache.key_for(files, settings) if cache_dir is not None else None
+    key = load_cache.key_for(files, settings, cache_dir) if cache_dir is not None else None
     cached = load_cache.read(cache_dir, key, ("conversations", "files", "bad_rows")) if key else None
     if cached is not None:
         return ConversationDataset(
