@@ -60,7 +60,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-length", type=int, default=1024, help="max_seq_length / SFTConfig.max_length")
     parser.add_argument("--model", default="tiny", help="built-in model whose tokenizer both sides use")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement; the fastest is reported")
+    parser.add_argument("--repeats", type=int, default=3, help="cold runs of each side; the fastest is reported")
+    parser.add_argument("--warm-repeats", type=int, default=20, help="warm runs of each side (they are short)")
     return parser.parse_args()
 
 
@@ -162,7 +163,7 @@ def main() -> int:
     overhead_cache = WORK / "trl-overhead"
     trl_prepare(overhead_rows, model, trl_tokenizer, args.max_length, False, overhead_cache)  # imports, first use
     overhead = fastest(
-        args.repeats, trl_prepare, overhead_rows, model, trl_tokenizer, args.max_length, False, overhead_cache
+        args.warm_repeats, trl_prepare, overhead_rows, model, trl_tokenizer, args.max_length, False, overhead_cache
     )[0]
 
     results = []
@@ -186,10 +187,10 @@ def main() -> int:
         ours_cache, trl_cache = WORK / f"ours-{next(fresh)}", WORK / f"trl-{next(fresh)}"
         _, prepared = timed(ours, path, tokenizer, args.max_length, ours_cache)
         _, trl_dataset = timed(trl_prepare, jsonl, model, trl_tokenizer, args.max_length, assistant_only, trl_cache)
-        ours_warm, hit = fastest(args.repeats, ours, path, tokenizer, args.max_length, ours_cache)
+        ours_warm, hit = fastest(args.warm_repeats, ours, path, tokenizer, args.max_length, ours_cache)
         assert hit.cache_hit
         trl_warm = fastest(
-            args.repeats, trl_prepare, jsonl, model, trl_tokenizer, args.max_length, assistant_only, trl_cache
+            args.warm_repeats, trl_prepare, jsonl, model, trl_tokenizer, args.max_length, assistant_only, trl_cache
         )[0]
         stats = prepared.stats["train"]
         results.append((name, ours_cold, ours_warm, trl_cold, trl_warm, stats, len(trl_dataset)))
@@ -204,7 +205,7 @@ def main() -> int:
             f"{ours_warm:10.3f} {trl_warm:10.3f} {trl_warm / ours_warm:6.1f}x"
         )
     print(
-        f"\nseconds, fastest of {args.repeats} runs each; ratio = TRL time / our time (higher is better for us). "
+        f"\nseconds, fastest of {args.repeats} cold / {args.warm_repeats} warm runs; ratio = TRL time / our time (higher is better for us). "
         "TRL's times include building the Trainer (the overhead line above)."
     )
     for name, *_, stats, trl_rows_count in results:
