@@ -59,16 +59,21 @@ def build_tokenizer(folder: Path):
     return fast
 
 
-def build_trained_model(folder: Path, steps: int = 60, seed: int = 0):
-    """Save a tiny trained LlamaForCausalLM + tokenizer to ``folder``; return (model, tokenizer)."""
+def build_trained_model(folder: Path, steps: int = 60, seed: int = 0, architecture: str = "llama"):
+    """Save a tiny trained causal LM (llama, mistral or qwen2) + tokenizer; return (model, tokenizer)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import transformers
 
     torch.manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(folder)
     vocab_size = ((len(tokenizer) + 31) // 32) * 32  # padded like real models; GGUF must pad too
-    config = LlamaConfig(
+    config_class, model_class = {
+        "llama": ("LlamaConfig", "LlamaForCausalLM"),
+        "mistral": ("MistralConfig", "MistralForCausalLM"),
+        "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
+    }[architecture]
+    config = getattr(transformers, config_class)(
         vocab_size=vocab_size,
         hidden_size=64,
         intermediate_size=128,
@@ -82,7 +87,7 @@ def build_trained_model(folder: Path, steps: int = 60, seed: int = 0):
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,
     )
-    model = LlamaForCausalLM(config)
+    model = getattr(transformers, model_class)(config)
     texts = [tokenizer.apply_chat_template(conv, tokenize=False) for conv in CONVERSATIONS]
     batch = tokenizer(texts, padding=True, return_tensors="pt")
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
@@ -111,21 +116,20 @@ def write_tokenized_rows(path: Path, rows: list[dict]) -> None:
 FIXTURE_VERSION = 1  # bump when build_trained_model changes
 
 
-@pytest.fixture(scope="session")
-def trained_model_dir(request) -> Path:
-    """A folder with the tiny trained model, tokenizer and chat template.
+def cached_trained_model(request, architecture: str = "llama") -> Path:
+    """The tiny trained model of ``architecture``, built once and kept in pytest's cache folder.
 
-    Deterministic (fixed seed), so it is kept in pytest's cache folder and built only once.
+    Deterministic (fixed seed), so a cached copy is as good as a fresh one.
     """
     import os
     import shutil
     import tempfile
 
     cache = request.config.cache.mkdir("entity-training-fixtures")
-    folder = cache / f"tiny-trained-model-v{FIXTURE_VERSION}"
+    folder = cache / f"tiny-trained-{architecture}-v{FIXTURE_VERSION}"
     if not (folder / "model.safetensors").is_file():
         staging = Path(tempfile.mkdtemp(dir=cache, prefix=".building-"))
-        build_trained_model(staging)
+        build_trained_model(staging, architecture=architecture)
         try:
             os.replace(staging, folder)
         except OSError:  # another test process finished first
@@ -133,58 +137,7 @@ def trained_model_dir(request) -> Path:
     return folder
 
 
-def make_lora_adapter(base_dir: Path, out_dir: Path, seed: int = 0) -> Path:
-    """A LoRA adapter on ``base_dir`` with non-zero weights, saved with the tokenizer like final-model/."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(seed)
-    base = AutoModelForCausalLM.from_pretrained(base_dir)
-    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
-    for name, parameter in model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(parameter, std=0.05)  # a fresh adapter is a no-op; make it change the model
-    model.save_pretrained(out_dir)
-    AutoTokenizer.from_pretrained(base_dir).save_pretrained(out_dir)
-    return out_dir
-
-
-def fill_memory_for_export(memory, final_dir: Path, base_model: str, method: str = "lora", max_seq_length: int = 128):
-    """What INPUT..REVIEW leave in memory for the OUTPUT plugins (by the documented contracts)."""
-    from plugins import memory_keys as keys
-
-    memory.set(
-        keys.DATASET_TRAIN,
-        [{"messages": c, "source": {"file": "x.jsonl", "line": i + 1}} for i, c in enumerate(CONVERSATIONS)],
-    )
-    memory.set(
-        keys.DATASET_VALIDATION,
-        [{"messages": c, "source": {"file": "x.jsonl", "line": i + 1}} for i, c in enumerate(CONVERSATIONS[::7])],
-    )
-    memory.set(keys.DATASET_STATS, {"rows": len(CONVERSATIONS), "format": "openai"})
-    memory.set(
-        keys.DATASET_TOKENIZED,
-        {"chat_template": CHATML_TEMPLATE, "max_seq_length": max_seq_length, "train_on": "assistant", "packing": True},
-    )
-    memory.set(
-        keys.TRAINING_CONFIG,
-        {"model_name_or_path": base_model, "training_method": method, "learning_rate": 1e-3, "lora_r": 4},
-    )
-    memory.set(
-        keys.TRAINING_RESULT,
-        {
-            "final_model_path": str(final_dir),
-            "method": method,
-            "base_model": base_model,
-            "train_loss": 1.0,
-            "best_eval_loss": 1.1,
-            "initial_eval_loss": 2.0,
-            "steps": 10,
-            "trained_tokens": 1000,
-            "tokens_per_second": 100.0,
-            "peak_memory_bytes": 1,
-            "log_history": [{"step": s, "loss": 3.0 / s} for s in range(1, 11)] + [{"step": 10, "eval_loss": 1.1}],
-            "metrics_path": None,
-        },
-    )
+@pytest.fixture(scope="session")
+def trained_model_dir(request) -> Path:
+    """A folder with the tiny trained Llama, its tokenizer and chat template."""
+    return cached_trained_model(request)

@@ -171,3 +171,24 @@ def test_adapter_folder_is_refused(tmp_path: Path):
 
     with pytest.raises(ConfigError, match="LoRA adapter"):
         _safetensors_files(tmp_path)
+
+
+@needs_llama_cpp
+@pytest.mark.parametrize("architecture", ["mistral", "qwen2"])
+def test_other_supported_architectures_agree_in_llama_cpp(request, tmp_path, architecture):
+    """Mistral (LLAMA layout, permuted) and Qwen2 (own arch, q/k/v biases, not permuted)."""
+    from export_fixtures import cached_trained_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = cached_trained_model(request, architecture)
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    prompts = sample_prompts(tokenizer, 4)
+    reference = build_reference(model, tokenizer, prompts)
+    write_gguf(folder, tmp_path / "m.gguf", quantization="f16")
+
+    result = gate(compare_gguf(tmp_path / "m.gguf", tokenizer, prompts, reference), "f16")
+
+    assert (
+        read_gguf_summary(tmp_path / "m.gguf")["architecture"] == {"mistral": "llama", "qwen2": "qwen2"}[architecture]
+    )
+    assert result.tokenization_match and result.top1_agreement == 1.0, result.to_dict()
