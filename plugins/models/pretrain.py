@@ -35,11 +35,6 @@ def token_stream(tokenizer, documents: list[str], separator_id: int) -> torch.Te
     return torch.tensor(ids, dtype=torch.long)
 
 
-def split_held_out(stream: torch.Tensor, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
-    cut = int(len(stream) * (1 - fraction))
-    return stream[:cut], stream[cut:]
-
-
 def _windows(stream: torch.Tensor, starts: torch.Tensor, seq_len: int) -> torch.Tensor:
     import torch
 
@@ -96,10 +91,11 @@ def pretrain(
     return losses
 
 
-def held_out_loss(model: torch.nn.Module, stream: torch.Tensor, seq_len: int, windows: int = 8) -> float:
+def held_out_loss(model: torch.nn.Module, stream: torch.Tensor, seq_len: int, windows: int = 32) -> float:
     """Mean loss on evenly spaced windows of text the model was not trained on."""
     import torch
 
+    seq_len = min(seq_len, len(stream) - 1)
     count = max(1, min(windows, (len(stream) - 1) // seq_len))
     starts = torch.linspace(0, len(stream) - seq_len - 1, count).long()
     batch = _windows(stream, starts, seq_len)
