@@ -15,6 +15,7 @@ def render_report(data: dict[str, Any]) -> str:
     environment = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)
     environment.filters["num"] = format_number
     environment.filters["bytes"] = format_bytes
+    environment.filters["answer"] = format_answer
     chart = line_chart_svg(data["loss_series"], title="Loss", x_label="step", y_label="loss")
     evaluation = data.get("evaluation") or {}
     metrics = evaluation.get("metrics") or {}
@@ -47,3 +48,10 @@ def format_bytes(value: Any) -> str:
             return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
         size /= 1024
     return f"{size:.1f} TiB"
+
+
+def format_answer(text: str | None) -> str:
+    """A generated answer; an immediate end of turn shows as (empty), a model not run as -."""
+    if text is None:
+        return "-"
+    return text or "(empty answer)"

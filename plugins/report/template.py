@@ -55,7 +55,7 @@ REPORT_TEMPLATE = """<!DOCTYPE html>
 {% if evaluation.samples %}
 <table id="samples-table">
   <tr><th>prompt</th><th>reference</th><th>fine-tuned</th><th>base</th></tr>
-  {% for s in evaluation.samples %}<tr><td><pre>{{ s.prompt }}</pre></td><td><pre>{{ s.reference }}</pre></td><td><pre>{{ s.fine_tuned }}</pre></td><td><pre>{{ s.base if s.base is not none else "-" }}</pre></td></tr>{% endfor %}
+  {% for s in evaluation.samples %}<tr><td><pre>{{ s.prompt }}</pre></td><td><pre>{{ s.reference }}</pre></td><td><pre>{{ s.fine_tuned | answer }}</pre></td><td><pre>{{ s.base | answer }}</pre></td></tr>{% endfor %}
 </table>
 {% else %}<p class="muted">No samples.</p>{% endif %}
 
