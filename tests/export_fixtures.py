@@ -7,7 +7,6 @@ predictions have clear margins (random weights give near-ties that no export cou
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -109,10 +108,6 @@ def sample_prompts(tokenizer, count: int = 4) -> list[str]:
     return [tokenizer.apply_chat_template(conv[:-1], tokenize=False, add_generation_prompt=True) for conv in picks]
 
 
-def write_tokenized_rows(path: Path, rows: list[dict]) -> None:
-    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
-
-
 FIXTURE_VERSION = 1  # bump when build_trained_model changes
 
 
@@ -141,3 +136,60 @@ def cached_trained_model(request, architecture: str = "llama") -> Path:
 def trained_model_dir(request) -> Path:
     """A folder with the tiny trained Llama, its tokenizer and chat template."""
     return cached_trained_model(request)
+
+
+def make_lora_adapter(base_dir: Path, out_dir: Path, seed: int = 0) -> Path:
+    """A LoRA adapter on ``base_dir`` with non-zero weights, saved with the tokenizer like final-model/."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.05)  # a fresh adapter is a no-op; make it change the model
+    model.save_pretrained(out_dir)
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(out_dir)
+    return out_dir
+
+
+def fill_memory_for_export(memory, final_dir: Path, base_model: str, method: str = "lora", max_seq_length: int = 128):
+    """What INPUT..REVIEW leave in memory for the OUTPUT plugins (by the documented contracts)."""
+    from plugins import memory_keys as keys
+
+    memory.set(
+        keys.DATASET_TRAIN,
+        [{"messages": c, "source": {"file": "x.jsonl", "line": i + 1}} for i, c in enumerate(CONVERSATIONS)],
+    )
+    memory.set(
+        keys.DATASET_VALIDATION,
+        [{"messages": c, "source": {"file": "x.jsonl", "line": i + 1}} for i, c in enumerate(CONVERSATIONS[::7])],
+    )
+    memory.set(keys.DATASET_STATS, {"rows": len(CONVERSATIONS), "format": "openai"})
+    memory.set(
+        keys.DATASET_TOKENIZED,
+        {"chat_template": CHATML_TEMPLATE, "max_seq_length": max_seq_length, "train_on": "assistant", "packing": True},
+    )
+    memory.set(
+        keys.TRAINING_CONFIG,
+        {"model_name_or_path": base_model, "training_method": method, "learning_rate": 1e-3, "lora_r": 4},
+    )
+    memory.set(
+        keys.TRAINING_RESULT,
+        {
+            "final_model_path": str(final_dir),
+            "method": method,
+            "base_model": base_model,
+            "train_loss": 1.0,
+            "best_eval_loss": 1.1,
+            "initial_eval_loss": 2.0,
+            "steps": 10,
+            "trained_tokens": 1000,
+            "tokens_per_second": 100.0,
+            "peak_memory_bytes": 1,
+            "log_history": [{"step": s, "loss": 3.0 / s} for s in range(1, 11)] + [{"step": 10, "eval_loss": 1.1}],
+            "metrics_path": None,
+        },
+    )
