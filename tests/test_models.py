@@ -92,6 +92,13 @@ def test_registry_file_problems_name_the_line(tmp_path):
     assert "gguf" in problem.message  # the valid formats are listed
 
 
+def test_registry_builtin_entries_must_name_a_recipe(tmp_path):
+    bad = tmp_path / "models.yaml"
+    bad.write_text("models:\n  huge:\n    path: huge\n    format: builtin\n")
+    with pytest.raises(InputError, match="no built-in model 'huge'"):
+        read_registry_file(bad)
+
+
 def test_register_model_in_process_and_persisted(tmp_path, tiny, clean_registrations):
     registry_file = tmp_path / "my-models.yaml"
     register_model("my-tiny", tiny, "hf", size_params=123, registry_file=registry_file)

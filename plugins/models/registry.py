@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from entity_training import InputError, Problem
 from entity_training.yaml_source import load_yaml_file
@@ -46,6 +46,12 @@ class RegistryEntry(BaseModel):
         None, description="A Jinja chat template that replaces the one shipped with the tokenizer."
     )
     description: str | None = Field(None, description="One line shown by model listings.")
+
+    @model_validator(mode="after")
+    def _builtin_recipe_exists(self) -> RegistryEntry:
+        if self.format == "builtin" and self.path not in BUILTIN_RECIPES:
+            raise ValueError(f"no built-in model {self.path!r}; built-ins: {', '.join(BUILTIN_RECIPES)}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -92,8 +98,8 @@ def read_registry_file(path: Path) -> dict[str, RegistryEntry]:
             entry = RegistryEntry.model_validate(raw)
         except ValidationError as exc:
             for error in exc.errors():
-                where = ("models", name, *error["loc"])
-                problems.append(source.problem(f"{error['msg']} (formats: {', '.join(FORMATS)})", where))
+                hint = f" (formats: {', '.join(FORMATS)})" if "format" in error["loc"] else ""
+                problems.append(source.problem(error["msg"] + hint, ("models", name, *error["loc"])))
             continue
         if entry.format != "builtin" and not _is_absolute_or_hub(entry.path):
             entry = entry.model_copy(update={"path": str((Path(path).parent / entry.path).resolve())})
