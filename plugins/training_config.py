@@ -105,6 +105,10 @@ class TrainingConfig(PluginConfig):
     target_modules: Literal["all-linear"] | list[str] = Field(
         "all-linear", description="Layers that get adapters: all-linear, or names such as [q_proj, v_proj]."
     )
+    modules_to_save: list[str] = Field(
+        default_factory=list,
+        description="Layers trained in full beside the adapters, e.g. [lm_head]: helps weak base models and new tokens.",
+    )
     load_in_4bit: bool = Field(False, description="Load the base model in 4-bit with bitsandbytes (QLoRA).")
     bnb_4bit_compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Dtype of the 4-bit matmuls; auto follows the resolved precision."

@@ -73,6 +73,7 @@ class TrainingShape:
     target_modules: str | list[str] = "all-linear"
     optim: str = "adamw_torch"
     device_kind: str = "cpu"
+    modules_to_save: tuple[str, ...] = ()
 
 
 @dataclass
@@ -112,6 +113,18 @@ def lora_parameter_count(shape: ModelShape, settings: TrainingShape) -> int:
     count = sum(settings.lora_r * (layer.in_features + layer.out_features) for layer in layers)
     if settings.method == "dora":
         count += sum(layer.out_features for layer in layers)  # the magnitude vector
+    return count
+
+
+def saved_module_parameter_count(shape: ModelShape, names: tuple[str, ...]) -> int:
+    """Parameters of the layers trained in full beside the adapters (``modules_to_save``)."""
+    count = 0
+    for name in names:
+        linears = [layer for layer in shape.linear_layers if layer.name == name or layer.name.endswith("." + name)]
+        if linears:
+            count += sum(layer.in_features * layer.out_features for layer in linears)
+        elif "embed" in name or name == "wte":
+            count += shape.embedding_params
     return count
 
 
@@ -158,7 +171,11 @@ def estimate_peak_memory(
         trainable = shape.total_params
         adapter = 0
     else:
-        trainable = adapter = lora_parameter_count(shape, settings)
+        adapter = lora_parameter_count(shape, settings)
+        # PEFT trains a copy of each saved module, so its weights are stored twice.
+        saved = saved_module_parameter_count(shape, settings.modules_to_save)
+        trainable = adapter + saved
+        adapter += saved
     optimizer_bytes = _OPTIMIZER_STATE_BYTES.get(settings.optim, 8)
     logits = settings.batch_size * settings.max_seq_length * shape.vocab_size * FP32 * _LOGITS_COPIES
     components = {
@@ -273,6 +290,7 @@ def plan_for_config(config: dict[str, Any], max_seq_length: int, *, available_by
         target_modules=config["target_modules"],
         optim=config["optim"],
         device_kind=device.kind,
+        modules_to_save=tuple(config["modules_to_save"]),
     )
     if not config["auto_fit"]:
         return estimate_peak_memory(shape, settings, available_bytes=available_bytes, device_name=device.name)

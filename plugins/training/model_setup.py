@@ -52,6 +52,7 @@ def lora_config(config: dict[str, Any]):
         lora_dropout=config["lora_dropout"],
         target_modules=config["target_modules"],
         use_dora=config["training_method"] == "dora",
+        modules_to_save=config["modules_to_save"] or None,
         bias="none",
         task_type="CAUSAL_LM",
     )
