@@ -1,0 +1,224 @@
+"""The same LoRA job four ways, alternating, repeated, medians: ours against TRL's SFTTrainer.
+
+(a) ours: dataset_loader -> training_config -> data_preparation -> fine_tuning via ``entity-train run``;
+(b) TRL careful: packing=True (BFD, padding-free), bf16=False/fp16=False, LoRA r16 all-linear,
+    everything else SFTConfig's default (gradient checkpointing stays on);
+(c) TRL packing off (its default), fp32, gradient checkpointing default (on);
+(d) TRL as it comes: packing off, SFTConfig's default precision (bf16) and checkpointing; it is
+    ~10x slower on CPUs without native bf16, so it trains only --slow-steps steps (tokens/s is
+    what compares);
+(e) TRL careful with gradient_checkpointing=False (to separate checkpointing from the rest).
+Plus: full fine-tuning of ours for the MFU against the measured fp32 matmul peak, and a check
+of whether each packed variant keeps samples from attending to each other.
+
+    python benchmarks/throughput.py [--rows 32] [--repeats 2] [--variants a,b,c,d,e] [--quick]
+
+Same model (built-in ``small``), data (first --rows rows of alpaca_en_demo.json), max_seq_length
+512, LoRA r16/alpha 32/dropout 0 on all linear layers, lr 2e-4, one epoch. Tokens per batch
+match: 8 packed rows of <= 512 tokens, or for unpacked variants round(8*512 / mean sample
+length) samples. Trained tokens are counted on both sides as labels != -100 per micro-batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import (  # noqa: E402
+    load_average,
+    machine_info,
+    machine_lines,
+    markdown_table,
+    matmul_peak_gflops,
+    median,
+    require_dataset,
+    write_section,
+)
+from benchmarks.flops import training_flops  # noqa: E402
+from benchmarks.isolation import isolation_report  # noqa: E402
+from benchmarks.jobs import Job, mean_sample_tokens, run_ours, run_trl, write_trl_rows  # noqa: E402
+
+VARIANTS = {
+    "a": "ours (workflow, packed, block-diagonal mask, fp32)",
+    "b": "TRL careful: packing, fp32, LoRA all-linear",
+    "c": "TRL packing off, fp32",
+    "d": "TRL as it comes (bf16 default)",
+    "e": "TRL careful + gradient_checkpointing=False",
+}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=32, help="Alpaca rows trained (one epoch)")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating rounds; medians are reported")
+    parser.add_argument("--variants", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e")
+    parser.add_argument("--slow-steps", type=int, default=1, help="steps of variant (d)")
+    parser.add_argument("--no-full", action="store_true", help="skip the full fine-tuning run for the MFU")
+    parser.add_argument("--quick", action="store_true", help="smoke test: tiny model, 8 rows, 1 round, a and b")
+    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.quick:
+        args.rows, args.repeats, args.variants, args.no_full, args.no_write = 8, 1, "a,b", True, True
+    model_name = "tiny" if args.quick else "small"
+    load_start = load_average()
+    print(f"load average at start: {load_start}")
+    from plugins.models import load_tokenizer
+    from plugins.models.builtin import ensure_builtin
+
+    dataset = require_dataset("alpaca_en_demo.json")
+    model_dir = ensure_builtin(model_name)
+    tokenizer = load_tokenizer(model_name)
+    work = Path(tempfile.mkdtemp(prefix="throughput-bench-"))
+    job = Job(dataset=dataset, rows=args.rows, model=model_name)
+    rows_path = work / "rows.jsonl"
+    rows = write_trl_rows(job, rows_path)
+    unpacked_batch = max(1, round(job.batch_size * job.max_length / mean_sample_tokens(rows, tokenizer)))
+    print(f"{args.rows} rows; unpacked variants use batch {unpacked_batch} (same tokens per batch)")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    results: dict[str, list[dict]] = {v: [] for v in variants}
+    for round_index in range(args.repeats):
+        order = variants if round_index % 2 == 0 else list(reversed(variants))
+        for variant in order:
+            result = run_variant(
+                variant, job, model_dir, rows_path, work / f"{variant}-{round_index}", unpacked_batch, args
+            )
+            results[variant].append(result)
+            print(f"round {round_index + 1} {variant}: {summary_line(result)}", flush=True)
+    full = None
+    if not args.no_full:
+        full_job = Job(dataset=dataset, rows=args.rows, model=model_name, method="full", learning_rate=5e-5)
+        full = run_ours(full_job, work / "full")
+        print(f"ours, full fine-tuning: {summary_line(full)}")
+    peak = matmul_peak_gflops()
+    isolation = isolation_report(model_dir, rows[:2], job.max_length)
+    load_end = load_average()
+    print(f"load average at end: {load_end}")
+    report = render(job, results, unpacked_batch, args, full, peak, isolation, tokenizer, rows, load_start, load_end)
+    print(report)
+    if not args.no_write:
+        write_section("throughput", report)
+
+
+def run_variant(
+    variant: str, job: Job, model_dir: Path, rows_path: Path, work: Path, unpacked_batch: int, args
+) -> dict:
+    if variant == "a":
+        return run_ours(job, work)
+    settings = {
+        "b": {"packing": True, "fp32": True, "gradient_checkpointing": None, "batch_size": job.batch_size},
+        "c": {"packing": False, "fp32": True, "gradient_checkpointing": None, "batch_size": unpacked_batch},
+        "d": {"packing": False, "fp32": False, "gradient_checkpointing": None, "batch_size": unpacked_batch},
+        "e": {"packing": True, "fp32": True, "gradient_checkpointing": False, "batch_size": job.batch_size},
+    }[variant]
+    max_steps = args.slow_steps if variant == "d" else None
+    return run_trl(job, model_dir, rows_path, work, max_steps=max_steps, **settings)
+
+
+def tokens_per_second(result: dict) -> float:
+    return result["trained_tokens"] / result["train_seconds"]
+
+
+def end_to_end_tokens_per_second(result: dict) -> float:
+    return result["trained_tokens"] / result["wall_seconds"]
+
+
+def summary_line(result: dict) -> str:
+    return (
+        f"{result['trained_tokens']} trained tokens, {result['steps']} steps, train {result['train_seconds']:.1f} s, "
+        f"process {result['wall_seconds']:.1f} s, {tokens_per_second(result):.0f} tok/s, "
+        f"peak RSS {result['peak_rss_bytes'] / 2**20:.0f} MiB"
+    )
+
+
+def render(job, results, unpacked_batch, args, full, peak, isolation, tokenizer, rows, load_start, load_end) -> str:
+    medians = {
+        v: {
+            "tps": median([tokens_per_second(r) for r in rs]),
+            "e2e": median([end_to_end_tokens_per_second(r) for r in rs]),
+            "wall": median([r["wall_seconds"] for r in rs]),
+            "train": median([r["train_seconds"] for r in rs]),
+            "rss": median([r["peak_rss_bytes"] for r in rs]),
+            "tokens": rs[0]["trained_tokens"],
+            "steps": rs[0]["steps"],
+        }
+        for v, rs in results.items()
+        if rs
+    }
+    ours = medians.get("a")
+    table_rows = []
+    for variant, m in medians.items():
+        train_ratio = f"{ours['tps'] / m['tps']:.2f}x" if ours and variant != "a" else "-"
+        e2e_ratio = f"{ours['e2e'] / m['e2e']:.2f}x" if ours and variant != "a" and variant != "d" else "-"
+        memory_ratio = f"{ours['rss'] / m['rss']:.2f}" if ours and variant != "a" else "-"
+        table_rows.append(
+            [
+                f"({variant}) {VARIANTS[variant]}",
+                m["steps"],
+                m["tokens"],
+                f"{m['train']:.1f}",
+                f"{m['wall']:.1f}",
+                f"{m['tps']:.0f}",
+                f"{m['e2e']:.0f}",
+                f"{m['rss'] / 2**20:.0f}",
+                train_ratio,
+                e2e_ratio,
+                memory_ratio,
+            ]
+        )
+    headers = [
+        "variant",
+        "steps",
+        "trained tokens",
+        "train s",
+        "process s",
+        "trained tok/s (training)",
+        "trained tok/s (process)",
+        "peak RSS MiB",
+        "(a)/x training",
+        "(a)/x end to end",
+        "RSS (a)/x",
+    ]
+    lines = [
+        "## Throughput: ours vs TRL SFTTrainer (benchmarks/throughput.py)",
+        "",
+        f"Job: built-in `{job.model}`, first {job.rows} rows of alpaca_en_demo.json, one epoch, max_seq_length "
+        f"{job.max_length}, LoRA r16/alpha 32/dropout 0 on all linear layers, lr {job.learning_rate}, 8 packed rows "
+        f"of <= {job.max_length} tokens per step (unpacked variants: {unpacked_batch} samples per step, the same "
+        f"tokens per batch). Medians of {args.repeats} alternating rounds; every run a fresh process. "
+        f"(d) trains only {args.slow_steps} step(s): compare its tokens/s, not its times.",
+        "",
+        markdown_table(headers, table_rows),
+        "",
+    ]
+    if full is not None:
+        flops = training_flops(job, tokenizer, rows, method="full")
+        achieved = flops["total"] / full["train_seconds"] / 1e9
+        lora = training_flops(job, tokenizer, rows, method="lora")
+        lora_rate = lora["total"] / ours["train"] / 1e9 if ours else float("nan")
+        lines += [
+            "### Hardware limit",
+            "",
+            f"- fp32 `torch.mm` peak (2048x2048, every torch thread, best of 10): **{peak:.1f} GFLOP/s**",
+            f"- ours, full fine-tuning of `{job.model}` at length {job.max_length}: {full['train_seconds']:.1f} s for "
+            f"{full['steps']} steps, {achieved:.1f} GFLOP/s = **MFU {100 * achieved / peak:.0f}%** "
+            f"(6*N per processed token, N = {flops['params']:,} matmul parameters, + causal attention within each sample)",
+            f"- ours, LoRA: {lora_rate:.1f} GFLOP/s = MFU {100 * lora_rate / peak:.0f}% (4*N per token: forward and "
+            "activation gradients, + LoRA's own 6*N_lora, + attention)",
+            "",
+        ]
+    lines += ["### Sample isolation in packed rows", "", *[f"- {line}" for line in isolation], ""]
+    lines += ["### Machine", "", machine_lines(machine_info(), load_start, load_end)]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
