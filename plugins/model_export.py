@@ -467,12 +467,16 @@ class _ExportJob:
         from plugins.export.hub import push_folder
 
         urls = {}
-        for name in ("huggingface", "merged", "safetensors", "gguf"):
-            folder = self.root / name
-            if name in self.paths and folder.is_dir():
-                urls[name] = push_folder(
-                    folder, self.config.hub_model_id, private=self.config.hub_private, path_in_repo=name
-                )
+        exported = [n for n in ("huggingface", "merged", "safetensors", "gguf") if n in self.paths]
+        for name in exported:
+            # The first artefact goes to the repository root, so its README is the Hub's model card
+            # and from_pretrained("user/name") loads it; the others go in sub-folders.
+            urls[name] = push_folder(
+                self.root / name,
+                self.config.hub_model_id,
+                private=self.config.hub_private,
+                path_in_repo=None if name == exported[0] else name,
+            )
         self.report["artefacts"]["hub"] = {
             "repo": self.config.hub_model_id,
             "private": self.config.hub_private,

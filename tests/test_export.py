@@ -272,7 +272,7 @@ async def test_push_to_hub_uploads_each_folder_without_exposing_the_token(make_c
     )
 
     assert calls[0] == ("create", "me/tiny-ft", True, "hf_secret_value_123")
-    assert calls[1][0] == "upload" and calls[1][1] == "huggingface" and "README.md" in calls[1][2]
+    assert calls[1][0] == "upload" and calls[1][1] is None and "README.md" in calls[1][2]  # the card at the root
     hub = report["artefacts"]["hub"]
     assert (hub["repo"], hub["private"], hub["uploaded"]) == ("me/tiny-ft", True, ["huggingface"])
     assert "hf_secret_value_123" not in json.dumps(memory.to_json(), default=str)
