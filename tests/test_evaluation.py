@@ -166,3 +166,18 @@ def test_text_metrics():
     assert metrics.rouge(["the cat sat"], ["the cat sat"])["rougeL"] == pytest.approx(1.0)
     assert metrics.exact_match(["  Paris ", "london"], ["paris", "Rome"]) == 0.5
     assert metrics.perplexity(0.0) == 1.0
+
+
+async def test_full_fine_tune_compares_with_a_separately_loaded_base(make_context, eval_run, trained_model_dir):  # noqa: F811
+    import shutil
+
+    run_dir, memory = eval_run
+    shutil.copytree(trained_model_dir, run_dir / "full-model")
+    result = memory.get(keys.TRAINING_RESULT)
+    memory.set(keys.TRAINING_RESULT, {**result, "final_model_path": str(run_dir / "full-model"), "method": "full"})
+    report = await _evaluate(
+        make_context, run_dir, memory, metrics=["loss"], num_samples=1, generation={"max_new_tokens": 4}
+    )
+    tuned, base = report["metrics"]["fine_tuned"], report["metrics"]["base"]
+    assert tuned["loss"] == pytest.approx(base["loss"])  # the same weights: no improvement
+    assert report["samples"][0]["fine_tuned"] == report["samples"][0]["base"]
