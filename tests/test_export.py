@@ -321,3 +321,16 @@ async def test_untranslatable_chat_template_is_refused_before_any_export(make_co
     with pytest.raises(ConfigError, match="Remove 'ollama' from export_formats"):
         await _export(make_context, run_dir, memory, export_formats=["huggingface", "ollama"])
     assert not (run_dir / "export" / "huggingface").exists()
+
+
+def test_the_recorded_base_folder_wins_over_a_registry_name(tmp_path):
+    """An adapter stays tied to the exact base build it was trained on, even if a name now points elsewhere."""
+    from plugins.eval.loading import exact_base_model
+
+    (tmp_path / "small-v1").mkdir()
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tmp_path / "small-v1")}))
+    assert exact_base_model(adapter, "small") == str(tmp_path / "small-v1")
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/hub-model"}))
+    assert exact_base_model(adapter, "org/hub-model") == "org/hub-model"

@@ -16,6 +16,15 @@ def adapter_base_model(adapter_dir: str | Path) -> str:
     return str(config.get("base_model_name_or_path") or "")
 
 
+def exact_base_model(adapter_dir: str | Path, declared: str | None = None) -> str:
+    """The base an adapter was trained on: the folder PEFT recorded when it still exists (pinned to
+    the exact build, e.g. a versioned built-in), else the declared name (a hub id or registry name)."""
+    recorded = adapter_base_model(adapter_dir)
+    if recorded and Path(recorded).is_dir():
+        return recorded
+    return declared or recorded
+
+
 def load_saved_tokenizer(folder: str | Path) -> Any:
     """The tokenizer saved with a model or adapter (final-model/ has no config.json for an adapter)."""
     from plugins.models import load_tokenizer
@@ -40,5 +49,5 @@ def load_trained_model(
         return load_causal_lm(str(folder), dtype=dtype, device_map=device).eval()
     from peft import PeftModel
 
-    base = load_causal_lm(base_model or adapter_base_model(folder), dtype=dtype, device_map=device)
+    base = load_causal_lm(exact_base_model(folder, base_model), dtype=dtype, device_map=device)
     return PeftModel.from_pretrained(base, str(folder)).eval()

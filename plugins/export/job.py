@@ -89,9 +89,9 @@ class ExportJob:
             analyze_chat_template(self.tokenizer, self.chat_template)
 
     def _base_model(self) -> str:
-        from plugins.eval.loading import adapter_base_model
+        from plugins.eval.loading import exact_base_model
 
-        return str(self.result.get("base_model") or adapter_base_model(self.final_dir))
+        return exact_base_model(self.final_dir, self.result.get("base_model"))
 
     def _ensure_root(self) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
