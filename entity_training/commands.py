@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from entity_training.cli import collect_overrides
@@ -46,7 +47,7 @@ def guarded(handler: Callable[[argparse.Namespace], int], args: argparse.Namespa
         if debug:
             traceback.print_exc()
         error_console.print(
-            f"[red]error:[/red] unexpected {type(exc).__name__}: {exc}\n"
+            f"[red]error:[/red] unexpected {type(exc).__name__}: {escape(redact(str(exc)))}\n"
             "Re-run with --debug to see the traceback, and please report it if the cause is not your input."
         )
         return 1
@@ -54,7 +55,8 @@ def guarded(handler: Callable[[argparse.Namespace], int], args: argparse.Namespa
 
 def _print_error(exc: BaseException) -> None:
     message = exc.render() if isinstance(exc, ConfigError) else str(exc)
-    error_console.print(f"[red]error:[/red] {redact(message)}", markup=True, soft_wrap=True, emoji=False)
+    # Messages quote user text and commands with brackets (".[gguf]", "[q4_k_m]"): never read them as markup.
+    error_console.print(f"[red]error:[/red] {escape(redact(message))}", markup=True, soft_wrap=True, emoji=False)
 
 
 def _load(args: argparse.Namespace) -> Workflow:
@@ -63,16 +65,18 @@ def _load(args: argparse.Namespace) -> Workflow:
 
 
 def print_plan(workflow: Workflow, run_dir: Path | None) -> None:
-    table = Table(title=f"Workflow {workflow.run.name}" + (f"  ->  {run_dir}" if run_dir else ""), show_lines=False)
+    table = Table(
+        title=escape(f"Workflow {workflow.run.name}" + (f"  ->  {run_dir}" if run_dir else "")), show_lines=False
+    )
     table.add_column("stage", style="cyan")
     table.add_column("plugin")
     table.add_column("settings (as written; the rest are defaults)")
     for step in workflow.steps:
         settings = step.plugin.config.model_dump(exclude_unset=True, mode="json")
-        text = ", ".join(f"{k}={v}" for k, v in settings.items())
+        text = escape(redact(", ".join(f"{k}={v}" for k, v in settings.items())))
         if settings.get("trust_remote_code"):
             text += "  [bold red]trust_remote_code=true: the model's own Python code will run[/bold red]"
-        table.add_row(step.stage.value, step.reference, redact(text) or "[dim]defaults[/dim]")
+        table.add_row(step.stage.value, escape(step.reference), text or "[dim]defaults[/dim]")
     console.print(table)
 
 
@@ -181,7 +185,7 @@ def _print_result(result, code: int) -> None:
     status_style = {"success": "green", "review_failed": "yellow", "interrupted": "yellow"}.get(result.status, "red")
     console.print(f"[bold {status_style}]Run {result.status}[/bold {status_style}] in {result.run_dir}")
     for key, value in redact(result.summary).items():
-        console.print(f"  {key}: {value}")
+        console.print(f"  {escape(str(key))}: {escape(str(value))}")
     if result.error is not None and result.status != "success":
         _print_error(result.error)
         if result.status == "interrupted":
@@ -233,9 +237,8 @@ def _run_until(workflow: Workflow, stage: Stage):
 
 
 def preview_command(args: argparse.Namespace) -> int:
-    from plugins.data.preview import print_preview
-
     from plugins import memory_keys
+    from plugins.data.preview import print_preview
     from plugins.models import load_tokenizer
 
     workflow = _load(args)

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 _PLAIN_PROGRESS_INTERVAL = 5.0
@@ -41,7 +42,7 @@ class ConsoleSink:
     # -- handlers -----------------------------------------------------------------------------
     def _on_run_start(self, event: dict[str, Any]) -> None:
         verb = "Resuming" if event.get("resume") else "Starting"
-        self.console.print(f"[bold]{verb} run[/bold] {event['run']}  ->  {event['run_dir']}")
+        self.console.print(f"[bold]{verb} run[/bold] {escape(str(event['run']))}  ->  {escape(str(event['run_dir']))}")
 
     def _on_stage_start(self, event: dict[str, Any]) -> None:
         self.console.print(f"[bold cyan]▶ {event['stage']}[/bold cyan]  {', '.join(event['plugins'])}")
@@ -49,7 +50,7 @@ class ConsoleSink:
     def _on_plugin_end(self, event: dict[str, Any]) -> None:
         self._close_progress()
         mark = {"success": "[green]✓[/green]", "skipped": "[dim]–[/dim]"}.get(event["status"], "[red]✗[/red]")
-        result = f"  {event['result']}" if event.get("result") and event["status"] == "success" else ""
+        result = f"  {escape(str(event['result']))}" if event.get("result") and event["status"] == "success" else ""
         self.console.print(f"  {mark} {event['plugin']} [dim]({event['seconds']:.1f}s)[/dim]{result}")
 
     def _on_stage_end(self, event: dict[str, Any]) -> None:
@@ -58,27 +59,28 @@ class ConsoleSink:
 
     def _on_log(self, event: dict[str, Any]) -> None:
         if not self.quiet:
-            self._print_above(f"    {event['message']}")
+            self._print_above(f"    {escape(event['message'])}")
 
     def _on_warning(self, event: dict[str, Any]) -> None:
-        self._print_above(f"    [yellow]warning:[/yellow] {event['message']}")
+        self._print_above(f"    [yellow]warning:[/yellow] {escape(event['message'])}")
 
     def _on_metrics(self, event: dict[str, Any]) -> None:
         if self.live or self.quiet:
             return  # the progress bar shows them
         step = f"step {event['step']}: " if event.get("step") is not None else ""
-        self.console.print(f"    {step}{_format_fields(event['values'])}")
+        self.console.print(f"    {step}{escape(_format_fields(event['values']))}")
 
     def _on_progress(self, event: dict[str, Any]) -> None:
         task, completed, total = event["task"], event["completed"], event.get("total")
-        fields = _format_fields(event.get("fields") or {})
+        # Plugin text may hold brackets ("[q4_k_m]") that rich would otherwise read as markup.
+        fields = escape(_format_fields(event.get("fields") or {}))
         if not self.live:
             now = time.monotonic()
             done = total is not None and completed >= total
             if done or now - self._last_plain.get(task, 0.0) >= _PLAIN_PROGRESS_INTERVAL:
                 self._last_plain[task] = now
                 of = f"/{total:g}" if total else ""
-                self.console.print(f"    {task}: {completed:g}{of} {fields}")
+                self.console.print(f"    {escape(task)}: {completed:g}{of} {fields}")
             return
         if self._progress is None:
             self._progress = Progress(

@@ -1,0 +1,106 @@
+"""Every bad input of the corpus in tests/bad_inputs/ through the real CLI.
+
+Each case (tests/bad_inputs/cases.yaml) runs ``python train.py --config ...`` in a subprocess
+from a fresh working directory and must: exit with code 2, print a message with the expected
+fragment and the problem's location (file:line, key or path), show no traceback, and leave
+every file outside the fresh run directory (``out/``) as it was, in the working directory and
+in the corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = Path(__file__).resolve().parent / "bad_inputs"
+RUN_DIR_NAME = "out"  # run.output_dir of the corpus workflows, relative to the working directory
+CASES = yaml.safe_load((CORPUS / "cases.yaml").read_text(encoding="utf-8"))["cases"]
+TIMEOUT_S = 600
+
+
+def _substitute(text: str, work_dir: Path) -> str:
+    return text.replace("${CASE_DIR}", str(CORPUS)).replace("${RUN_DIR}", str(work_dir))
+
+
+def _snapshot(root: Path, *, skip: str | None = None) -> dict[str, str]:
+    """Path -> content hash of every file under root (Python's bytecode caches aside)."""
+    files = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if "__pycache__" in relative.parts or (skip and relative.parts[0] == skip):
+            continue
+        files[str(relative)] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return files
+
+
+def _environment(case: dict, work_dir: Path) -> dict[str, str]:
+    env = {**os.environ, "CASE_DIR": str(CORPUS), "COLUMNS": "400", "NO_COLOR": "1"}
+    for key, value in (case.get("env") or {}).items():
+        value = _substitute(value, work_dir)
+        if key == "PYTHONPATH" and env.get("PYTHONPATH"):
+            value = os.pathsep.join([value, env["PYTHONPATH"]])
+        env[key] = value
+    return env
+
+
+def _cpu_has_bf16() -> bool:
+    from plugins.training.device import cpu_supports_bf16
+
+    return cpu_supports_bf16()
+
+
+def _params():
+    for case in CASES:
+        marks = [pytest.mark.slow] if case.get("slow") else []
+        yield pytest.param(case, id=case["id"], marks=marks)
+
+
+def test_the_corpus_is_complete():
+    """At least 40 files, every case's files exist, ids are unique."""
+    files = [p for p in CORPUS.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    assert len(files) >= 40
+    ids = [case["id"] for case in CASES]
+    assert len(ids) == len(set(ids))
+    for case in CASES:
+        assert (CORPUS / case["config"]).is_file(), case["id"]
+        for arg in case.get("args", []):
+            if "${CASE_DIR}" in arg and "does_not_exist" not in arg and "nothing_here" not in arg:
+                assert Path(_substitute(arg.split("=", 1)[-1], CORPUS)).exists(), (case["id"], arg)
+
+
+@pytest.mark.parametrize("case", list(_params()))
+def test_bad_input_exits_2_with_a_located_message(case, tmp_path):
+    if case.get("cpu_only") and _cpu_has_bf16():
+        pytest.skip("this CPU has native bf16, so precision: bf16 is valid here")
+    work_dir = tmp_path / "work"
+    work_dir.mkdir()
+    (work_dir / "notes.txt").write_text("a file of the user's that must stay as it is\n")
+    corpus_before, work_before = _snapshot(CORPUS), _snapshot(work_dir)
+
+    args = [_substitute(arg, work_dir) for arg in case.get("args", [])]
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "--config", str(CORPUS / case["config"]), *args],
+        cwd=work_dir,
+        env=_environment(case, work_dir),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    output = result.stdout + result.stderr
+    # rich wraps long lines at the terminal width; the fragments are checked on unwrapped text.
+    errors = re.sub(r"\s*\n\s*", " ", result.stderr)
+
+    assert result.returncode == 2, f"exit {result.returncode}\n{output[-3000:]}"
+    assert "Traceback" not in output
+    assert case["expect"] in errors, errors[-2000:]
+    assert _substitute(case["where"], work_dir) in errors, errors[-2000:]
+    assert _snapshot(CORPUS) == corpus_before, "the corpus was changed"
+    assert _snapshot(work_dir, skip=RUN_DIR_NAME) == work_before, "files outside the run directory changed"
