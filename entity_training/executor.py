@@ -104,6 +104,7 @@ class WorkflowExecutor:
             await self._run_stages(stop_after)
         except ReviewFailed as exc:
             status, error = "review_failed", exc
+            await self._run_reporters_after_review_failure()
         except (RunInterrupted, asyncio.CancelledError, KeyboardInterrupt) as exc:
             status = "interrupted"
             error = exc if isinstance(exc, RunInterrupted) else RunInterrupted("interrupted")
@@ -140,7 +141,7 @@ class WorkflowExecutor:
             if stage in (stop_after, last_stage):
                 break
 
-    async def _run_stage(self, stage: Stage, steps: list[Step]) -> None:
+    async def _run_stage(self, stage: Stage, steps: list[Step], *, mark_done: bool = True) -> None:
         self.bus.emit(events.STAGE_START, stage=stage.value, plugins=[s.reference for s in steps])
         stage_started = time.perf_counter()
         for step in steps:
@@ -163,7 +164,8 @@ class WorkflowExecutor:
                 )
                 raise
             self._record(stage, step, "success", started, None if result is None else str(result))
-        self.memory.mark_stage_done(stage.value)
+        if mark_done:
+            self.memory.mark_stage_done(stage.value)
         if self.is_main:
             self.memory.save(self.run_dir)
         self.bus.emit(
@@ -176,6 +178,16 @@ class WorkflowExecutor:
         self.bus.emit(
             events.PLUGIN_END, stage=stage.value, plugin=step.reference, status=status, seconds=seconds, result=result
         )
+
+    async def _run_reporters_after_review_failure(self) -> None:
+        """OUTPUT plugins that only describe the run (a report) still run when REVIEW said FAIL."""
+        steps = [s for s in self.workflow.steps_in(Stage.OUTPUT) if s.plugin.run_after_review_failure]
+        if not steps or not self.is_main:
+            return
+        try:
+            await self._run_stage(Stage.OUTPUT, steps, mark_done=False)
+        except Exception as exc:  # a failing report must not hide the review verdict
+            self.bus.emit(events.WARNING, message=f"reporting after the failed review failed: {exc}")
 
     async def _run_error_handlers(self, error: BaseException) -> None:
         failed = next((r for r in reversed(self.records) if r.status == "failed"), None)

@@ -34,6 +34,8 @@ class Plugin:
     supported_stages: ClassVar[tuple[Stage, ...]] = ()
     dependencies: ClassVar[tuple[str, ...]] = ()  # resources or memory keys needed before running
     provides: ClassVar[tuple[str, ...]] = ()  # memory keys this plugin writes
+    # OUTPUT plugins that only describe the run (reports) may still run when REVIEW says FAIL.
+    run_after_review_failure: ClassVar[bool] = False
 
     class ConfigModel(PluginConfig):
         pass

@@ -165,3 +165,14 @@ class Leaker(Plugin):
         context.summarize("token", token)
         context.metrics({"note": token}, step=1)
         return f"done with {token}"
+
+
+class Reporter(Plugin):
+    """Describes the run; allowed to run after a failed review."""
+
+    name = "reporter"
+    supported_stages = (Stage.OUTPUT,)
+    run_after_review_failure = True
+
+    async def _execute_impl(self, context):
+        CALLS.append("report")

@@ -193,3 +193,15 @@ async def test_non_main_rank_stops_after_do_and_writes_nothing(tmp_path, monkeyp
     result = await WorkflowExecutor(load(tmp_path, text), tmp_path / "run").run()
     assert result.status == "success" and "OUTPUT:o" not in sample_plugins.CALLS
     assert not (tmp_path / "run" / "run.json").exists() and not (tmp_path / "run" / "events.jsonl").exists()
+
+
+async def test_reporters_still_run_after_a_failed_review(tmp_path):
+    text = (
+        "workflow:\n  REVIEW:\n    - plugin: sample_plugins.Failer\n      config: {kind: review}\n"
+        + recorder("OUTPUT", "export")
+        + "    - plugin: sample_plugins.Reporter\n"
+    )
+    result = await WorkflowExecutor(load(tmp_path, text), tmp_path / "run").run()
+    assert result.status == "review_failed"
+    assert "report" in sample_plugins.CALLS and "OUTPUT:export" not in sample_plugins.CALLS
+    assert "OUTPUT" not in result.memory.completed_stages
