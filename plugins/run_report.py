@@ -20,6 +20,7 @@ class RunReportPlugin(Plugin):
     name = "run_report"
     description = "Write report.html: config, data, loss curves, evaluation, samples, exports, timings."
     supported_stages = (Stage.OUTPUT,)
+    run_after_review_failure = True  # a failed evaluation is exactly when the report is needed
     dependencies = ()
     provides = ()
 

@@ -71,3 +71,4 @@ def test_failing_threshold_exits_3_and_skips_the_export(tmp_path):
     assert memory["evaluation.report"]["status"] == "FAIL"
     assert "loss_max" in memory["evaluation.report"]["failures"][0]
     assert not (out / "export").exists() and "export.paths" not in memory
+    assert "FAIL" in (out / "report.html").read_text()  # the report is still written
