@@ -5,6 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+# The report test renders report.html in headless Chromium; without it that test skips.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || echo "chromium could not be installed: the report rendering test will be skipped" >&2
+fi
 set +e
 .venv/bin/python -m pytest --cov=entity_training --cov=plugins --cov-report=term "$@"
 status=$?
