@@ -120,7 +120,7 @@ def _alpaca(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _sharegpt(row: Mapping[str, Any]) -> dict[str, Any]:
-    turns = row["conversations"]
+    turns = _required(row, "conversations")
     if not isinstance(turns, list):
         raise BadRow(f"'conversations' must be a list, got {type(turns).__name__}")
     messages = []
@@ -143,11 +143,11 @@ def _sharegpt(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _openai(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {"messages": _openai_messages(row["messages"], "messages")}
+    return {"messages": _openai_messages(_required(row, "messages"), "messages")}
 
 
 def _prompt_completion(row: Mapping[str, Any]) -> dict[str, Any]:
-    prompt, completion = row["prompt"], row["completion"]
+    prompt, completion = _required(row, "prompt"), _required(row, "completion")
     if isinstance(prompt, list) or isinstance(completion, list):
         # TRL's conversational prompt-completion: both columns are lists of messages
         return {"messages": _openai_messages(prompt, "prompt") + _openai_messages(completion, "completion")}
@@ -197,10 +197,15 @@ def _as_text(value: Any, what: str) -> str:
     raise BadRow(f"{what} must be a string, got {type(value).__name__}")
 
 
-def _required_text(row: Mapping[str, Any], key: str, allow_empty: bool = False) -> str:
+def _required(row: Mapping[str, Any], key: str) -> Any:
+    """The value of a key the format needs; a row of the file without it is a bad row, not a crash."""
     if key not in row or row[key] is None:
         raise BadRow(f"missing the key {key!r}")
-    text = _as_text(row[key], repr(key))
+    return row[key]
+
+
+def _required_text(row: Mapping[str, Any], key: str, allow_empty: bool = False) -> str:
+    text = _as_text(_required(row, key), repr(key))
     if not allow_empty and not text.strip():
         raise BadRow(f"{key!r} is empty")
     return text
