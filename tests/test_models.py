@@ -146,6 +146,12 @@ def test_folder_without_config_is_refused(tmp_path):
         resolve_model(str(tmp_path))
 
 
+def test_an_adapter_folder_is_explained(tmp_path):
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "small"}))
+    with pytest.raises(InputError, match=r"LoRA adapter.*\(small\)"):
+        resolve_model(str(tmp_path))
+
+
 def test_importing_the_package_stays_light():
     code = "import sys, plugins.models; print(any(m.split('.')[0] in ('torch', 'transformers') for m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)

@@ -172,6 +172,16 @@ def detect_format(path: Path) -> ModelFormat:
     """The format of a local model folder or file, from its files (never by loading weights)."""
     if path.is_dir():
         config_file = path / "config.json"
+        adapter_file = path / "adapter_config.json"
+        if adapter_file.is_file() and not config_file.is_file():
+            base = _read_json(adapter_file).get("base_model_name_or_path", "its base model")
+            raise InputError(
+                Problem(
+                    f"this folder holds a LoRA adapter, not a whole model. Load the base model ({base}) and "
+                    "apply the adapter with PEFT, or point at a merged export of it.",
+                    file=str(path),
+                )
+            )
         if not config_file.is_file():
             raise InputError(
                 Problem(
