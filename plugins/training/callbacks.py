@@ -93,7 +93,9 @@ class EngineReportingCallback(TrainerCallback):
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or self.files is None:
+        # Every rank keeps the history (its decisions, e.g. a final evaluation, must agree);
+        # only the main process writes files and emits events.
+        if not logs:
             return
         now = time.perf_counter()
         record: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
@@ -109,8 +111,9 @@ class EngineReportingCallback(TrainerCallback):
         record["elapsed_seconds"] = round(now - self._start, 2)
         record["eta_seconds"] = self._eta_seconds(state)
         self.history.append(record)
-        self.files.write(record)
-        self.context.metrics(record, step=state.global_step)
+        if self.files is not None:
+            self.files.write(record)
+            self.context.metrics(record, step=state.global_step)
 
     def _eta_seconds(self, state) -> float | None:
         done = state.global_step - self._first_step
