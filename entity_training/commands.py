@@ -20,9 +20,9 @@ from rich.table import Table
 
 from entity_training.cli import collect_overrides
 from entity_training.errors import ConfigError, EntityTrainingError, Problem
-from entity_training.executor import RUN_FILE, WorkflowExecutor, exit_code_for
+from entity_training.executor import EVENTS_FILE, RUN_FILE, WorkflowExecutor, exit_code_for
 from entity_training.memory import MEMORY_FILE
-from entity_training.run_lock import RunLock
+from entity_training.run_lock import LOCK_FILE, RunLock
 from entity_training.secrets import redact
 from entity_training.stages import Stage
 from entity_training.workflow import Workflow, load_workflow
@@ -91,7 +91,10 @@ def _check_run_dir(run_dir: Path, args: argparse.Namespace) -> None:
         raise ConfigError(Problem("the run directory is a file; choose another --output", file=str(run_dir)))
     has_run = (run_dir / MEMORY_FILE).exists() or (run_dir / RUN_FILE).exists()
     if args.resume:
-        if not has_run:
+        # A run killed before its first stage ended left only its lock and events: resuming it
+        # starts from the beginning (plain re-runs are refused there because of the stale lock).
+        started_here = has_run or (run_dir / LOCK_FILE).exists() or (run_dir / EVENTS_FILE).exists()
+        if not started_here:
             raise ConfigError(
                 Problem(
                     "--resume: there is no run to resume here (no memory.json); run without --resume to start one",
