@@ -1,0 +1,158 @@
+"""Faults a long run meets: pre-emption signals, damaged state, a full disk, a second run.
+
+The fast tests use the real plugins in-process (tiny model, a few steps) or a toy workflow
+through the CLI; the signal tests run the real fine_tuning plugin through the CLI (slow).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from training_helpers import build_tiny_model_dir, install_contract_shims, make_context, packed_rows, write_tokenized
+
+from entity_training import PluginError, Stage
+from entity_training.memory import Memory
+from plugins import memory_keys
+from plugins.fine_tuning import FineTuningPlugin
+from plugins.training.checkpoints import checkpoint_problems, list_checkpoints
+from plugins.training_config import TrainingConfigPlugin
+
+install_contract_shims()
+
+REPO = Path(__file__).resolve().parents[1]
+ENGINE_TESTS = REPO / "tests" / "engine"  # sample_plugins: the engine's toy plugins
+TOY_WORKFLOW = """
+run: {name: toy, output_dir: out}
+workflow:
+  input:
+    - plugin: sample_plugins.Writer
+  DO:
+    - plugin: sample_plugins.Sleeper
+      config: {steps: 600}
+"""
+
+
+def _cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ENGINE_TESTS), str(REPO)]), "COLUMNS": "300"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return str(build_tiny_model_dir(tmp_path_factory.mktemp("model")))
+
+
+@pytest.fixture(scope="module")
+def tokenized(tmp_path_factory):
+    return write_tokenized(
+        tmp_path_factory.mktemp("tokenized"), packed_rows(8), packed_rows(4, seed=1), max_seq_length=64
+    )
+
+
+async def _train(run_dir: Path, model: str, tokenized: dict, *, events: list | None = None, **settings) -> dict:
+    torch.manual_seed(0)
+    memory = Memory()
+    defaults = {"model_name_or_path": model, "batch_size": 4, "logging_steps": 2, "save_steps": 2, "seed": 0}
+    await TrainingConfigPlugin({**defaults, **settings}).execute(make_context(Stage.PARSE, run_dir, memory))
+    memory.set(memory_keys.DATASET_TOKENIZED, tokenized)
+    context = make_context(Stage.DO, run_dir, memory, events=events, cancel_event=threading.Event())
+    plugin = FineTuningPlugin({})
+    try:
+        await plugin.execute(context)
+    finally:
+        await plugin.cleanup(context)
+    return memory.get(memory_keys.TRAINING_RESULT)
+
+
+# -- damaged checkpoints ----------------------------------------------------------------------
+
+
+async def test_a_checkpoint_without_trainer_state_is_skipped_for_the_previous_one(tiny_model, tokenized, tmp_path):
+    await _train(tmp_path, tiny_model, tokenized, max_steps=4, save_total_limit=5)
+    newest = tmp_path / "checkpoints" / "checkpoint-4"
+    (newest / "trainer_state.json").unlink()
+    assert "trainer_state.json is missing" in checkpoint_problems(newest)
+    events: list = []
+    result = await _train(
+        tmp_path, tiny_model, tokenized, events=events, max_steps=4, save_total_limit=5, resume_from_checkpoint="auto"
+    )
+    assert result["resumed_from"].endswith("checkpoint-2") and result["steps"] == 4
+    assert any("skipping checkpoint checkpoint-4" in e.get("message", "") for e in events if e["type"] == "warning")
+
+
+# -- a full disk --------------------------------------------------------------------------------
+
+
+async def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(tiny_model, tokenized, tmp_path, monkeypatch):
+    original = torch.save
+
+    def full_disk_at_step_4(obj, target, *args, **kwargs):
+        # The Trainer writes optimizer.pt / scheduler.pt / rng_state.pth of a checkpoint with torch.save.
+        if "checkpoint-4" in str(target):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+        return original(obj, target, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk_at_step_4)
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - the type is checked below, with its message
+        await _train(tmp_path, tiny_model, tokenized, max_steps=6, save_total_limit=5)
+    message = str(caught.value)
+    assert isinstance(caught.value, (OSError, PluginError)) or "space" in message.lower(), repr(caught.value)
+    assert "No space left on device" in message or "disk" in message.lower(), message
+    published = [p.name for p in list_checkpoints(tmp_path / "checkpoints")]
+    assert published == ["checkpoint-2"]
+    assert checkpoint_problems(tmp_path / "checkpoints" / "checkpoint-2") == []
+
+
+# -- damaged run state, two runs --------------------------------------------------------------
+
+
+def test_truncated_memory_json_stops_resume_with_the_file_and_what_to_do(tmp_path):
+    (tmp_path / "wf.yaml").write_text(TOY_WORKFLOW.replace("600", "2"))
+    assert _cli("--config", "wf.yaml", cwd=tmp_path).returncode == 0
+    memory_file = tmp_path / "out" / "memory.json"
+    memory_file.write_bytes(memory_file.read_bytes()[:-25])  # cut short, as by a crash mid-write on another FS
+    result = _cli("--config", "wf.yaml", "--resume", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    message = " ".join(result.stderr.split())
+    assert str(memory_file) in message and "Delete it" in message
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_second_run_into_the_same_directory_is_refused_with_the_first_pid(tmp_path):
+    (tmp_path / "wf.yaml").write_text(TOY_WORKFLOW)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ENGINE_TESTS), str(REPO)])}
+    first = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), "--config", "wf.yaml"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "out" / "run.lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = _cli("--config", "wf.yaml", "--output", "out", "--resume", cwd=tmp_path)
+        assert second.returncode == 2
+        assert f"pid {first.pid}" in " ".join(second.stderr.split())
+        assert first.poll() is None  # the first run goes on, untouched
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=60)
+    assert first.returncode == 143
