@@ -25,6 +25,7 @@ class ChildRun:
     """One benchmark child process: its wall time, its own peak RSS, its output and its start."""
 
     wall_seconds: float
+    cpu_seconds: float  # user + system time of the child (all its threads): robust to a busy machine
     peak_rss_bytes: int
     returncode: int
     output: str
@@ -44,7 +45,8 @@ def run_child(command: list[str], *, env: dict[str, str] | None = None, cwd: Pat
     wall = time.perf_counter() - start
     process.returncode = os.waitstatus_to_exitcode(status)
     peak = usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024
-    return ChildRun(wall, int(peak), process.returncode, output, started_at)
+    cpu = usage.ru_utime + usage.ru_stime
+    return ChildRun(wall, cpu, int(peak), process.returncode, output, started_at)
 
 
 def require_ok(run: ChildRun, what: str) -> None:

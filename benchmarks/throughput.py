@@ -134,7 +134,7 @@ def end_to_end_tokens_per_second(result: dict) -> float:
 def summary_line(result: dict) -> str:
     return (
         f"{result['trained_tokens']} trained tokens, {result['steps']} steps, train {result['train_seconds']:.1f} s, "
-        f"process {result['wall_seconds']:.1f} s, {tokens_per_second(result):.0f} tok/s, "
+        f"process {result['wall_seconds']:.1f} s (CPU {result['cpu_seconds']:.1f} s), {tokens_per_second(result):.0f} tok/s, "
         f"peak RSS {result['peak_rss_bytes'] / 2**20:.0f} MiB"
     )
 
@@ -145,6 +145,7 @@ def render(job, results, unpacked_batch, args, full, peak, isolation, tokenizer,
             "tps": median([tokens_per_second(r) for r in rs]),
             "e2e": median([end_to_end_tokens_per_second(r) for r in rs]),
             "wall": median([r["wall_seconds"] for r in rs]),
+            "cpu": median([r["cpu_seconds"] for r in rs]),
             "train": median([r["train_seconds"] for r in rs]),
             "rss": median([r["peak_rss_bytes"] for r in rs]),
             "tokens": rs[0]["trained_tokens"],
@@ -166,6 +167,8 @@ def render(job, results, unpacked_batch, args, full, peak, isolation, tokenizer,
                 m["tokens"],
                 f"{m['train']:.1f}",
                 f"{m['wall']:.1f}",
+                f"{m['cpu']:.1f}",
+                f"{m['tokens'] / m['cpu']:.0f}",
                 f"{m['tps']:.0f}",
                 f"{m['e2e']:.0f}",
                 f"{m['rss'] / 2**20:.0f}",
@@ -180,6 +183,8 @@ def render(job, results, unpacked_batch, args, full, peak, isolation, tokenizer,
         "trained tokens",
         "train s",
         "process s",
+        "process CPU s",
+        "trained tok per CPU s",
         "trained tok/s (training)",
         "trained tok/s (process)",
         "peak RSS MiB",
