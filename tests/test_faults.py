@@ -7,6 +7,7 @@ through the CLI; the signal tests run the real fine_tuning plugin through the CL
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from export_fixtures import fill_memory_for_export, make_lora_adapter, trained_model_dir  # noqa: F401
 from training_helpers import build_tiny_model_dir, install_contract_shims, make_context, packed_rows, write_tokenized
 
 from entity_training import PluginError, Stage
@@ -156,3 +158,106 @@ def test_a_second_run_into_the_same_directory_is_refused_with_the_first_pid(tmp_
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=60)
     assert first.returncode == 143
+
+
+# -- pre-emption: SIGINT / SIGTERM during real training ----------------------------------------
+
+TRAINING_WORKFLOW = f"""
+run: {{name: signal-test, output_dir: run, seed: 42}}
+workflow:
+  INPUT:
+    - plugin: dataset_loader
+      config: {{dataset_path: {REPO / "data" / "sample.jsonl"}, validation_split: 0.1}}
+  PARSE:
+    - plugin: training_config
+      config: {{model_name_or_path: tiny, batch_size: 2, max_steps: 40, save_steps: 100, logging_steps: 1}}
+  THINK:
+    - plugin: data_preparation
+      config: {{max_seq_length: 256}}
+  DO:
+    - plugin: fine_tuning
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_training_saves_a_checkpoint_and_resume_finishes(tmp_path, signum, code):
+    (tmp_path / "wf.yaml").write_text(TRAINING_WORKFLOW)
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), "--config", "wf.yaml", "--yes"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 600
+    while process.poll() is None and time.monotonic() < deadline:
+        events = (run_dir / "events.jsonl").read_text() if (run_dir / "events.jsonl").exists() else ""
+        if '"step": 2,' in events and '"loss"' in events:  # training is under way, long before step 40
+            break
+        time.sleep(0.1)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == code, stderr[-3000:]
+    assert "Traceback" not in stderr and "--resume" in stderr
+    saved = list_checkpoints(run_dir / "checkpoints")
+    assert saved and checkpoint_problems(saved[-1]) == []  # save_steps is 100: this one was written on the signal
+    interrupted_at = int(saved[-1].name.rsplit("-", 1)[1])
+    assert 2 <= interrupted_at < 40
+
+    resumed = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "--config", "wf.yaml", "--yes", "--resume"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    result = json.loads((run_dir / "memory.json").read_text())["entries"]["training.result"]
+    assert result["steps"] == 40 and result["resumed_from"].endswith(f"checkpoint-{interrupted_at}")
+
+
+# -- a full disk during export ------------------------------------------------------------------
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+async def test_disk_full_during_export_keeps_the_previous_export(
+    make_context,
+    tmp_path,
+    trained_model_dir,  # noqa: F811 - the fixture imported above
+    monkeypatch,
+):
+    from plugins.model_export import ModelExportPlugin
+
+    make_lora_adapter(trained_model_dir, tmp_path / "final-model")
+    memory = Memory()
+    fill_memory_for_export(memory, tmp_path / "final-model", str(trained_model_dir))
+
+    async def export() -> None:
+        plugin = ModelExportPlugin({"export_formats": ["huggingface", "merged"], "verify_prompts": 1})
+        context = make_context(Stage.OUTPUT, memory=memory, run_dir=tmp_path)
+        await plugin.initialize(context)
+        await plugin.execute(context)
+
+    await export()
+    export_root = tmp_path / "export"
+    before = _tree(export_root)
+    assert any(name.startswith("merged/") for name in before)
+
+    import safetensors.torch
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    # The merged weights are written with safetensors (through transformers' save_pretrained).
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    monkeypatch.setattr("transformers.modeling_utils.safe_save_file", full_disk, raising=False)
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - the message is what matters
+        await export()
+    assert "No space left on device" in str(caught.value), repr(caught.value)
+    assert _tree(export_root) == before  # the previous export, byte for byte, and no partial folder
