@@ -136,6 +136,22 @@ def test_truncated_memory_json_stops_resume_with_the_file_and_what_to_do(tmp_pat
     assert "Traceback" not in result.stdout + result.stderr
 
 
+def test_resume_takes_over_a_dead_runs_lock_even_before_its_first_stage_ended(tmp_path):
+    """SIGKILL during INPUT leaves run.lock and events.jsonl, no memory.json: --resume starts over."""
+    (tmp_path / "wf.yaml").write_text(TOY_WORKFLOW.replace("600", "2"))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    run_dir = tmp_path / "out"
+    run_dir.mkdir()
+    (run_dir / "run.lock").write_text(json.dumps({"pid": int(dead.stdout)}))
+    (run_dir / "events.jsonl").write_text(json.dumps({"type": "run_start", "time": 0.0}) + "\n")
+    plain = _cli("--config", "wf.yaml", cwd=tmp_path)
+    assert plain.returncode == 2 and "--resume" in plain.stderr  # a plain re-run points at --resume
+    resumed = _cli("--config", "wf.yaml", "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "success"
+    assert not (run_dir / "run.lock").exists()
+
+
 def test_a_second_run_into_the_same_directory_is_refused_with_the_first_pid(tmp_path):
     (tmp_path / "wf.yaml").write_text(TOY_WORKFLOW)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ENGINE_TESTS), str(REPO)])}
@@ -170,7 +186,7 @@ workflow:
       config: {{dataset_path: {REPO / "data" / "sample.jsonl"}, validation_split: 0.1}}
   PARSE:
     - plugin: training_config
-      config: {{model_name_or_path: tiny, batch_size: 2, max_steps: 40, save_steps: 100, logging_steps: 1}}
+      config: {{model_name_or_path: tiny, batch_size: 2, max_steps: 12, save_steps: 100, logging_steps: 1}}
   THINK:
     - plugin: data_preparation
       config: {{max_seq_length: 256}}
@@ -194,7 +210,7 @@ def test_a_signal_during_training_saves_a_checkpoint_and_resume_finishes(tmp_pat
     deadline = time.monotonic() + 600
     while process.poll() is None and time.monotonic() < deadline:
         events = (run_dir / "events.jsonl").read_text() if (run_dir / "events.jsonl").exists() else ""
-        if '"step": 2,' in events and '"loss"' in events:  # training is under way, long before step 40
+        if '"step": 2,' in events and '"loss"' in events:  # training is under way, long before step 12
             break
         time.sleep(0.1)
     process.send_signal(signum)
@@ -204,7 +220,7 @@ def test_a_signal_during_training_saves_a_checkpoint_and_resume_finishes(tmp_pat
     saved = list_checkpoints(run_dir / "checkpoints")
     assert saved and checkpoint_problems(saved[-1]) == []  # save_steps is 100: this one was written on the signal
     interrupted_at = int(saved[-1].name.rsplit("-", 1)[1])
-    assert 2 <= interrupted_at < 40
+    assert 2 <= interrupted_at < 12
 
     resumed = subprocess.run(
         [sys.executable, str(REPO / "train.py"), "--config", "wf.yaml", "--yes", "--resume"],
@@ -215,7 +231,7 @@ def test_a_signal_during_training_saves_a_checkpoint_and_resume_finishes(tmp_pat
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     result = json.loads((run_dir / "memory.json").read_text())["entries"]["training.result"]
-    assert result["steps"] == 40 and result["resumed_from"].endswith(f"checkpoint-{interrupted_at}")
+    assert result["steps"] == 12 and result["resumed_from"].endswith(f"checkpoint-{interrupted_at}")
 
 
 # -- a full disk during export ------------------------------------------------------------------
