@@ -66,7 +66,8 @@ def _load(args: argparse.Namespace) -> Workflow:
 
 def print_plan(workflow: Workflow, run_dir: Path | None) -> None:
     table = Table(
-        title=escape(f"Workflow {workflow.run.name}" + (f"  ->  {run_dir}" if run_dir else "")), show_lines=False
+        title=escape(redact(f"Workflow {workflow.run.name}" + (f"  ->  {run_dir}" if run_dir else ""))),
+        show_lines=False,
     )
     table.add_column("stage", style="cyan")
     table.add_column("plugin")

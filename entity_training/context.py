@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from entity_training import events
 from entity_training.errors import RunInterrupted
+from entity_training.secrets import redact
 from entity_training.stages import Stage
 
 if TYPE_CHECKING:
@@ -41,7 +42,8 @@ class PluginContext:
         self.stage = stage
         self.plugin_name = plugin_name
         self._cancel_event = cancel_event
-        self.run_settings = dict(run_settings or {})
+        # Plugins show these (reports, model cards); a ${TOKEN} interpolated into them must not leak.
+        self.run_settings = redact(dict(run_settings or {}))
         self.resume = resume
 
     # -- memory -------------------------------------------------------------------------------
