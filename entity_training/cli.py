@@ -8,6 +8,7 @@ with ``--debug``. Heavy modules are imported inside the commands so that ``--hel
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,8 @@ def collect_overrides(args: argparse.Namespace) -> list[Any]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Our console draws the progress; third-party tqdm bars (weight loading) would interleave with it.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if argv and argv[0] in SUBCOMMANDS:
         args = build_parser().parse_args(argv)
     elif argv and argv[0] in ("-h", "--help") and Path(sys.argv[0]).name != "train.py":
