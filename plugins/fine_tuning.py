@@ -225,7 +225,16 @@ class FineTuningPlugin(Plugin):
             if eval_rows is not None and resume is None:
                 initial_eval = trainer.evaluate()["eval_loss"]
             started = time.perf_counter()
-            output = trainer.train(resume_from_checkpoint=resume)
+            finished = _finished_checkpoint(resume, trainer.args.max_steps)
+            if finished is not None:
+                # Killed after its final checkpoint: the Trainer would take one step past max_steps.
+                trainer._load_from_checkpoint(resume)
+                trainer.state = finished
+                reporting.history = list(finished.log_history)
+                output = None
+                context.log(f"{resume} already holds the final step {finished.global_step}: nothing left to train")
+            else:
+                output = trainer.train(resume_from_checkpoint=resume)
             train_seconds = time.perf_counter() - started
             if reporting.interrupted:
                 saved = trainer.published[-1] if trainer.published else checkpoint_dir
@@ -245,8 +254,8 @@ class FineTuningPlugin(Plugin):
                 "final_model_path": str(final_dir),
                 "method": config["training_method"],
                 "base_model": config["model_name_or_path"],
-                "train_loss": train_losses[-1] if train_losses else float(output.training_loss),
-                "average_train_loss": float(output.training_loss),
+                "train_loss": train_losses[-1] if train_losses else _average_loss(output),
+                "average_train_loss": _average_loss(output),
                 "best_eval_loss": min(eval_losses) if eval_losses else None,
                 "initial_eval_loss": initial_eval,
                 "final_eval_loss": eval_losses[-1] if eval_losses else None,
@@ -276,6 +285,20 @@ def _device_map(config: dict[str, Any]):
     if config["device"] == "cuda" and config["load_in_4bit"]:
         return {"": int(os.environ.get("LOCAL_RANK", "0"))}
     return None
+
+
+def _finished_checkpoint(resume: str | None, max_steps: int):
+    """The TrainerState of ``resume`` when it already reached ``max_steps``, else None."""
+    if not resume or max_steps <= 0:
+        return None
+    from transformers import TrainerState
+
+    state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
+    return state if state.global_step >= max_steps else None
+
+
+def _average_loss(output) -> float | None:
+    return float(output.training_loss) if output is not None else None
 
 
 def _evaluated_at(history: list[dict[str, Any]], step: int) -> bool:
