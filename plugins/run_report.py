@@ -31,11 +31,12 @@ class RunReportPlugin(Plugin):
         if not context.is_main_process:
             return "report skipped on this rank"
         from entity_training.memory import atomic_write_text
+        from entity_training.secrets import redact
         from plugins.report.collect import collect_report_data
         from plugins.report.render import render_report
 
         data = collect_report_data(context.recall, context.run_dir, context.run_settings)
         path = context.run_dir / self.config.file_name
-        atomic_write_text(path, render_report(data))
+        atomic_write_text(path, redact(render_report(data)))  # a second guard: no secret in the page
         context.summarize("report", str(path))
         return f"wrote {path}"
