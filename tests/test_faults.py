@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from export_fixtures import fill_memory_for_export, make_lora_adapter, trained_model_dir  # noqa: F401
-from training_helpers import build_tiny_model_dir, install_contract_shims, make_context, packed_rows, write_tokenized
+from training_helpers import build_tiny_model_dir, make_context, packed_rows, write_tokenized
 
 from entity_training import PluginError, Stage
 from entity_training.memory import Memory
@@ -27,8 +27,6 @@ from plugins import memory_keys
 from plugins.fine_tuning import FineTuningPlugin
 from plugins.training.checkpoints import checkpoint_problems, list_checkpoints
 from plugins.training_config import TrainingConfigPlugin
-
-install_contract_shims()
 
 REPO = Path(__file__).resolve().parents[1]
 ENGINE_TESTS = REPO / "tests" / "engine"  # sample_plugins: the engine's toy plugins

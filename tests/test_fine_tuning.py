@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from training_helpers import build_tiny_model_dir, install_contract_shims, make_context, packed_rows, write_tokenized
+from training_helpers import build_tiny_model_dir, make_context, packed_rows, write_tokenized
 
 from entity_training import ConfigError, PluginError, RunInterrupted, Stage
 from entity_training.memory import Memory
@@ -19,8 +19,6 @@ from plugins import memory_keys
 from plugins.fine_tuning import FineTuningPlugin
 from plugins.training.checkpoints import checkpoint_problems, list_checkpoints, newest_complete_checkpoint
 from plugins.training_config import TrainingConfigPlugin
-
-install_contract_shims()
 
 
 @pytest.fixture(scope="module")

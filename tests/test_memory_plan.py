@@ -115,9 +115,8 @@ def test_plan_for_config_uses_the_memory_budget(tiny_training_config):
 
 @pytest.fixture
 def tiny_training_config(tmp_path):
-    from training_helpers import build_tiny_model_dir, install_contract_shims
+    from training_helpers import build_tiny_model_dir
 
-    install_contract_shims()
     from plugins.training_config import TrainingConfigPlugin
 
     model = build_tiny_model_dir(tmp_path / "model", hidden=128, layers=4, intermediate=512, vocab=4096)
@@ -129,8 +128,7 @@ PROBE = r"""
 import json, resource, sys, threading, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from training_helpers import build_tiny_model_dir, install_contract_shims, packed_rows, write_tokenized
-install_contract_shims()
+from training_helpers import build_tiny_model_dir, packed_rows, write_tokenized
 import peft, psutil, torch
 method, work, seq, batch = sys.argv[2], Path(sys.argv[3]), 256, 4
 if method == "qlora":

@@ -8,15 +8,13 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from training_helpers import build_tiny_model_dir, install_contract_shims, make_context
+from training_helpers import build_tiny_model_dir, make_context
 
 from entity_training import ConfigError, InputError, Stage
 from entity_training.memory import Memory
 from plugins import memory_keys
 from plugins.training.device import DeviceInfo
 from plugins.training_config import TrainingConfig, TrainingConfigPlugin
-
-install_contract_shims()
 
 
 @pytest.fixture(scope="module")

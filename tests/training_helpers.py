@@ -1,18 +1,11 @@
 """Shared pieces of the training tests: a tiny Llama in a local folder, packed rows on disk, and
 a context factory. No download: everything is built in a second from a fixed seed.
-
-Until the MODELS and DATA helpers' modules exist, ``install_contract_shims`` provides minimal
-stand-ins that follow the documented contracts (plugins.models loaders, plugins.data.tokenized,
-plugins.data.collator); once the real modules are importable they are used instead.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 import threading
-import types
 from pathlib import Path
 
 from entity_training import Stage
@@ -65,93 +58,6 @@ def build_tiny_model_dir(
     )
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder
-
-
-def _module_available(name: str) -> bool:
-    try:
-        importlib.import_module(name)
-    except ImportError:
-        return False
-    return True
-
-
-def install_contract_shims() -> None:
-    """Register stand-ins for plugins.models / plugins.data modules that have not landed yet."""
-    if not _module_available("plugins.models") or not hasattr(
-        importlib.import_module("plugins.models"), "load_causal_lm"
-    ):
-        sys.modules["plugins.models"] = _models_shim()
-    if not _module_available("plugins.data.tokenized"):
-        sys.modules["plugins.data.tokenized"] = _tokenized_shim()
-    if not _module_available("plugins.data.collator"):
-        sys.modules["plugins.data.collator"] = _collator_shim()
-
-
-def _models_shim() -> types.ModuleType:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    module = types.ModuleType("plugins.models")
-
-    def resolve_model(name, *, progress=None):
-        return types.SimpleNamespace(path=Path(name))
-
-    def load_tokenizer(name, *, trust_remote_code=False):
-        return AutoTokenizer.from_pretrained(name)
-
-    def load_causal_lm(name, *, dtype=None, quantization_config=None, device_map=None, trust_remote_code=False, **_):
-        return AutoModelForCausalLM.from_pretrained(
-            name, dtype=dtype, quantization_config=quantization_config, device_map=device_map
-        )
-
-    def load_model_config(name):
-        return AutoConfig.from_pretrained(name)
-
-    module.resolve_model = resolve_model
-    module.load_tokenizer = load_tokenizer
-    module.load_causal_lm = load_causal_lm
-    module.load_model_config = load_model_config
-    return module
-
-
-def _tokenized_shim() -> types.ModuleType:
-    module = types.ModuleType("plugins.data.tokenized")
-    module.load_tokenized = lambda path: json.loads(Path(path).read_text())
-    return module
-
-
-def _collator_shim() -> types.ModuleType:
-    import torch
-
-    module = types.ModuleType("plugins.data.collator")
-
-    class PackedCollator:
-        def __init__(self, pad_token_id: int):
-            self.pad_token_id = pad_token_id
-
-        def __call__(self, rows):
-            length = max(len(r["input_ids"]) for r in rows)
-            batch = len(rows)
-            ids = torch.full((batch, length), self.pad_token_id, dtype=torch.long)
-            labels = torch.full((batch, length), -100, dtype=torch.long)
-            positions = torch.zeros((batch, length), dtype=torch.long)
-            mask = torch.zeros((batch, 1, length, length), dtype=torch.bool)
-            for b, row in enumerate(rows):
-                n = len(row["input_ids"])
-                ids[b, :n] = torch.tensor(row["input_ids"])
-                labels[b, :n] = torch.tensor(row["labels"])
-                positions[b, :n] = torch.tensor(row["position_ids"])
-                start = 0
-                for size in row["seq_lengths"]:
-                    mask[b, 0, start : start + size, start : start + size] = torch.tril(
-                        torch.ones(size, size, dtype=torch.bool)
-                    )
-                    start += size
-                for pad in range(n, length):
-                    mask[b, 0, pad, pad] = True
-            return {"input_ids": ids, "labels": labels, "position_ids": positions, "attention_mask": mask}
-
-    module.PackedCollator = PackedCollator
-    return module
 
 
 def packed_rows(count: int, *, length: int = 64, samples_per_row: int = 2, seed: int = 0) -> list[dict]:
