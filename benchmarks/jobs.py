@@ -166,4 +166,8 @@ def run_trl(
 
 
 def _child_fields(child: ChildRun) -> dict:
-    return {"wall_seconds": child.wall_seconds, "cpu_seconds": child.cpu_seconds, "peak_rss_bytes": child.peak_rss_bytes}
+    return {
+        "wall_seconds": child.wall_seconds,
+        "cpu_seconds": child.cpu_seconds,
+        "peak_rss_bytes": child.peak_rss_bytes,
+    }
