@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_runner import run_train as cli
 from export_fixtures import fill_memory_for_export, make_lora_adapter, trained_model_dir  # noqa: F401
 from training_helpers import build_tiny_model_dir, make_context, packed_rows, write_tokenized
 
@@ -39,18 +40,6 @@ workflow:
     - plugin: sample_plugins.Sleeper
       config: {steps: 600}
 """
-
-
-def _cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ENGINE_TESTS), str(REPO)]), "COLUMNS": "300"}
-    return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -124,10 +113,10 @@ async def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(tiny_m
 
 def test_truncated_memory_json_stops_resume_with_the_file_and_what_to_do(tmp_path):
     (tmp_path / "wf.yaml").write_text(TOY_WORKFLOW.replace("600", "2"))
-    assert _cli("--config", "wf.yaml", cwd=tmp_path).returncode == 0
+    assert cli("--config", "wf.yaml", cwd=tmp_path).returncode == 0
     memory_file = tmp_path / "out" / "memory.json"
     memory_file.write_bytes(memory_file.read_bytes()[:-25])  # cut short, as by a crash mid-write on another FS
-    result = _cli("--config", "wf.yaml", "--resume", cwd=tmp_path)
+    result = cli("--config", "wf.yaml", "--resume", cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     message = " ".join(result.stderr.split())
     assert str(memory_file) in message and "Delete it" in message
@@ -142,9 +131,9 @@ def test_resume_takes_over_a_dead_runs_lock_even_before_its_first_stage_ended(tm
     run_dir.mkdir()
     (run_dir / "run.lock").write_text(json.dumps({"pid": int(dead.stdout)}))
     (run_dir / "events.jsonl").write_text(json.dumps({"type": "run_start", "time": 0.0}) + "\n")
-    plain = _cli("--config", "wf.yaml", cwd=tmp_path)
+    plain = cli("--config", "wf.yaml", cwd=tmp_path)
     assert plain.returncode == 2 and "--resume" in plain.stderr  # a plain re-run points at --resume
-    resumed = _cli("--config", "wf.yaml", "--resume", cwd=tmp_path)
+    resumed = cli("--config", "wf.yaml", "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run_dir / "run.json").read_text())["status"] == "success"
     assert not (run_dir / "run.lock").exists()
@@ -164,7 +153,7 @@ def test_a_second_run_into_the_same_directory_is_refused_with_the_first_pid(tmp_
         deadline = time.monotonic() + 60
         while not (tmp_path / "out" / "run.lock").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        second = _cli("--config", "wf.yaml", "--output", "out", "--resume", cwd=tmp_path)
+        second = cli("--config", "wf.yaml", "--output", "out", "--resume", cwd=tmp_path)
         assert second.returncode == 2
         assert f"pid {first.pid}" in " ".join(second.stderr.split())
         assert first.poll() is None  # the first run goes on, untouched

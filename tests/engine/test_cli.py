@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -12,21 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_runner import run_train
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
 
-def cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)]), "COLUMNS": "200", **(env or {})}
-    return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+cli = functools.partial(run_train, timeout=60)
 
 
 def write(tmp_path: Path, text: str, name: str = "wf.yaml") -> Path:
