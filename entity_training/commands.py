@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from entity_training.cli import collect_overrides
-from entity_training.errors import ConfigError, EntityTrainingError, Problem
+from entity_training.errors import ConfigError, EntityTrainingError, Problem, RunInterrupted
 from entity_training.executor import EVENTS_FILE, RUN_FILE, WorkflowExecutor, exit_code_for
 from entity_training.memory import MEMORY_FILE
 from entity_training.run_lock import LOCK_FILE, RunLock
@@ -139,8 +139,6 @@ def run_command(args: argparse.Namespace) -> int:
     with RunLock(run_dir, take_over=bool(args.resume), enabled=is_main):
         result = asyncio.run(_execute(workflow, run_dir, resume=bool(args.resume), quiet=not is_main))
     code = exit_code_for(result)
-    if result.status == "interrupted" and getattr(result, "signal_number", None):
-        code = 128 + result.signal_number  # type: ignore[attr-defined]
     if is_main:
         _print_result(result, code)
     return code
@@ -181,7 +179,8 @@ async def _execute(workflow: Workflow, run_dir: Path, *, resume: bool, quiet: bo
         for signum in installed:
             loop.remove_signal_handler(signum)
     if received and result.status == "interrupted":
-        result.signal_number = received[0]  # type: ignore[attr-defined]
+        # The exit code follows the signal that stopped the run (130 for SIGINT, 143 for SIGTERM).
+        result.error = RunInterrupted(str(result.error or "interrupted"), signal_number=received[0])
     return result
 
 
