@@ -71,7 +71,7 @@ class TrainingShape:
     lora_r: int = 16
     lora_dropout: float = 0.0
     target_modules: str | list[str] = "all-linear"
-    optim: str = "adamw_torch"
+    optim: str = "adamw_torch_fused"
     device_kind: str = "cpu"
     modules_to_save: tuple[str, ...] = ()
 
