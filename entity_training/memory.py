@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from entity_training.errors import ConfigError, Problem
-from entity_training.secrets import redact
+from entity_training.secrets import redact_json_text
 
 MEMORY_FILE = "memory.json"
 _FORMAT_VERSION = 1
@@ -36,12 +36,12 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def _is_json(value: Any) -> bool:
+def _as_json(value: Any) -> str | None:
+    """The value serialised (compact, by the C encoder), or None when it is not JSON data."""
     try:
-        json.dumps(value, allow_nan=True)
+        return json.dumps(value, allow_nan=True)
     except (TypeError, ValueError):
-        return False
-    return True
+        return None
 
 
 class Memory:
@@ -76,20 +76,25 @@ class Memory:
             if stage not in self.completed_stages:
                 self.completed_stages.append(stage)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json_text(self) -> str:
+        """memory.json's content. Each entry is serialised once: datasets of many thousand rows live
+        here and the file is rewritten after every stage."""
         with self._lock:
-            persisted = {k: v for k, v in self._entries.items() if _is_json(v)}
-            volatile = {k: self._writer.get(k) for k in self._entries if k not in persisted}
-            return {
+            persisted = {k: text for k, v in self._entries.items() if (text := _as_json(v)) is not None}
+            header = {
                 "version": _FORMAT_VERSION,
                 "completed_stages": list(self.completed_stages),
                 "writers": dict(self._writer),
-                "volatile": volatile,
-                "entries": persisted,
+                "volatile": {k: self._writer.get(k) for k in self._entries if k not in persisted},
             }
+        entries = ",\n".join(f"    {json.dumps(key)}: {text}" for key, text in persisted.items())
+        return json.dumps(header, indent=2)[:-2] + f',\n  "entries": {{\n{entries}\n  }}\n}}'
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(self.to_json_text())
 
     def save(self, run_dir: Path) -> None:
-        atomic_write_text(Path(run_dir) / MEMORY_FILE, json.dumps(redact(self.to_json()), indent=2, default=str))
+        atomic_write_text(Path(run_dir) / MEMORY_FILE, redact_json_text(self.to_json_text()))
 
     @classmethod
     def load(cls, run_dir: Path) -> Memory:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -33,3 +34,13 @@ def redact(value: Any, secrets: list[str] | None = None) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(redact(v, secrets) for v in value)
     return value
+
+
+def redact_json_text(text: str, secrets: list[str] | None = None) -> str:
+    """Mask secrets in serialised JSON: each secret is searched in its JSON-escaped spelling."""
+    secrets = secret_values() if secrets is None else secrets
+    for secret in secrets:
+        escaped = json.dumps(secret)[1:-1]
+        if escaped in text:
+            text = text.replace(escaped, MASK)
+    return text
