@@ -27,9 +27,9 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, PositiveInt
 
 from entity_training import ConfigError, Plugin, PluginConfig, PluginError, Problem, RunInterrupted, Stage
 from plugins import memory_keys
@@ -46,8 +46,13 @@ class FineTuningConfig(PluginConfig):
         le=MAX_OOM_RETRIES,
         description="On out-of-memory, retry this many times with half the micro-batch and twice the accumulation.",
     )
-    torch_threads: int | None = Field(
-        None, gt=0, description="CPU threads for the maths; null lets torch use every physical core."
+    torch_threads: PositiveInt | Literal["auto"] | None = Field(
+        "auto",
+        description=(
+            "CPU threads for the maths. auto: the physical cores that other work leaves idle (read from the "
+            "load average when training starts, and logged), because threads waiting for a busy core spin and "
+            "slow every step; an integer: exactly that many; null: torch's default (every physical core)."
+        ),
     )
 
 
@@ -174,8 +179,8 @@ class FineTuningPlugin(Plugin):
         from plugins.training.resources import current_memory_bytes, peak_memory_bytes
         from plugins.training.trainer import PackedRows, PackedTrainer, tensorboard_callback, training_arguments
 
-        if self.config.torch_threads:
-            torch.set_num_threads(self.config.torch_threads)
+        threads_before = torch.get_num_threads()
+        self._set_torch_threads(context)
         set_seed(config["seed"])
         checkpoint_dir = Path(context.run_dir) / CHECKPOINT_DIR
         main = context.is_main_process
@@ -276,6 +281,22 @@ class FineTuningPlugin(Plugin):
             if files is not None:
                 files.close()
             trainer.model = trainer.model_wrapped = None  # let the caller free the weights
+            torch.set_num_threads(threads_before)  # the choice was for training, not for the stages after it
+
+    def _set_torch_threads(self, context) -> None:
+        import os
+
+        import torch
+
+        from plugins.training.threads import auto_threads
+
+        requested = self.config.torch_threads
+        if requested == "auto":
+            choice = auto_threads(processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+            torch.set_num_threads(choice.threads)
+            context.log(choice.describe())
+        elif requested is not None:
+            torch.set_num_threads(requested)
 
 
 def _device_map(config: dict[str, Any]):

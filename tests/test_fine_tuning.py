@@ -135,9 +135,13 @@ async def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tiny_m
 
 async def test_resume_without_checkpoints_starts_fresh_and_says_so(tiny_model, tokenized, tmp_path):
     events = []
+    threads_before = torch.get_num_threads()
     result, _ = await run_training(tmp_path, tiny_model, tokenized, resume=True, events=events, max_steps=2)
     assert result["resumed_from"] is None and result["steps"] == 2
     assert any("starting training from the beginning" in e.get("message", "") for e in events)
+    # torch_threads: auto logs its choice, and the process gets its thread count back afterwards.
+    assert any(e.get("message", "").startswith("torch threads: ") for e in events)
+    assert torch.get_num_threads() == threads_before
 
 
 async def test_explicit_resume_path_must_be_a_complete_checkpoint(tiny_model, tokenized, tmp_path):
