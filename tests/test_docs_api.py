@@ -1,27 +1,18 @@
-"""docs/API.md's worked example runs exactly as written (its files and its command)."""
+"""docs/API.md's worked example runs exactly as written (its files and its command), in a separate
+process like a user's, and rejects a banned phrase; tests/test_docs_code_blocks.py checks every other block."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+from test_docs_code_blocks import doc_blocks
+
 REPO = Path(__file__).resolve().parents[1]
-BLOCK = re.compile(r"<!-- (file: (?P<file>\S+)|(?P<run>run)) -->\n```\w*\n(?P<body>.*?)```", re.S)
-
-
-def doc_blocks(doc: Path) -> tuple[dict[str, str], list[str]]:
-    files, commands = {}, []
-    for match in BLOCK.finditer(doc.read_text(encoding="utf-8")):
-        if match.group("file"):
-            files[match.group("file")] = match.group("body")
-        else:
-            commands += [line for line in match.group("body").splitlines() if line.strip()]
-    return files, commands
 
 
 def run_doc_command(command: str, cwd: Path) -> subprocess.CompletedProcess:
