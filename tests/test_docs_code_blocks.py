@@ -386,3 +386,17 @@ def test_code_block(block: Block, sandboxes):
         check_not_run(block)
         pytest.skip(f"{block.id} not run: {block.arg}")
     CHECKS[block.check](block, sandboxes(block.doc))
+
+
+def test_the_training_guide_covers_every_setting_of_the_built_in_plugins():
+    """docs/TRAINING_GUIDE.md names every key (in backticks, as plugin.key, or in a YAML example)."""
+    from plugins import AVAILABLE_PLUGINS, get_plugin
+
+    guide = (REPO / "docs" / "TRAINING_GUIDE.md").read_text(encoding="utf-8")
+    missing = [
+        f"{name}.{key}"
+        for name in sorted(AVAILABLE_PLUGINS)
+        for key in get_plugin(name).ConfigModel.model_fields
+        if not re.search(rf"`(\w+\.)?{key}\b|^\s*{key}:", guide, re.M)
+    ]
+    assert not missing, f"say in docs/TRAINING_GUIDE.md when to change: {missing}"
