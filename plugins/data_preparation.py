@@ -12,6 +12,7 @@ Raises:
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ from pydantic import Field
 from entity_training import InputError, Plugin, PluginConfig, Problem, Stage
 from plugins import memory_keys
 from plugins.data.preparation import PreparationOptions, PreparedData, prepare_tokenized
+from plugins.data.tokenizer_identity import TokenizerFiles, source_files
 from plugins.utils import cache_root
 
 
@@ -50,6 +52,12 @@ class DataPreparationPlugin(Plugin):
             None, description="Where tokenized datasets are cached; default $ENTITY_TRAINING_CACHE/tokenized."
         )
         rebuild_cache: bool = Field(False, description="Tokenize again even when an intact cache entry exists.")
+        cache_max_entries: int | None = Field(
+            20,
+            ge=1,
+            description="Tokenized datasets kept in cache_dir: after writing one, the least recently used beyond "
+            "this many are removed (never one a running process uses). null keeps them all.",
+        )
         num_proc: int = Field(
             1, ge=1, description="Worker processes for tokenizing; worth it from ~10k conversations on several cores."
         )
@@ -64,7 +72,7 @@ class DataPreparationPlugin(Plugin):
             raise InputError(
                 Problem("no tokenizer: set data_preparation.tokenizer or model_name_or_path in training_config.")
             )
-        tokenizer = await asyncio.to_thread(
+        tokenizer, tokenizer_files = await asyncio.to_thread(
             load_tokenizer_for, tokenizer_name, trust_remote_code=bool(training.get("trust_remote_code", False))
         )
         options = PreparationOptions(
@@ -89,6 +97,8 @@ class DataPreparationPlugin(Plugin):
             rebuild=self.config.rebuild_cache,
             num_proc=self.config.num_proc,
             on_progress=report,
+            tokenizer_files=tokenizer_files,
+            max_entries=self.config.cache_max_entries,
         )
         self._report(context, prepared)
         context.remember(memory_keys.DATASET_TOKENIZED, prepared.tokenized)
@@ -114,6 +124,13 @@ class DataPreparationPlugin(Plugin):
         elif prepared.stale_reason:
             context.warn(f"cache entry {stats['cache_key']} was stale and is rebuilt: {prepared.stale_reason}")
         context.log(f"cache key {stats['cache_key']} ({'hit' if prepared.cache_hit else 'miss, written'})")
+        if prepared.pruned:
+            freed = sum(removed.bytes for removed in prepared.pruned) / 2**20
+            keys = ", ".join(removed.key for removed in prepared.pruned)
+            context.log(
+                f"cache: removed {len(prepared.pruned)} least recently used entries ({freed:.1f} MiB) to keep "
+                f"cache_max_entries: {keys}"
+            )
         for split in ("train", "validation"):
             split_stats = stats[split] or {}
             if split_stats.get("truncated_samples"):
@@ -133,7 +150,10 @@ class DataPreparationPlugin(Plugin):
             )
 
 
-def load_tokenizer_for(name_or_path: str, *, trust_remote_code: bool = False) -> Any:
+def load_tokenizer_for(name_or_path: str, *, trust_remote_code: bool = False) -> tuple[Any, TokenizerFiles | None]:
+    """The tokenizer, and the files it was loaded from (None with remote code: it may read other files)."""
     from plugins.models import load_tokenizer
 
-    return load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
+    started = time.time_ns()
+    tokenizer = load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
+    return tokenizer, None if trust_remote_code else source_files(tokenizer, started)

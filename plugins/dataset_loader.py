@@ -20,6 +20,7 @@ from pydantic import Field
 from entity_training import Plugin, PluginConfig, Stage
 from plugins import memory_keys
 from plugins.data.dataset import ConversationDataset, load_conversations
+from plugins.data.rows import select
 from plugins.utils import cache_root
 
 
@@ -60,25 +61,30 @@ class DatasetLoaderPlugin(Plugin):
         reuse_parsed: bool = Field(
             True, description="Reuse the parsed rows of unchanged files (same bytes and settings) from the cache."
         )
+        cache_max_entries: int | None = Field(
+            20,
+            ge=1,
+            description="Parsed datasets kept in the cache: after storing one, the least recently used beyond this "
+            "many are removed. null keeps them all.",
+        )
 
     async def _execute_impl(self, context: Any) -> str:
         seed = self.config.seed if self.config.seed is not None else context.seed
         train_set = await asyncio.to_thread(self._load, self.config.dataset_path)
-        self._report_bad_rows(context, train_set)
+        self._report_load(context, train_set)
         for file in train_set.files:
             context.log(f"{file.path}: {file.format} ({file.reason}); {file.rows} rows, {file.bad_rows} rejected")
 
-        conversations = list(train_set.conversations)
+        order = list(range(len(train_set.conversations)))
         if self.config.shuffle:
-            random.Random(seed).shuffle(conversations)
-        if self.config.max_samples is not None:
-            conversations = conversations[: self.config.max_samples]
+            random.Random(seed).shuffle(order)
+        conversations = select(train_set.conversations, order[: self.config.max_samples])
 
         if self.config.validation_path is not None:
             if "validation_split" in self.config.model_fields_set:
                 context.warn("validation_split is ignored because validation_path is set")
             validation_set = await asyncio.to_thread(self._load, self.config.validation_path)
-            self._report_bad_rows(context, validation_set)
+            self._report_load(context, validation_set)
             train, validation = conversations, validation_set.conversations
             files = train_set.files + validation_set.files
         else:
@@ -107,10 +113,16 @@ class DatasetLoaderPlugin(Plugin):
             on_bad_rows=self.config.on_bad_rows,
             text_unit=self.config.text_unit,
             cache_dir=cache_root() / "loaded" if self.config.reuse_parsed else None,
+            max_cached=self.config.cache_max_entries,
         )
 
     @staticmethod
-    def _report_bad_rows(context: Any, dataset: ConversationDataset) -> None:
+    def _report_load(context: Any, dataset: ConversationDataset) -> None:
+        if dataset.pruned:
+            context.log(
+                f"parse cache: removed {len(dataset.pruned)} least recently used entries to keep cache_max_entries: "
+                + ", ".join(dataset.pruned)
+            )
         if not dataset.bad_rows:
             return
         shown = "; ".join(f"{b.where}: {b.reason}" for b in dataset.bad_rows[:3])

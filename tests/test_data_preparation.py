@@ -205,7 +205,7 @@ def test_concurrent_builders_tokenize_once(tmp_path, tokenizer, monkeypatch, reb
 
 
 async def run_plugin(make_context, tmp_path, tokenizer, monkeypatch, events=None, **config):
-    monkeypatch.setattr("plugins.data_preparation.load_tokenizer_for", lambda name, **kwargs: tokenizer)
+    monkeypatch.setattr("plugins.data_preparation.load_tokenizer_for", lambda name, **kwargs: (tokenizer, None))
     memory = Memory()
     memory.set(memory_keys.DATASET_TRAIN, TRAIN)
     memory.set(memory_keys.DATASET_VALIDATION, VALIDATION)

@@ -221,8 +221,8 @@ def test_changed_bytes_settings_or_a_corrupt_entry_parse_again(tmp_path):
 
 def test_unchanged_files_are_not_even_rehashed(tmp_path, monkeypatch):
     path = write_jsonl(tmp_path / "d.jsonl", ALPACA_ROWS)
-    hour_ago = time.time() - 3600
-    os.utime(path, (hour_ago, hour_ago))  # old enough to trust its recorded hash
+    monkeypatch.setattr(load_cache, "RACY_WINDOW_NS", 0)  # trust a hash taken after the last change at once
+    time.sleep(0.01)
     cache_dir = tmp_path / "loaded"
     load_conversations([path], cache_dir=cache_dir)
 
@@ -234,6 +234,42 @@ def test_unchanged_files_are_not_even_rehashed(tmp_path, monkeypatch):
     write_jsonl(path, ALPACA_ROWS[:1])  # a new modification time: must be hashed again
     with pytest.raises(AssertionError, match="hashed again"):
         load_conversations([path], cache_dir=cache_dir)
+
+
+def test_a_same_size_rewrite_with_the_old_modification_time_is_hashed_again(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", ALPACA_ROWS)
+    hour_ago = time.time() - 3600
+    os.utime(path, (hour_ago, hour_ago))
+    cache_dir = tmp_path / "loaded"
+    load_conversations([path], cache_dir=cache_dir)
+    write_jsonl(path, [dict(ALPACA_ROWS[0], output="Tan."), *ALPACA_ROWS[1:]])  # as `cp -p` would leave it
+    os.utime(path, (hour_ago, hour_ago))
+    assert load_conversations([path], cache_dir=cache_dir).conversations[0]["messages"][-1]["content"] == "Tan."
+
+
+def test_the_parse_cache_keeps_the_most_recently_used_entries(tmp_path, monkeypatch):
+    cache_dir = tmp_path / "loaded"
+    paths = [write_jsonl(tmp_path / f"d{i}.jsonl", ALPACA_ROWS[: i + 1]) for i in range(3)]
+    for path in paths[:2]:
+        assert load_conversations([path], cache_dir=cache_dir, max_cached=2).pruned == []
+        time.sleep(0.01)  # distinct modification times
+    load_conversations([paths[0]], cache_dir=cache_dir, max_cached=2)  # a hit: d0 is now the most recent
+    time.sleep(0.01)
+    assert len(load_conversations([paths[2]], cache_dir=cache_dir, max_cached=2).pruned) == 1
+    assert len(list(cache_dir.glob("*.marshal"))) == 2
+    monkeypatch.setattr(dataset_module, "_parse", lambda *a: pytest.fail("parsed again"))
+    for kept in (paths[0], paths[2]):
+        load_conversations([kept], cache_dir=cache_dir, max_cached=2)
+
+
+async def test_the_plugin_logs_what_the_parse_cache_removed(tmp_path, make_context):
+    paths = [write_jsonl(tmp_path / f"d{i}.jsonl", ALPACA_ROWS[: i + 1]) for i in range(2)]
+    for path in paths:
+        events: list = []
+        context = make_context(Stage.INPUT, events=events)
+        config = {"dataset_path": str(path), "cache_max_entries": 1, "validation_split": 0}
+        await DatasetLoaderPlugin(config).execute(context)
+    assert any("parse cache: removed 1 least recently used" in str(event) for event in events)
 
 
 # -- split and the plugin ---------------------------------------------------------------------

@@ -15,12 +15,13 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from entity_training.memory import atomic_write_text
+from plugins.data.rows import known_digest
 from plugins.data.tokenized import file_digest
 
 # Bump when the tokenized output of the same inputs changes (masking rules, array layout).
@@ -28,32 +29,22 @@ CODE_VERSION = "data-prep-1"
 MANIFEST = "manifest.json"
 
 
-def dataset_digest(conversations: Iterable[dict[str, Any]]) -> str:
+def dataset_digest(conversations: Sequence[dict[str, Any]]) -> str:
     """Hash of the conversations as loaded (content, order, tools, any extra fields), not their source.
 
-    marshal format 2 serialises JSON-like values by value only (no object references, no interning
-    flags), in C; equal conversations built the same way hash the same, and any change of content
-    changes the hash.
+    A list from the loader already knows its digest (see ``rows``). Otherwise: marshal format 2
+    serialises JSON-like values by value only (no object references, no interning flags), in C;
+    equal conversations built the same way hash the same, and any change of content changes the hash.
     """
+    known = known_digest(conversations)
+    if known is not None:
+        return known
     content = [
         # Most conversations are just messages + source: hash the messages list without copying.
         c["messages"] if len(c) == 2 and "source" in c else {key: value for key, value in c.items() if key != "source"}
         for c in conversations
     ]
     return hashlib.sha256(marshal.dumps(content, 2)).hexdigest()
-
-
-def tokenizer_digest(tokenizer: Any, chat_template: str) -> str:
-    """Hash of the tokenizer's identity: vocabulary and merges, special tokens, the chat template used."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    vocabulary = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
-    special = {
-        name: str(getattr(tokenizer, name, None)) for name in ("bos_token", "eos_token", "pad_token", "unk_token")
-    }
-    digest = hashlib.sha256(vocabulary.encode())
-    digest.update(json.dumps(special, sort_keys=True).encode())
-    digest.update(chat_template.encode())
-    return digest.hexdigest()
 
 
 def cache_key(key_inputs: dict[str, Any]) -> str:
@@ -63,27 +54,36 @@ def cache_key(key_inputs: dict[str, Any]) -> str:
 
 def verify_entry(entry: Path, key: str) -> str | None:
     """None when the entry is complete and intact, else the reason it cannot be used."""
+    return intact_manifest(entry, key)[1]
+
+
+def intact_manifest(entry: Path, key: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(its manifest, None) when the entry is complete and intact, else (None, the reason it cannot be used)."""
     manifest_path = entry / MANIFEST
     if not manifest_path.is_file():
-        return "no manifest"
+        return None, "no manifest"
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        splits = manifest["splits"]
-        if manifest.get("cache_key") != key or manifest.get("code_version") != CODE_VERSION:
-            return "its manifest belongs to another key or code version"
-        for split, info in splits.items():
-            if info is None:
-                continue
-            for name, expected in info["files"].items():
-                path = entry / split / name
-                stat = path.stat() if path.is_file() else None
-                if stat is None or stat.st_size != expected["bytes"]:
-                    return f"{split}/{name} is missing or has the wrong size"
-                # Unchanged since written: skip the checksum (keeps a hit O(1)); touched or copied: verify it.
-                if stat.st_mtime_ns != expected["mtime_ns"] and file_digest(path) != expected["sha256"]:
-                    return f"{split}/{name} does not match its checksum"
+        problem = _mismatch(entry, key, manifest)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        return f"unreadable manifest ({exc})"
+        return None, f"unreadable manifest ({exc})"
+    return (None, problem) if problem else (manifest, None)
+
+
+def _mismatch(entry: Path, key: str, manifest: dict[str, Any]) -> str | None:
+    if manifest.get("cache_key") != key or manifest.get("code_version") != CODE_VERSION:
+        return "its manifest belongs to another key or code version"
+    for split, info in manifest["splits"].items():
+        if info is None:
+            continue
+        for name, expected in info["files"].items():
+            path = entry / split / name
+            stat = path.stat() if path.is_file() else None
+            if stat is None or stat.st_size != expected["bytes"]:
+                return f"{split}/{name} is missing or has the wrong size"
+            # Unchanged since written: skip the checksum (keeps a hit O(1)); touched or copied: verify it.
+            if stat.st_mtime_ns != expected["mtime_ns"] and file_digest(path) != expected["sha256"]:
+                return f"{split}/{name} does not match its checksum"
     return None
 
 

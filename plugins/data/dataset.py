@@ -16,6 +16,7 @@ from entity_training import InputError, Problem
 from plugins.data import load_cache
 from plugins.data.formats import BadRow, apply_field_map, detect_format, missing_keys, normalise_row
 from plugins.data.readers import RawRow, TextUnit, expand_paths, read_rows
+from plugins.data.rows import DigestedConversations, select
 
 BadRowPolicy = Literal["error", "skip"]
 MAX_REPORTED_BAD_ROWS = 10
@@ -52,6 +53,7 @@ class ConversationDataset:
     conversations: list[dict[str, Any]]
     files: list[FileReport] = field(default_factory=list)
     bad_rows: list[RowProblem] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)  # parse-cache keys removed to keep that cache bounded
 
     def __len__(self) -> int:
         return len(self.conversations)
@@ -71,11 +73,13 @@ def load_conversations(
     on_bad_rows: BadRowPolicy = "error",
     text_unit: TextUnit = "file",
     cache_dir: Path | None = None,
+    max_cached: int | None = None,
 ) -> ConversationDataset:
     """Read, detect, normalise and validate every row of ``paths``.
 
     With ``cache_dir``, the result for unchanged files (same bytes) and the same settings is
-    reused from a previous load instead of being parsed again.
+    reused from a previous load instead of being parsed again; after storing a new result, only
+    the ``max_cached`` most recently used ones are kept (None: all).
 
     Raises InputError for unreadable files, and for bad rows when ``on_bad_rows`` is ``error``
     (listing the first offenders with file, line and reason), or when no row is left.
@@ -90,15 +94,17 @@ def load_conversations(
     key = load_cache.key_for(files, settings, cache_dir) if cache_dir is not None else None
     cached = load_cache.read(cache_dir, key, ("conversations", "files", "bad_rows")) if key else None
     if cached is not None:
+        load_cache.mark_used(cache_dir, key)
         return ConversationDataset(
-            cached["conversations"],
+            DigestedConversations(cached["conversations"], f"loaded:{key}"),
             [FileReport(**f) for f in cached["files"]],
             [RowProblem(**b) for b in cached["bad_rows"]],
         )
     dataset = _parse(files, dataset_format, field_map or {}, text_unit)
     _enforce_policy(dataset, on_bad_rows)
-    if key:
-        load_cache.write(
+    # A file that changed while it was parsed may not match the key computed before: cache nothing then.
+    if key and load_cache.key_for(files, settings, cache_dir) == key:
+        dataset.pruned = load_cache.write(
             cache_dir,
             key,
             {
@@ -106,7 +112,9 @@ def load_conversations(
                 "files": [asdict(f) for f in dataset.files],
                 "bad_rows": [asdict(b) for b in dataset.bad_rows],
             },
+            keep=max_cached,
         )
+        dataset.conversations = DigestedConversations(dataset.conversations, f"loaded:{key}")
     return dataset
 
 
@@ -189,9 +197,7 @@ def split_conversations(
     count = 0
     if validation_split > 0 and len(conversations) > 1:
         count = min(max(1, round(len(conversations) * validation_split)), len(conversations) - 1)
-    validation = [conversations[i] for i in order[:count]]
-    train = [conversations[i] for i in order[count:]]
-    return train, validation
+    return select(conversations, order[count:]), select(conversations, order[:count])
 
 
 def conversation_statistics(

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plugins.data import cache
+from plugins.data import cache, cache_pruning
 from plugins.data.encoding import EncodedSamples, TrainOn, Truncation, encode_conversations
 from plugins.data.packing import best_fit_decreasing, packing_efficiency
 from plugins.data.templates import TemplateRenderer, resolve_chat_template
 from plugins.data.tokenized import write_split
+from plugins.data.tokenizer_identity import TokenizerFiles, tokenizer_digest
 
 SPLITS = ("train", "validation")
 Progress = Callable[[str, int, int], None]
@@ -37,6 +38,7 @@ class PreparedData:
     stats: dict[str, Any]  # the dataset.token_stats memory entry
     cache_hit: bool
     stale_reason: str | None = None  # why an existing entry under the key was rebuilt
+    pruned: list[cache_pruning.Removed] = field(default_factory=list)  # entries removed to keep the cache bounded
 
 
 def prepare_tokenized(
@@ -49,23 +51,31 @@ def prepare_tokenized(
     rebuild: bool = False,
     num_proc: int = 1,
     on_progress: Progress | None = None,
+    tokenizer_files: TokenizerFiles | None = None,
+    max_entries: int | None = None,
 ) -> PreparedData:
     """Tokenize both splits, or load them from the cache when an intact entry exists under the key.
 
     ``num_proc`` only changes how fast a miss is built, never the result, so it is not in the key.
+    ``tokenizer_files`` (from ``tokenizer_identity.source_files`` at loading) lets an unchanged
+    tokenizer skip hashing its vocabulary. After writing a new entry, only the ``max_entries`` most
+    recently used entries are kept (None: all), except those in use by live processes.
     """
     template = resolve_chat_template(options.chat_template, tokenizer)
     key = cache.cache_key(
         {
             "train": cache.dataset_digest(train),
             "validation": cache.dataset_digest(validation or []),
-            "tokenizer": cache.tokenizer_digest(tokenizer, template),
+            "tokenizer": tokenizer_digest(tokenizer, template, files=tokenizer_files, memo_dir=cache_dir),
             **asdict(options),
         }
     )
     entry = cache_dir / key
-    if entry.exists() and not rebuild and cache.verify_entry(entry, key) is None:
-        return _result(entry, cache.read_manifest(entry), cache_hit=True)
+    cache_pruning.hold(cache_dir, key)
+    manifest = None if rebuild else cache.intact_manifest(entry, key)[0]
+    if manifest is not None:
+        cache_pruning.mark_used(entry)
+        return _result(entry, manifest, cache_hit=True)
     started = time.time()
     with cache.build_lock(cache_dir, key):
         problem = cache.verify_entry(entry, key) if entry.exists() else None
@@ -80,7 +90,10 @@ def prepare_tokenized(
             key,
             lambda folder: _write_splits(folder, splits, tokenizer, renderer, options, num_proc, on_progress),
         )
-    return _result(entry, cache.read_manifest(entry), cache_hit=False, stale_reason=stale_reason)
+    prepared = _result(entry, cache.read_manifest(entry), cache_hit=False, stale_reason=stale_reason)
+    if max_entries is not None:
+        prepared.pruned = cache_pruning.prune(cache_dir, keep=max_entries, protect=key)
+    return prepared
 
 
 def _write_splits(
