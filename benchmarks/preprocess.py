@@ -1,16 +1,27 @@
 """Time our data pipeline against TRL's SFTTrainer dataset preparation, cold and warm, in one run.
 
-Ours: read the file, detect and normalise rows, render the chat template, tokenize, mask and pack,
-write the cache (cold) / the same with the cache entry present (warm, a cache hit).
-TRL: ``load_dataset("json")`` of the same rows in TRL's own format, then ``SFTTrainer(...)``
-with ``SFTConfig(max_length=..., packing=True)``, whose constructor tokenizes, masks and packs
-(cold: empty datasets cache / warm: the second construction, hitting the datasets cache).
-TRL's constructor also builds the Trainer itself; that overhead is measured on a two-row dataset
-and printed beside the table.
+    python benchmarks/preprocess.py [--max-length 1024] [--model tiny] [--repeats 3] [--warm-repeats 20]
 
-    python benchmarks/preprocess.py [--max-length 1024] [--model tiny] [--repeats 3]
+Both sides use the same tokenizer (loaded once, outside the timings) and a ChatML template, train
+on assistant tokens only and pack rows of at most --max-length tokens. Runs alternate between the
+two sides; the table gives medians. What each timing includes:
 
-Both sides use the same tokenizer and a ChatML template and train on assistant tokens only.
+- ours cold: ``load_conversations`` (read the file, detect the format, normalise and validate every
+  row, write the parse cache) + ``prepare_tokenized`` (render the chat template, tokenize, mask,
+  pack, write the tokenized cache entry) + opening the train split's arrays memory-mapped (what
+  training does first), with both caches empty.
+- ours warm: the same calls with both caches filled: stat the file against the file-digest index
+  and read the parsed rows back (marshal); the cache key from the loaded list's digest, the
+  tokenizer's digest (remembered for the stat of its files, taken when it was loaded) and the
+  options; check the entry's files against its manifest; open the arrays memory-mapped.
+- TRL cold: ``datasets.load_dataset("json")`` of the same rows in TRL's own format (empty datasets
+  cache) + ``SFTTrainer(...)`` with ``SFTConfig(max_length=..., packing=True)``, whose constructor
+  tokenizes, masks and packs, and builds the Trainer around the model.
+- TRL warm: the same with the datasets cache filled: ``load_dataset`` finds its Arrow files by the
+  data files' fingerprint, and every ``map`` in the constructor hits its fingerprint cache; the
+  Trainer is still built (its fixed cost is measured on a two-row dataset and printed).
+
+The table is also written into benchmarks/RESULTS.md (section ``preprocess``) unless --no-write.
 Needs ../shared/datasets (alpaca_en_demo.json, glaive_toolcall_en_demo.json).
 """
 
@@ -22,6 +33,7 @@ import os
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -31,12 +43,22 @@ WORK = Path(tempfile.mkdtemp(prefix="preprocess-bench-"))
 os.environ["HF_DATASETS_CACHE"] = str(WORK / "hf-datasets")  # before `datasets` is imported
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
+from benchmarks.common import (  # noqa: E402
+    SHARED_DATASETS,
+    load_average,
+    machine_info,
+    machine_lines,
+    markdown_table,
+    median,
+    write_section,
+)
 from plugins.data.convert import to_format  # noqa: E402
 from plugins.data.dataset import load_conversations  # noqa: E402
 from plugins.data.preparation import PreparationOptions, prepare_tokenized  # noqa: E402
 from plugins.data.templates import CHATML  # noqa: E402
+from plugins.data.tokenized import load_tokenized  # noqa: E402
+from plugins.data_preparation import load_tokenizer_for  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 DATASETS = ("alpaca_en_demo.json", "glaive_toolcall_en_demo.json")
 # Our ChatML with TRL's {% generation %} markers around each reply and its end token, so that TRL
 # masks to the same assistant tokens as we do. Only the message loop (line 4) differs.
@@ -60,29 +82,42 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-length", type=int, default=1024, help="max_seq_length / SFTConfig.max_length")
     parser.add_argument("--model", default="tiny", help="built-in model whose tokenizer both sides use")
-    parser.add_argument("--repeats", type=int, default=3, help="cold runs of each side; the fastest is reported")
-    parser.add_argument("--warm-repeats", type=int, default=20, help="warm runs of each side (they are short)")
-    return parser.parse_args()
+    parser.add_argument("--repeats", type=int, default=3, help="cold runs of each side (alternating)")
+    parser.add_argument("--warm-repeats", type=int, default=20, help="warm runs of each side (alternating)")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 1 cold and 3 warm runs, no RESULTS.md")
+    parser.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.warm_repeats, args.no_write = 1, 3, True
+    return args
 
 
-def timed(function, *args, **kwargs) -> tuple[float, object]:
+def timed(function, *args) -> tuple[float, object]:
     start = time.perf_counter()
-    result = function(*args, **kwargs)
+    result = function(*args)
     return time.perf_counter() - start, result
 
 
-def fastest(repeats: int, function, *args) -> tuple[float, object]:
-    """The fastest of ``repeats`` runs (the least disturbed by other work on the machine)."""
-    return min((timed(function, *args) for _ in range(repeats)), key=lambda run: run[0])
+def alternating(repeats: int, ours_run, trl_run) -> tuple[list[float], list[float]]:
+    """Seconds of ``repeats`` runs of each side, taking turns, so that both see the same machine load."""
+    ours_times, trl_times = [], []
+    for _ in range(repeats):
+        ours_times.append(ours_run())
+        trl_times.append(trl_run())
+    return ours_times, trl_times
 
 
 # -- ours ---------------------------------------------------------------------------------------
 
 
-def ours(path: Path, tokenizer, max_length: int, cache_dir: Path):
+def ours(path: Path, tokenizer, tokenizer_files, max_length: int, cache_dir: Path):
     conversations = load_conversations([path], cache_dir=cache_dir / "loaded").conversations
     options = PreparationOptions(max_seq_length=max_length, chat_template="chatml")
-    return prepare_tokenized(conversations, [], tokenizer, options, cache_dir=cache_dir / "tokenized")
+    prepared = prepare_tokenized(
+        conversations, [], tokenizer, options, cache_dir=cache_dir / "tokenized", tokenizer_files=tokenizer_files
+    )
+    load_tokenized(prepared.tokenized["train"])
+    return prepared
 
 
 # -- TRL ----------------------------------------------------------------------------------------
@@ -119,6 +154,7 @@ def trl_prepare(jsonl: Path, model, tokenizer, max_length: int, assistant_only: 
         use_cpu=True,
         save_strategy="no",
         logging_strategy="no",
+        disable_tqdm=True,
     )
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
     return trainer.train_dataset
@@ -134,24 +170,42 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 # -- the run --------------------------------------------------------------------------------------
 
 
+def quiet_libraries() -> None:
+    """No progress bars, info logs or deprecation notes from datasets/transformers/TRL: the table stays readable."""
+    import warnings
+
+    import datasets
+    import transformers
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def main() -> int:
     args = parse_args()
-    if not SHARED.is_dir():
-        print(f"{SHARED} is absent: nothing to benchmark", file=sys.stderr)
+    if not all((SHARED_DATASETS / name).is_file() for name in DATASETS):
+        print(f"{SHARED_DATASETS} lacks {' or '.join(DATASETS)}: nothing to benchmark", file=sys.stderr)
         return 2
+    load_start = load_average()
+    print(f"load average at start: {load_start}")
+    quiet_libraries()
     import transformers
     import trl
 
-    from plugins.models import load_causal_lm, load_tokenizer
+    from plugins.models import load_causal_lm
 
-    transformers.logging.set_verbosity_error()
-    tokenizer = load_tokenizer(args.model)
-    trl_tokenizer = load_tokenizer(args.model)
+    tokenizer, tokenizer_files = load_tokenizer_for(args.model)
+    trl_tokenizer, _ = load_tokenizer_for(args.model)
     trl_tokenizer.chat_template = CHATML_WITH_GENERATION
     model = load_causal_lm(args.model)
     print(
         f"model {args.model}, vocab {len(tokenizer)}, max_length {args.max_length}, trl {trl.__version__}, "
-        f"transformers {transformers.__version__}, {os.cpu_count()} CPUs"
+        f"transformers {transformers.__version__}, {os.cpu_count()} CPUs; tokenizer files known: "
+        f"{tokenizer_files is not None}"
     )
 
     fresh = iter(range(10**6))
@@ -162,58 +216,92 @@ def main() -> int:
     )
     overhead_cache = WORK / "trl-overhead"
     trl_prepare(overhead_rows, model, trl_tokenizer, args.max_length, False, overhead_cache)  # imports, first use
-    overhead = fastest(
-        args.warm_repeats, trl_prepare, overhead_rows, model, trl_tokenizer, args.max_length, False, overhead_cache
-    )[0]
+    overhead = median(
+        [
+            timed(trl_prepare, overhead_rows, model, trl_tokenizer, args.max_length, False, overhead_cache)[0]
+            for _ in range(args.warm_repeats)
+        ]
+    )
 
     results = []
     for name in DATASETS:
-        path = SHARED / name
+        path = SHARED_DATASETS / name
         rows = trl_rows(path)
         jsonl = write_jsonl(WORK / f"{path.stem}.trl.jsonl", rows)
         assistant_only = "messages" in rows[0]
 
-        # Cold: every run starts from an empty cache folder (ours) / datasets cache (TRL).
-        ours_cold = min(
-            timed(ours, path, tokenizer, args.max_length, WORK / f"ours-{next(fresh)}")[0] for _ in range(args.repeats)
-        )
-        trl_cold = min(
-            timed(
-                trl_prepare, jsonl, model, trl_tokenizer, args.max_length, assistant_only, WORK / f"trl-{next(fresh)}"
-            )[0]
-            for _ in range(args.repeats)
-        )
-        # Warm: the caches of one more cold run are present.
-        ours_cache, trl_cache = WORK / f"ours-{next(fresh)}", WORK / f"trl-{next(fresh)}"
-        _, prepared = timed(ours, path, tokenizer, args.max_length, ours_cache)
-        _, trl_dataset = timed(trl_prepare, jsonl, model, trl_tokenizer, args.max_length, assistant_only, trl_cache)
-        ours_warm, hit = fastest(args.warm_repeats, ours, path, tokenizer, args.max_length, ours_cache)
-        assert hit.cache_hit
-        trl_warm = fastest(
-            args.warm_repeats, trl_prepare, jsonl, model, trl_tokenizer, args.max_length, assistant_only, trl_cache
-        )[0]
-        stats = prepared.stats["train"]
-        results.append((name, ours_cold, ours_warm, trl_cold, trl_warm, stats, len(trl_dataset)))
+        def ours_run(cache: Path, path=path) -> float:
+            return timed(ours, path, tokenizer, tokenizer_files, args.max_length, cache)[0]
 
-    print(f"\nTRL SFTTrainer construction on a two-row dataset (its fixed overhead): {overhead:.3f} s\n")
-    header = f"{'dataset':32} {'ours cold':>10} {'TRL cold':>10} {'ratio':>7} {'ours warm':>10} {'TRL warm':>10} {'ratio':>7}"
-    print(header)
-    print("-" * len(header))
-    for name, ours_cold, ours_warm, trl_cold, trl_warm, _, _ in results:
-        print(
-            f"{name:32} {ours_cold:10.3f} {trl_cold:10.3f} {trl_cold / ours_cold:6.1f}x "
-            f"{ours_warm:10.3f} {trl_warm:10.3f} {trl_warm / ours_warm:6.1f}x"
+        def trl_run(cache: Path, jsonl=jsonl, assistant_only=assistant_only) -> float:
+            return timed(trl_prepare, jsonl, model, trl_tokenizer, args.max_length, assistant_only, cache)[0]
+
+        # Cold: every run starts from an empty cache folder (ours) / datasets cache (TRL).
+        cold = alternating(
+            args.repeats, lambda: ours_run(WORK / f"ours-{next(fresh)}"), lambda: trl_run(WORK / f"trl-{next(fresh)}")
         )
-    print(
-        f"\nseconds, fastest of {args.repeats} cold / {args.warm_repeats} warm runs; ratio = TRL time / our time (higher is better for us). "
-        "TRL's times include building the Trainer (the overhead line above)."
-    )
+        # Warm: the caches of one more cold run of each side are present.
+        ours_cache, trl_cache = WORK / f"ours-{next(fresh)}", WORK / f"trl-{next(fresh)}"
+        prepared = ours(path, tokenizer, tokenizer_files, args.max_length, ours_cache)
+        trl_dataset = trl_prepare(jsonl, model, trl_tokenizer, args.max_length, assistant_only, trl_cache)
+        warm = alternating(args.warm_repeats, partial(ours_run, ours_cache), partial(trl_run, trl_cache))
+        assert ours(path, tokenizer, tokenizer_files, args.max_length, ours_cache).cache_hit
+        results.append((name, cold, warm, prepared.stats["train"], len(trl_dataset)))
+
+    load_end = load_average()
+    print(f"load average at end: {load_end}")
+    report = render(results, overhead, args, tokenizer_files is not None, load_start, load_end)
+    print("\n" + report)
+    if not args.no_write:
+        write_section("preprocess", report)
+    return 0
+
+
+def render(results, overhead: float, args, tokenizer_files_known: bool, load_start: str, load_end: str) -> str:
+    rows = []
+    for name, (ours_cold, trl_cold), (ours_warm, trl_warm), _, _ in results:
+        rows.append(
+            [
+                name,
+                f"{median(ours_cold):.3f}",
+                f"{median(trl_cold):.3f}",
+                f"**{median(trl_cold) / median(ours_cold):.1f}x**",
+                f"{median(ours_warm) * 1e3:.1f} (min {min(ours_warm) * 1e3:.1f})",
+                f"{median(trl_warm) * 1e3:.1f} (min {min(trl_warm) * 1e3:.1f})",
+                f"**{median(trl_warm) / median(ours_warm):.1f}x**",
+            ]
+        )
+    headers = ["dataset", "ours cold s", "TRL cold s", "cold ratio", "ours warm ms", "TRL warm ms", "warm ratio"]
+    lines = [
+        "## Preprocessing: ours vs TRL SFTTrainer, cold and warm cache (benchmarks/preprocess.py)",
+        "",
+        f"Load, chat template, tokenize, mask and pack each file at max_length {args.max_length} with the tokenizer "
+        f"of the built-in `{args.model}`; medians of {args.repeats} cold and {args.warm_repeats} warm runs per side, "
+        "alternating. Ratio = TRL time / our time (higher is better for us). Targets: cold >= 1x, warm >= 10x.",
+        "",
+        markdown_table(headers, rows),
+        "",
+        "What each side's time includes:",
+        "",
+        "- **ours cold**: read, detect and validate the rows, write the parse cache; render, tokenize, mask, pack, "
+        "write the tokenized entry; open the train arrays memory-mapped. Both caches empty.",
+        "- **ours warm**: stat the file against the file-digest index, read the parsed rows back (marshal); cache key "
+        "from the loaded list's digest, the tokenizer digest remembered for its files' stat "
+        f"(known for this tokenizer: {'yes' if tokenizer_files_known else 'no, hashed by content'}) and the options; "
+        "check the entry's files against its manifest; open the train arrays memory-mapped.",
+        "- **TRL cold**: `load_dataset('json')` of the same rows in TRL's format into an empty datasets cache, then "
+        "`SFTTrainer(...)` (tokenize, mask, pack, build the Trainer).",
+        "- **TRL warm**: the same with the datasets cache filled (`load_dataset` and every `map` hit their "
+        f"fingerprint cache); the Trainer is still built: on a two-row dataset that alone takes {overhead * 1e3:.1f} ms.",
+        "",
+    ]
     for name, *_, stats, trl_rows_count in results:
-        print(
-            f"{name}: ours {stats['samples']} samples -> {stats['rows']} rows, {stats['tokens']:,} tokens "
+        lines.append(
+            f"- {name}: ours {stats['samples']} samples -> {stats['rows']} rows, {stats['tokens']:,} tokens "
             f"({stats['trained_tokens']:,} trained), packing {stats['packing_efficiency']:.1%}; TRL {trl_rows_count} rows"
         )
-    return 0
+    lines += ["", "### Machine", "", machine_lines(machine_info(), load_start, load_end)]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -66,3 +66,11 @@ def test_startup_quick_measures_first_steps():
 def test_memory_plan_quick_compares_prediction_and_measurement():
     output = run_script("memory_plan.py")
     assert "| lora | 64 | 2 |" in output
+
+
+@pytest.mark.slow
+@needs_datasets
+def test_preprocess_quick_times_both_sides_cold_and_warm():
+    output = run_script("preprocess.py")
+    assert "| alpaca_en_demo.json |" in output and "| glaive_toolcall_en_demo.json |" in output
+    assert "**ours warm**" in output and "**TRL warm**" in output and "load average" in output
