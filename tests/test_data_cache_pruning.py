@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from data_tokenizer import build_tokenizer
 
-from entity_training import Stage
+from entity_training import InputError, Stage
 from entity_training.memory import Memory
 from plugins import memory_keys
 from plugins.data import cache_pruning
 from plugins.data.cache import MANIFEST
 from plugins.data.preparation import PreparationOptions, prepare_tokenized
+from plugins.data.tokenized import load_tokenized
 from plugins.data_preparation import DataPreparationPlugin
 
 pytestmark = pytest.mark.skipif(cache_pruning.fcntl is None, reason="no fcntl: use cannot be seen, nothing is pruned")
@@ -152,3 +153,12 @@ async def test_the_plugin_logs_what_it_removed(tmp_path, make_context, monkeypat
     logged = [str(event) for event in events if "least recently used" in str(event)]
     assert len(logged) == 1 and all(key in logged[0] for key in old) and "2 least recently used" in logged[0]
     assert len(entries(cache_dir)) == 1
+
+
+def test_opening_a_removed_entry_says_what_happened(tmp_path, tokenizer, finished_processes):
+    cache_dir = tmp_path / "cache"
+    prepared = prepare(cache_dir, tokenizer, 32)
+    prepare(cache_dir, tokenizer, 64, max_entries=1)
+    with pytest.raises(InputError, match="cache_max_entries") as caught:
+        load_tokenized(prepared.tokenized["train"])
+    assert caught.value.exit_code == 2

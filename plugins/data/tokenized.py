@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from entity_training import InputError, Problem
 from plugins.data.packing import position_ids_for
 
 ARRAYS = ("input_ids", "labels", "seq_lengths", "row_samples")
@@ -55,6 +56,15 @@ class TokenizedDataset:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise InputError(
+                Problem(
+                    f"the tokenized dataset {self.folder} no longer exists: the tokenized cache removes its least "
+                    "recently used entries beyond data_preparation.cache_max_entries, or it was deleted. Start the "
+                    "run again without --resume to tokenize again, or raise cache_max_entries.",
+                    file=str(self.folder),
+                )
+            )
         arrays = {name: np.load(self.folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
         self.input_ids, self.labels = arrays["input_ids"], arrays["labels"]
         self.seq_lengths, self.row_samples = arrays["seq_lengths"], arrays["row_samples"]
