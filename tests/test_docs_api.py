@@ -48,3 +48,11 @@ def test_api_worked_example_runs_and_rejects_banned_phrases(tmp_path):
     rejected = run_doc_command(commands[0] + " --overwrite", tmp_path)
     assert rejected.returncode == 3, rejected.stdout + rejected.stderr
     assert "i cannot" in rejected.stderr
+
+
+def test_api_lists_every_memory_key_of_the_built_in_plugins():
+    from plugins import memory_keys
+
+    api = (REPO / "docs" / "API.md").read_text(encoding="utf-8")
+    keys = [value for name, value in vars(memory_keys).items() if name.isupper() and isinstance(value, str)]
+    assert keys and not [key for key in keys if f"`{key}`" not in api]
