@@ -6,7 +6,7 @@ The step is ours without the Trainer: the model as load_model_for_training prepa
 from PackedCollator (full packed rows, two samples each), forward, backward, AdamW step.
 Experiments, interleaved and repeated (medians, in-process so they share the machine's load):
   mask   - 4-D boolean block-diagonal mask (ours) vs no mask (causal only: the cost of the mask)
-  loss   - the model's own loss vs a chunked cross-entropy over the last hidden states
+  loss   - the model's own loss vs our chunked cross-entropy over the last hidden states
   threads- torch threads: every core vs one
 """
 
@@ -75,21 +75,15 @@ def step(model, batch, optimizer, *, loss_fn=None):
     return float(loss)
 
 
-def chunked_loss(model, batch, chunk: int = 1024):
-    """Cross-entropy over the hidden states in chunks of tokens: never the whole logits at once."""
-    import torch.nn.functional as F
+def chunked_loss(model, batch):
+    """Our chunked cross-entropy (plugins/training/chunked_loss.py), whatever the vocabulary size."""
+    from plugins.training.chunked_loss import chunk_tokens, chunked_causal_lm_loss
 
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    outputs = model(**inputs, logits_to_keep=1, output_hidden_states=True)
-    hidden = outputs.hidden_states[-1][:, :-1].reshape(-1, outputs.hidden_states[-1].size(-1))
-    labels = batch["labels"][:, 1:].reshape(-1)
-    head = model.get_output_embeddings()
-    total = hidden.new_zeros(())
-    count = (labels != -100).sum()
-    for start in range(0, hidden.size(0), chunk):
-        logits = head(hidden[start : start + chunk]).float()
-        total = total + F.cross_entropy(logits, labels[start : start + chunk], ignore_index=-100, reduction="sum")
-    return total / count
+    hidden = base.get_decoder()(**inputs).last_hidden_state
+    tokens = chunk_tokens(base.config.vocab_size)
+    return chunked_causal_lm_loss(hidden, base.get_output_embeddings(), batch["labels"], None, tokens)
 
 
 def timed(fn) -> tuple[float, float]:

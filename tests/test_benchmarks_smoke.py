@@ -74,3 +74,10 @@ def test_preprocess_quick_times_both_sides_cold_and_warm():
     output = run_script("preprocess.py")
     assert "| alpaca_en_demo.json |" in output and "| glaive_toolcall_en_demo.json |" in output
     assert "**ours warm**" in output and "**TRL warm**" in output and "load average" in output
+
+
+@pytest.mark.slow
+def test_loss_memory_quick_trains_both_losses_to_the_same_value():
+    output = run_script("loss_memory.py")
+    rows = {line.split("|")[1].strip(): line.split("|")[4].strip() for line in output.splitlines() if "| " in line}
+    assert rows["plain"] == rows["chunked"]

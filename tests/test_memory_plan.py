@@ -184,3 +184,27 @@ def test_estimate_within_25_percent_of_measured_peak_rss(method, tmp_path):
     ratio = figures["estimate"] / figures["measured"]
     print(f"{method}: estimate {figures['estimate'] / MIB:.0f} MiB, measured {figures['measured'] / MIB:.0f} MiB")
     assert 0.75 <= ratio <= 1.25, figures
+
+
+def test_large_vocabularies_count_the_logits_of_one_loss_chunk():
+    from plugins.training.chunked_loss import CHUNKED_LOSS_MIN_VOCAB, chunk_tokens
+
+    large = replace(SHAPE, vocab_size=CHUNKED_LOSS_MIN_VOCAB * 4)
+    plan = estimate_peak_memory(large, BASE, available_bytes=64 * GIB, device_name="test")
+    small_vocab = estimate(BASE)
+    # 8 x 512 tokens, but only one chunk of the chunked loss holds logits at a time.
+    assert chunk_tokens(large.vocab_size) < BASE.batch_size * BASE.max_seq_length
+    assert plan.components["logits and loss"] == chunk_tokens(large.vocab_size) * large.vocab_size * 4 * 4
+    per_token = small_vocab.components["logits and loss"] / (BASE.batch_size * BASE.max_seq_length)
+    assert per_token == SHAPE.vocab_size * 4 * 4
+
+
+def test_qlora_on_a_cpu_counts_bitsandbytes_own_memory():
+    cpu, cuda = (estimate(replace(BASE, method="qlora", device_kind=kind)) for kind in ("cpu", "cuda"))
+    lora_cpu = estimate(replace(BASE, method="lora"))
+    extra = cpu.components["framework overhead"] - lora_cpu.components["framework overhead"]
+    assert 32 * MIB <= extra <= 128 * MIB
+    assert (
+        cuda.components["framework overhead"]
+        == estimate(replace(BASE, device_kind="cuda")).components["framework overhead"]
+    )

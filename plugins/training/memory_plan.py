@@ -3,7 +3,8 @@
 The estimate adds up, in bytes: the weights at their storage dtype, the trainable (LoRA) weights,
 their gradients and optimizer states, the activations kept for the backward pass (all layers, or
 one layer plus each layer's input with gradient checkpointing), the logits and the loss's
-softmax, and a framework overhead. The activation and logits coefficients count the tensors
+softmax (of one chunk of tokens when the vocabulary is large: the chunked loss), and a framework
+overhead (with bitsandbytes' own on a CPU for QLoRA). The activation and logits coefficients count the tensors
 autograd saves in a Llama-style block; they were checked against measured peak RSS on CPU
 (tests/test_memory_plan.py).
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from plugins.training.chunked_loss import chunk_tokens, uses_chunked_loss
 from plugins.training.model_shape import ModelShape, lora_target_layers
 
 GIB = 1024**3
@@ -35,6 +37,10 @@ _OPTIMIZER_STATE_BYTES = {
 # Framework memory that does not scale with the model: allocator pools, kernels' workspaces,
 # the Trainer's own buffers (CPU, measured: 15-30 MiB), and the CUDA context (GPU).
 _OVERHEAD_BYTES = {"cpu": 24 * MIB, "cuda": 600 * MIB, "mps": 300 * MIB}
+# bitsandbytes' 4-bit path on a CPU: its first quantization allocates ~9 MiB of workspace, and the
+# allocator keeps what loading-then-quantizing freed. Measured on `small`: 40-75 MiB more resident
+# than a LoRA load after loading, 54-99 MiB under-estimated in training (benchmarks/RESULTS.md).
+_QLORA_CPU_BYTES = 64 * MIB
 # Keep this share of the available memory free for what the estimate cannot see.
 HEADROOM = 0.9
 # Activation elements autograd keeps per token and decoder layer, in units of the hidden size
@@ -153,6 +159,15 @@ def _activation_bytes(shape: ModelShape, settings: TrainingShape) -> int:
     return int(activations + mask)
 
 
+def _logits_bytes(shape: ModelShape, settings: TrainingShape) -> int:
+    """The logits and the loss's copies of them: for the whole batch, or for one chunk of tokens
+    when the vocabulary is large enough for the chunked loss (plugins/training/chunked_loss.py)."""
+    tokens = settings.batch_size * settings.max_seq_length
+    if uses_chunked_loss(shape.vocab_size):
+        tokens = min(tokens, chunk_tokens(shape.vocab_size))
+    return int(tokens * shape.vocab_size * FP32 * _LOGITS_COPIES)
+
+
 def _weight_bytes(shape: ModelShape, settings: TrainingShape) -> int:
     if settings.method == "qlora":
         quantized = sum(layer.in_features * layer.out_features for layer in shape.per_layer_linears())
@@ -177,15 +192,17 @@ def estimate_peak_memory(
         trainable = adapter + saved
         adapter += saved
     optimizer_bytes = _OPTIMIZER_STATE_BYTES.get(settings.optim, 8)
-    logits = settings.batch_size * settings.max_seq_length * shape.vocab_size * FP32 * _LOGITS_COPIES
+    overhead = _OVERHEAD_BYTES.get(settings.device_kind, _OVERHEAD_BYTES["cpu"])
+    if settings.method == "qlora" and settings.device_kind == "cpu":
+        overhead += _QLORA_CPU_BYTES
     components = {
         "weights": _weight_bytes(shape, settings),
         "adapter weights": adapter * FP32,
         "gradients": trainable * FP32,
         "optimizer states": trainable * optimizer_bytes,
         "activations": _activation_bytes(shape, settings),
-        "logits and loss": int(logits),
-        "framework overhead": _OVERHEAD_BYTES.get(settings.device_kind, _OVERHEAD_BYTES["cpu"]),
+        "logits and loss": _logits_bytes(shape, settings),
+        "framework overhead": overhead,
     }
     return MemoryPlan(
         settings=settings,

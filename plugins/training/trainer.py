@@ -11,6 +11,7 @@ from transformers import PrinterCallback, Trainer, TrainingArguments
 
 from plugins.training.callbacks import TokenCounter
 from plugins.training.checkpoints import STAGING_DIR, best_step_of, prune_checkpoints, publish_checkpoint
+from plugins.training.chunked_loss import chunked_causal_lm_loss, split_for_chunked_loss
 
 
 class PackedRows(torch.utils.data.Dataset):
@@ -104,6 +105,20 @@ class PackedTrainer(Trainer):
         self.checkpoint_dir = Path(checkpoint_dir)
         self.keep_checkpoints = save_total_limit
         self.published: list[Path] = []
+        self.split_model = split_for_chunked_loss(self.model)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The chunked loss (no full logits) for large vocabularies, else the model's own."""
+        # A wrapped model (DDP, compiled) must run its own forward; logits asked for need the full path.
+        wrapped = model is not self.model
+        if self.split_model is None or wrapped or (return_outputs and not self.args.prediction_loss_only):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        features = {name: value for name, value in inputs.items() if name != "labels"}
+        split = self.split_model
+        hidden = split.decoder(**features).last_hidden_state
+        loss = chunked_causal_lm_loss(hidden, split.head, inputs["labels"], num_items_in_batch, split.tokens_per_chunk)
+        # Evaluation asks for the outputs too; with prediction_loss_only it only needs the loss.
+        return (loss, {}) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         self.tokens.total += int((inputs["labels"] != -100).sum())
