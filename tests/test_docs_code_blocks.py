@@ -151,24 +151,40 @@ def sandboxes(tmp_path_factory):
     return sandbox
 
 
-def _workflow_argument(args: list[str]) -> str | None:
-    if args and args[0] in ("run", "validate", "plan", "preview"):
-        return next((a for a in args[1:] if not a.startswith("-")), None)
-    for flag in ("--config", "-c"):
-        if flag in args[:-1]:
-            return args[args.index(flag) + 1]
+NOT_RUNNING = {"--dry-run", "--help", "-h"}  # options with which a run command runs nothing
+
+
+def cli_argv(args: list[str]) -> list[str] | None:
+    """The arguments of ``entity_training.cli.main`` for ``entity-train ...`` or ``python train.py ...``."""
+    if args[0] == "entity-train":
+        return args[1:]
+    if args[:2] in (["python", "train.py"], ["python3", "train.py"]):
+        return args[2:]
     return None
 
 
-def injected_arguments(args: list[str], cwd: Path) -> list[str]:
+def subcommand_of(argv: list[str]) -> str:
+    from entity_training.cli import SUBCOMMANDS
+
+    return argv[0] if argv and argv[0] in SUBCOMMANDS else "run"
+
+
+def _workflow_argument(argv: list[str]) -> str | None:
+    if argv and argv[0] in ("run", "validate", "plan", "preview"):
+        return next((a for a in argv[1:] if not a.startswith("-")), None)
+    for flag in ("--config", "-c"):
+        if flag in argv[:-1]:
+            return argv[argv.index(flag) + 1]
+    return None
+
+
+def injected_arguments(argv: list[str], cwd: Path) -> list[str]:
     """What the test adds to an entity-train / train.py command so that it runs here (see the module doc)."""
     from entity_training.workflow import load_workflow
 
-    subcommand = (
-        args[0] if args and args[0] in ("run", "validate", "plan", "preview", "list-plugins", "schema") else "run"
-    )
-    config = _workflow_argument(args)
-    if subcommand not in TRAINING_SUBCOMMANDS or config is None or {"--dry-run", "--help", "-h"} & set(args):
+    subcommand = subcommand_of(argv)
+    config = _workflow_argument(argv)
+    if subcommand not in TRAINING_SUBCOMMANDS or config is None or NOT_RUNNING & set(argv):
         return []
     steps = load_workflow(cwd / config).steps
     settings = {name for step in steps for name in type(step.plugin.config).model_fields}
@@ -182,15 +198,10 @@ def injected_arguments(args: list[str], cwd: Path) -> list[str]:
 
 def is_training_run(args: list[str], doc: Path) -> bool:
     """A run of a workflow with a fine_tuning step (its file in the repository or a `file:` block of ``doc``)."""
-    if args[0] == "entity-train":
-        args = args[1:]
-    elif args[:2] in (["python", "train.py"], ["python3", "train.py"]):
-        args = ["run", *args[2:]]
-    else:
+    argv = cli_argv(args)
+    if argv is None or subcommand_of(argv) != "run" or NOT_RUNNING & set(argv):
         return False
-    if not args or args[0] != "run" or {"--dry-run", "--help", "-h"} & set(args):
-        return False
-    config = _workflow_argument(args)
+    config = _workflow_argument(argv)
     documented = doc_blocks(doc)[0]
     text = documented[config] if config in documented else (REPO / str(config)).read_text(encoding="utf-8")
     return any(
@@ -203,15 +214,14 @@ def run_command(command: str, cwd: Path) -> tuple[int, str]:
 
     ``entity-train ...`` and ``python train.py ...`` call ``entity_training.cli.main`` in this
     process (the function the console script and train.py call), with the injected arguments;
-    other ``python SCRIPT`` commands run in a subprocess with the repository on PYTHONPATH.
+    other ``python SCRIPT`` commands (and ``train.py --help``, whose text depends on the program
+    name) run in a subprocess with the repository on PYTHONPATH.
     """
     args = shlex.split(command, comments=True)
-    if args[0] == "entity-train" or (
-        args[:2] in (["python", "train.py"], ["python3", "train.py"]) and "--help" not in args
-    ):
+    argv = cli_argv(args)
+    if argv is not None and not (args[0] != "entity-train" and "--help" in argv):
         from entity_training.cli import main
 
-        argv = args[1:] if args[0] == "entity-train" else args[2:]
         argv += injected_arguments(argv, cwd)
         output = io.StringIO()
         previous = Path.cwd()
@@ -325,7 +335,7 @@ def check_not_run(block: Block) -> None:
         named = [a for a in args if REPO_PATH.match(a) and "*" not in a]
         for name in named:
             assert (REPO / name).exists(), f"{block.id}: `{command}` names {name}, which does not exist"
-        config = _workflow_argument(args[args.index("train.py") + 1 :] if "train.py" in args else [])
+        config = _workflow_argument(args[args.index("train.py") + 1 :]) if "train.py" in args else None
         if config:
             load_workflow(REPO / config)
 
