@@ -45,6 +45,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 import yaml
@@ -227,7 +228,8 @@ def run_command(command: str, cwd: Path) -> tuple[int, str]:
         previous = Path.cwd()
         os.chdir(cwd)
         try:
-            with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            # main() sets environment defaults for its process; this process goes on with other tests.
+            with patch.dict(os.environ), contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
                 code = main(argv)
         finally:
             os.chdir(previous)
