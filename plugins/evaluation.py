@@ -221,14 +221,18 @@ class _Evaluation:
         import torch
 
         from plugins.eval.loading import load_trained_model
+        from plugins.models.loaders import user_model_options
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        permissions = user_model_options(self.context.recall(keys.TRAINING_CONFIG))
         if base:
             from plugins.models import load_causal_lm
 
-            return load_causal_lm(str(folder), dtype=dtype, device_map=device).eval()
-        return load_trained_model(folder, base_model=self.result.get("base_model"), dtype=dtype, device=device)
+            return load_causal_lm(str(folder), dtype=dtype, device_map=device, **permissions).eval()
+        return load_trained_model(
+            folder, base_model=self.result.get("base_model"), dtype=dtype, device=device, permissions=permissions
+        )
 
     def _measure(self, model: Any, label: str) -> tuple[dict[str, Any], list]:
         from plugins.data.collator import PackedCollator

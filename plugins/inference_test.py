@@ -54,8 +54,10 @@ class InferenceTestPlugin(Plugin):
 
     def _run(self, context) -> dict[str, Any]:
         from plugins.eval.benchmark import benchmark
+        from plugins.models.loaders import user_model_options
 
         result = context.recall(keys.TRAINING_RESULT)
+        permissions = user_model_options(context.recall(keys.TRAINING_CONFIG))
         prompts = self._prompts(context, result)
         results, skipped = [], []
         for name, path in self._targets(context, result, skipped):
@@ -63,7 +65,12 @@ class InferenceTestPlugin(Plugin):
             context.log(f"inference test: {name}")
             results.append(
                 benchmark(
-                    name, path, prompts, max_new_tokens=self.config.max_new_tokens, base_model=result.get("base_model")
+                    name,
+                    path,
+                    prompts,
+                    max_new_tokens=self.config.max_new_tokens,
+                    base_model=result.get("base_model"),
+                    permissions=permissions,
                 ).to_dict()
             )
         base = next((r for r in results if r["name"] == "base"), None)

@@ -130,6 +130,11 @@ class TrainingConfig(PluginConfig):
         description="auto: continue from the newest complete checkpoint if any; a path: that checkpoint; null: fresh.",
     )
     trust_remote_code: bool = Field(False, description="Allow model code from the hub; only for models you trust.")
+    allow_pickle: bool = Field(
+        False,
+        description="Load pickle weights (.bin, .pt) when a model has no .safetensors: unpickling can run code "
+        "hidden in the file, so only for files you trust; converting them to safetensors is safer.",
+    )
     dataloader_num_workers: int = Field(
         0, ge=0, description="Worker processes feeding batches; 0 is fastest for pre-tokenized data."
     )
@@ -181,6 +186,7 @@ class TrainingConfigPlugin(Plugin):
         ``progress`` receives (step, total, loss) while a built-in model is built on first use.
         """
         from plugins.models import load_model_config, resolve_model
+        from plugins.models.loaders import check_model_files
         from plugins.training.device import detect_device
         from plugins.training.model_shape import linear_suffixes, model_shape, unmatched_target_modules
         from plugins.training.precision import resolve_precision
@@ -205,6 +211,7 @@ class TrainingConfigPlugin(Plugin):
         spec = resolve_model(config["model_name_or_path"], progress=progress)
         config["model_path"] = str(getattr(spec, "path", config["model_name_or_path"]))
         model_config = load_model_config(config["model_name_or_path"], trust_remote_code=config["trust_remote_code"])
+        check_model_files(config["model_name_or_path"], allow_pickle=config["allow_pickle"])
         try:
             shape = model_shape(model_config)
         except (ValueError, KeyError) as exc:

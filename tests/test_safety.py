@@ -4,6 +4,7 @@ any output file, YAML that cannot construct objects, ``${VAR}`` that never execu
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from cli_runner import run_train
 from rich.console import Console
 from training_helpers import build_tiny_model_dir
 
@@ -71,12 +73,19 @@ def test_pickle_weights_are_refused_unless_allowed(pickled_model, target):
 # -- remote code --------------------------------------------------------------------------------
 
 
-def test_trust_remote_code_is_off_by_default_and_red_in_the_plan(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("key", "warning"),
+    [
+        ("trust_remote_code", "trust_remote_code=true: the model's own Python code will run"),
+        ("allow_pickle", "allow_pickle=true: pickle weights will be unpickled"),
+    ],
+)
+def test_settings_that_run_model_code_are_off_by_default_and_red_in_the_plan(tmp_path, monkeypatch, key, warning):
     from entity_training import commands
     from plugins.data_preparation import DataPreparationPlugin
     from plugins.training_config import TrainingConfigPlugin
 
-    assert TrainingConfigPlugin.ConfigModel.model_fields["trust_remote_code"].default is False
+    assert TrainingConfigPlugin.ConfigModel.model_fields[key].default is False
     workflow_text = f"""
         workflow:
           INPUT:
@@ -84,7 +93,7 @@ def test_trust_remote_code_is_off_by_default_and_red_in_the_plan(tmp_path, monke
               config: {{dataset_path: {DATA}}}
           PARSE:
             - plugin: training_config
-              config: {{model_name_or_path: tiny, trust_remote_code: true}}
+              config: {{model_name_or_path: tiny, {key}: true}}
         """
     workflow = load_workflow(_write(tmp_path, workflow_text))
     buffer = io.StringIO()
@@ -93,7 +102,6 @@ def test_trust_remote_code_is_off_by_default_and_red_in_the_plan(tmp_path, monke
     )
     commands.print_plan(workflow, None)
     rendered = buffer.getvalue()
-    warning = "trust_remote_code=true: the model's own Python code will run"
     assert warning in rendered
     red = "\x1b[1;31m"  # bold red
     assert rendered.rfind(red, 0, rendered.index(warning)) != -1
@@ -101,7 +109,42 @@ def test_trust_remote_code_is_off_by_default_and_red_in_the_plan(tmp_path, monke
     buffer.truncate(0)
     commands.print_plan(load_workflow(_write(tmp_path, workflow_text.replace("true", "false"))), None)
     assert warning not in buffer.getvalue()
-    assert "trust_remote_code" not in DataPreparationPlugin.ConfigModel.model_fields  # it follows training_config
+    assert key not in DataPreparationPlugin.ConfigModel.model_fields  # it follows training_config
+
+
+def test_a_pickle_only_model_is_refused_by_the_cli_until_allow_pickle_is_set(pickled_model, tmp_path):
+    _, pickled = pickled_model
+    _write(
+        tmp_path,
+        f"""
+        run: {{name: pickle, output_dir: run, seed: 1}}
+        workflow:
+          INPUT:
+            - plugin: dataset_loader
+              config: {{dataset_path: {DATA}, validation_split: 0.0, max_samples: 8}}
+          PARSE:
+            - plugin: training_config
+              config: {{model_name_or_path: {pickled}, max_steps: 2, batch_size: 2, save_steps: null}}
+          THINK:
+            - plugin: data_preparation
+              config: {{max_seq_length: 64, chat_template: chatml}}
+          DO:
+            - plugin: fine_tuning
+        """,
+    )
+    refused = run_train("--config", "wf.yaml", "--yes", cwd=tmp_path)
+    message = " ".join(refused.stderr.split())
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "allow_pickle: true" in message and str(pickled) in message
+    assert "Traceback" not in refused.stdout + refused.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()  # refused in PARSE, before any training
+
+    allowed = run_train(
+        "--config", "wf.yaml", "--yes", "--overwrite", "--set", "training_config.allow_pickle=true", cwd=tmp_path
+    )
+    assert allowed.returncode == 0, allowed.stdout[-2000:] + allowed.stderr[-2000:]
+    result = json.loads((tmp_path / "run" / "memory.json").read_text())["entries"]["training.result"]
+    assert result["steps"] == 2
 
 
 # -- YAML and ${VAR} ----------------------------------------------------------------------------

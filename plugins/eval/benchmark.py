@@ -99,13 +99,17 @@ def benchmark(
     *,
     max_new_tokens: int = 32,
     base_model: str | None = None,
+    permissions: dict[str, bool] | None = None,
 ) -> BenchmarkResult:
-    """Load ``path`` (adapter folder, model folder or .gguf), answer every prompt, measure."""
+    """Load ``path`` (adapter folder, model folder or .gguf), answer every prompt, measure.
+
+    ``permissions``: the loading options the user gave for their model (``user_model_options``).
+    """
     kind = artefact_kind(path)
     meter = PeakMemory()
     with meter.measure():
         started = time.perf_counter()
-        runner = _GGUFRunner(path) if kind == "gguf" else _HFRunner(path, base_model)
+        runner = _GGUFRunner(path) if kind == "gguf" else _HFRunner(path, base_model, permissions)
         load_seconds = time.perf_counter() - started
         runner.answer(prompts[0], min(4, max_new_tokens))  # warm-up: first-call overheads are not throughput
         tokens, seconds, first = 0, 0.0, ""
@@ -130,7 +134,7 @@ def benchmark(
 
 
 class _HFRunner:
-    def __init__(self, path: str | Path, base_model: str | None):
+    def __init__(self, path: str | Path, base_model: str | None, permissions: dict[str, bool] | None):
         import torch
 
         from plugins.eval.generation import stop_token_ids
@@ -139,7 +143,9 @@ class _HFRunner:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.tokenizer = load_saved_tokenizer(path)
-        self.model = load_trained_model(path, base_model=base_model, dtype=dtype, device=self.device)
+        self.model = load_trained_model(
+            path, base_model=base_model, dtype=dtype, device=self.device, permissions=permissions
+        )
         self.stops = stop_token_ids(self.tokenizer, None)
 
     def answer(self, prompt: str, max_new_tokens: int) -> tuple[str, int, float]:

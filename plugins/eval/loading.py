@@ -37,17 +37,27 @@ def load_saved_tokenizer(folder: str | Path) -> Any:
 
 
 def load_trained_model(
-    folder: str | Path, *, base_model: str | None = None, dtype: Any = None, device: str = "cpu"
+    folder: str | Path,
+    *,
+    base_model: str | None = None,
+    dtype: Any = None,
+    device: str = "cpu",
+    permissions: dict[str, bool] | None = None,
 ) -> Any:
-    """The trained model: full weights, or the adapter applied to its (unquantized) base model."""
+    """The trained model: full weights, or the adapter applied to its (unquantized) base model.
+
+    ``permissions`` are the loading options the user gave for their model (``user_model_options``
+    of the training config): the base model, or full weights that keep the base's own code.
+    """
     import torch
 
     from plugins.models import load_causal_lm
 
     dtype = dtype or torch.float32
+    permissions = permissions or {}
     if not is_adapter_folder(folder):
-        return load_causal_lm(str(folder), dtype=dtype, device_map=device).eval()
+        return load_causal_lm(str(folder), dtype=dtype, device_map=device, **permissions).eval()
     from peft import PeftModel
 
-    base = load_causal_lm(exact_base_model(folder, base_model), dtype=dtype, device_map=device)
+    base = load_causal_lm(exact_base_model(folder, base_model), dtype=dtype, device_map=device, **permissions)
     return PeftModel.from_pretrained(base, str(folder)).eval()

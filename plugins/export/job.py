@@ -14,6 +14,7 @@ from typing import Any
 
 from entity_training import ConfigError, PluginError, Problem
 from plugins import memory_keys as keys
+from plugins.models.loaders import user_model_options
 
 FULL_WEIGHT_FORMATS = {"merged", "safetensors", "gguf"}
 
@@ -27,6 +28,7 @@ class ExportJob:
         self.context = context
         self.result: dict[str, Any] = context.recall(keys.TRAINING_RESULT)
         self.training_config: dict[str, Any] = context.recall(keys.TRAINING_CONFIG, {}) or {}
+        self.permissions = user_model_options(self.training_config)
         self.tokenized: dict[str, Any] = context.recall(keys.DATASET_TOKENIZED, {}) or {}
         self.final_dir = Path(self.result["final_model_path"])
         self.root = Path(config.output_path) if config.output_path else Path(context.run_dir) / "export"
@@ -93,6 +95,9 @@ class ExportJob:
 
         return exact_base_model(self.final_dir, self.result.get("base_model"))
 
+    def _merge_options(self) -> dict[str, Any]:
+        return {"base_model": self._base_model(), "dtype": self.config.merge_dtype, "permissions": self.permissions}
+
     def _ensure_root(self) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         return self.root
@@ -142,7 +147,8 @@ class ExportJob:
     def _load_trained(self, folder: Path):
         from plugins.eval.loading import load_trained_model
 
-        return load_trained_model(folder, base_model=self._base_model() if self.is_adapter else None)
+        base_model = self._base_model() if self.is_adapter else None
+        return load_trained_model(folder, base_model=base_model, permissions=self.permissions)
 
     def _full_weights(self, scratch: Path) -> Path:
         """The folder with full weights: the merged model (published if asked for) or final-model."""
@@ -152,16 +158,12 @@ class ExportJob:
         if not self.is_adapter:
             return self.final_dir
         if "merged" not in self.formats:
-            merge_lora(
-                self.final_dir, scratch, self.prompts, base_model=self._base_model(), dtype=self.config.merge_dtype
-            )
+            merge_lora(self.final_dir, scratch, self.prompts, **self._merge_options())
             return scratch
         target = self.root / "merged"
         started = time.perf_counter()
         with staged_folder(target) as staging:
-            merged = merge_lora(
-                self.final_dir, staging, self.prompts, base_model=self._base_model(), dtype=self.config.merge_dtype
-            )
+            merged = merge_lora(self.final_dir, staging, self.prompts, **self._merge_options())
             self._write_card(staging, "merged")
         merged["path"] = str(target)
         merged["seconds"] = round(time.perf_counter() - started, 2)

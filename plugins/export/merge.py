@@ -62,8 +62,12 @@ def merge_lora(
     *,
     base_model: str | None = None,
     dtype: str = "float16",
+    permissions: dict[str, bool] | None = None,
 ) -> dict[str, Any]:
-    """Write the merged model + tokenizer into ``output_dir`` (an empty folder) and verify it."""
+    """Write the merged model + tokenizer into ``output_dir`` (an empty folder) and verify it.
+
+    ``permissions``: the loading options the user gave for the base model (``user_model_options``).
+    """
     import torch
 
     from plugins.models import load_causal_lm
@@ -73,7 +77,9 @@ def merge_lora(
     check_merge_space(adapter_dir, output_dir, dtype, base_name)
     tokenizer = load_saved_tokenizer(adapter_dir)
     work_dtype = merge_precision(merged_size_bytes(base_name, "float32"), dtype)
-    adapted = load_trained_model(adapter_dir, base_model=base_name, dtype=getattr(torch, work_dtype))
+    adapted = load_trained_model(
+        adapter_dir, base_model=base_name, dtype=getattr(torch, work_dtype), permissions=permissions
+    )
     reference = build_reference(adapted, tokenizer, prompts)
     merged = adapted.merge_and_unload().eval()
     in_memory = check_logits(compare_hf_model(merged, reference), reference, work_dtype, f"merging in {work_dtype}")

@@ -20,9 +20,33 @@ from plugins.models.registry import PICKLE_SUFFIXES, ModelSpec, resolve_model
 
 PICKLE_REFUSED = (
     "{what} is a pickle checkpoint. Unpickling can run arbitrary code stored in the file, so it is "
-    "refused by default. Convert it to .safetensors, or set allow_pickle: true if you trust where it "
-    "came from."
+    "refused by default. Convert it to .safetensors, or set allow_pickle: true in training_config "
+    "if you trust where it came from."
 )
+
+_NO_TOKENIZER = (
+    "this model folder has no tokenizer files (tokenizer.json or tokenizer_config.json, tokenizer.model, "
+    "vocab.json). Copy them from the model these weights were trained from (or save the tokenizer there "
+    "with tokenizer.save_pretrained(folder))."
+)
+
+# Any one of these makes a folder's tokenizer loadable (fast, sentencepiece, BPE or WordPiece files).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "spiece.model",
+    "vocab.json",
+    "vocab.txt",
+)
+
+
+def check_model_files(name_or_path: str | os.PathLike, *, allow_pickle: bool = False) -> None:
+    """Refuse, before anything heavy runs, weights that only pickle can read and a missing tokenizer."""
+    spec = resolve_model(name_or_path)
+    _refuse_pickle(spec, allow_pickle)
+    if spec.source != "hub" and spec.format != "gguf" and not _has_tokenizer_files(spec):
+        raise InputError(Problem(_NO_TOKENIZER, file=spec.folder))  # a GGUF file carries its tokenizer
 
 
 def load_model_config(name_or_path: str | os.PathLike, *, trust_remote_code: bool = False):
@@ -92,6 +116,7 @@ def load_causal_lm(
 
     spec = resolve_model(name_or_path)
     _check_architecture(spec, trust_remote_code)
+    _refuse_pickle(spec, allow_pickle)
     options: dict[str, Any] = {
         "dtype": dtype if dtype is not None else (torch.float32 if spec.format == "gguf" else "auto"),
         "quantization_config": quantization_config,
@@ -107,9 +132,7 @@ def load_causal_lm(
             config.transformers_weights = Path(spec.path).name
             return AutoModelForCausalLM.from_pretrained(spec.folder, config=config, **options)
         if spec.format == "pickle":
-            return _load_pickle_file(spec, allow_pickle, options)
-        if spec.source != "hub" and _holds_only_pickle(Path(spec.path)) and not allow_pickle:
-            raise InputError(Problem(PICKLE_REFUSED.format(what="This folder's model"), file=spec.path))
+            return _load_pickle_file(spec, options)
         return AutoModelForCausalLM.from_pretrained(
             spec.path, use_safetensors=None if allow_pickle else True, **options
         )
@@ -121,12 +144,29 @@ def load_model(name: str | os.PathLike, **options: Any):
     return load_causal_lm(name, **options), load_tokenizer(name, trust_remote_code=trust)
 
 
-def _load_pickle_file(spec: ModelSpec, allow_pickle: bool, options: dict[str, Any]):
+def user_model_options(training_config: dict[str, Any] | None) -> dict[str, bool]:
+    """The loading permissions the user gave in training_config, for every later load of their model."""
+    config = training_config or {}
+    return {
+        "trust_remote_code": bool(config.get("trust_remote_code", False)),
+        "allow_pickle": bool(config.get("allow_pickle", False)),
+    }
+
+
+def _refuse_pickle(spec: ModelSpec, allow_pickle: bool) -> None:
+    # A Hub download is kept to safetensors by use_safetensors=True, and fails with its own message.
+    if allow_pickle or spec.source == "hub":
+        return
+    if spec.format == "pickle":
+        raise InputError(Problem(PICKLE_REFUSED.format(what=f"This {Path(spec.path).suffix} file"), file=spec.path))
+    if _holds_only_pickle(Path(spec.path)):
+        raise InputError(Problem(PICKLE_REFUSED.format(what="This folder's model"), file=spec.path))
+
+
+def _load_pickle_file(spec: ModelSpec, options: dict[str, Any]):
     import torch
     from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    if not allow_pickle:
-        raise InputError(Problem(PICKLE_REFUSED.format(what=f"This {Path(spec.path).suffix} file"), file=spec.path))
     config = load_model_config(spec.path, trust_remote_code=options["trust_remote_code"])
     # weights_only keeps the unpickler to tensors and containers even when pickle is allowed.
     state_dict = torch.load(spec.path, map_location="cpu", weights_only=True)
@@ -190,6 +230,14 @@ def _user_errors(spec: ModelSpec, what: str = "model") -> Iterator[None]:
         ) from exc
     except (ValueError, KeyError) as exc:
         text = str(exc)
+        if what == "tokenizer" and spec.source != "hub":
+            raise InputError(
+                Problem(
+                    f"cannot load the tokenizer from this location ({_first_line(text)}). "
+                    + ("" if _has_tokenizer_files(spec) else _NO_TOKENIZER),
+                    file=spec.folder,
+                )
+            ) from exc
         if "does not recognize this architecture" in text or "model type" in text or isinstance(exc, KeyError):
             raise InputError(
                 Problem(
@@ -205,11 +253,17 @@ def _os_error_message(spec: ModelSpec, what: str, exc: OSError) -> str:
     reason = _first_line(str(exc))
     if spec.source == "hub" and "safetensors" in reason:
         return PICKLE_REFUSED.format(what=f"{spec.path!r} has no .safetensors weights; its") + f" ({reason})"
+    if spec.source == "hub" and _hub_offline():
+        return (
+            f"HF_HUB_OFFLINE is set and the {what} {spec.path!r} is not in the local Hugging Face cache "
+            f"({reason}). Download it once with network, or give its local folder path instead "
+            "(model_name_or_path: /path/to/folder)."
+        )
     if spec.source == "hub":
         return (
             f"could not fetch the {what} {spec.path!r} from the Hugging Face Hub ({reason}). Check the id and "
             "the network; offline, download it elsewhere and give its local folder path instead "
-            "(model_name_or_path: /path/to/folder)."
+            "(model_name_or_path: /path/to/folder), and set HF_HUB_OFFLINE=1 to skip the download attempts."
         )
     if spec.format == "safetensors":
         return (
@@ -217,6 +271,14 @@ def _os_error_message(spec: ModelSpec, what: str, exc: OSError) -> str:
             "tokenizer files (tokenizer.json, tokenizer_config.json) in the same folder."
         )
     return f"cannot load the {what} from this location ({reason}). Is the folder complete?"
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _has_tokenizer_files(spec: ModelSpec) -> bool:
+    return any((Path(spec.folder) / name).is_file() for name in TOKENIZER_FILES)
 
 
 def _first_line(text: str) -> str:

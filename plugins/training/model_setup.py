@@ -74,9 +74,11 @@ def count_parameters(model) -> tuple[int, int]:
 def load_model_for_training(config: dict[str, Any], *, gradient_checkpointing: bool, device_map=None) -> LoadedModel:
     """The model, ready for the Trainer, with its tokenizer (which always has a pad token)."""
     from plugins.models import load_causal_lm, load_tokenizer
+    from plugins.models.loaders import user_model_options
 
     name = config["model_name_or_path"]
-    tokenizer = load_tokenizer(name, trust_remote_code=config["trust_remote_code"])
+    permissions = user_model_options(config)
+    tokenizer = load_tokenizer(name, trust_remote_code=permissions["trust_remote_code"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = load_causal_lm(
@@ -84,7 +86,7 @@ def load_model_for_training(config: dict[str, Any], *, gradient_checkpointing: b
         dtype=_base_dtype(config),
         quantization_config=quantization_config(config),
         device_map=device_map,
-        trust_remote_code=config["trust_remote_code"],
+        **permissions,
     )
     model.config.use_cache = False  # the KV cache is useless in training and costs memory
     if config["training_method"] != "full":
