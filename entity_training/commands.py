@@ -19,7 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from entity_training.cli import collect_overrides
-from entity_training.errors import ConfigError, EntityTrainingError, Problem, RunInterrupted
+from entity_training.disk import as_disk_full
+from entity_training.errors import ConfigError, EntityTrainingError, Problem
 from entity_training.executor import EVENTS_FILE, RUN_FILE, WorkflowExecutor, exit_code_for
 from entity_training.memory import MEMORY_FILE
 from entity_training.run_lock import LOCK_FILE, RunLock
@@ -29,6 +30,12 @@ from entity_training.workflow import Workflow, load_workflow
 
 console = Console(highlight=False)
 error_console = Console(stderr=True, highlight=False)
+
+# Settings that let a model file run code; the plan shows each one in red when it is on.
+UNSAFE_SETTINGS = {
+    "trust_remote_code": "the model's own Python code will run",
+    "allow_pickle": "pickle weights will be unpickled, which can run code stored in them",
+}
 
 
 def guarded(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
@@ -46,6 +53,10 @@ def guarded(handler: Callable[[argparse.Namespace], int], args: argparse.Namespa
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback without --debug
         if debug:
             traceback.print_exc()
+        disk_full = as_disk_full(exc, run_dir=None)
+        if disk_full is not None:
+            _print_error(disk_full)
+            return disk_full.exit_code
         error_console.print(
             f"[red]error:[/red] unexpected {type(exc).__name__}: {escape(redact(str(exc)))}\n"
             "Re-run with --debug to see the traceback, and please report it if the cause is not your input."
@@ -75,8 +86,9 @@ def print_plan(workflow: Workflow, run_dir: Path | None) -> None:
     for step in workflow.steps:
         settings = step.plugin.config.model_dump(exclude_unset=True, mode="json")
         text = escape(redact(", ".join(f"{k}={v}" for k, v in settings.items())))
-        if settings.get("trust_remote_code"):
-            text += "  [bold red]trust_remote_code=true: the model's own Python code will run[/bold red]"
+        for key, warning in UNSAFE_SETTINGS.items():
+            if settings.get(key):
+                text += f"  [bold red]{key}=true: {warning}[/bold red]"
         table.add_row(step.stage.value, escape(step.reference), text or "[dim]defaults[/dim]")
     console.print(table)
 
@@ -90,6 +102,7 @@ def _resolve_run_dir(workflow: Workflow, args: argparse.Namespace) -> Path:
 def _check_run_dir(run_dir: Path, args: argparse.Namespace) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(Problem("the run directory is a file; choose another --output", file=str(run_dir)))
+    _check_writable(run_dir)
     has_run = (run_dir / MEMORY_FILE).exists() or (run_dir / RUN_FILE).exists()
     if args.resume:
         # A run killed before its first stage ended left only its lock and events: resuming it
@@ -113,6 +126,18 @@ def _check_run_dir(run_dir: Path, args: argparse.Namespace) -> None:
                 file=str(run_dir),
             )
         )
+
+
+def _check_writable(run_dir: Path) -> None:
+    """The run directory can be created (or written) there; checked without creating anything."""
+    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
+    if not existing.is_dir():
+        reason = f"{existing} is a file, so no folder can be created under it"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        reason = f"{existing} is not writable (permissions, or a read-only file system)"
+    else:
+        return
+    raise ConfigError(Problem(f"cannot create the run directory: {reason}; choose another --output", file=str(run_dir)))
 
 
 def _confirm(args: argparse.Namespace) -> bool:
@@ -147,8 +172,7 @@ def run_command(args: argparse.Namespace) -> int:
 async def _execute(workflow: Workflow, run_dir: Path, *, resume: bool, quiet: bool):
     from entity_training.console import ConsoleSink
 
-    cancel = threading.Event()
-    executor = WorkflowExecutor(workflow, run_dir, resume=resume, cancel_event=cancel)
+    executor = WorkflowExecutor(workflow, run_dir, resume=resume)
     executor.bus.subscribe(ConsoleSink(console, quiet=quiet))
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -157,7 +181,7 @@ async def _execute(workflow: Workflow, run_dir: Path, *, resume: bool, quiet: bo
     def on_signal(signum: int) -> None:
         received.append(signum)
         if len(received) == 1:
-            cancel.set()
+            executor.interrupt(signum)
             error_console.print(
                 "\n[yellow]Stopping: plugins are saving their state (a checkpoint while training). "
                 "Press Ctrl-C again to stop at once.[/yellow]"
@@ -178,9 +202,6 @@ async def _execute(workflow: Workflow, run_dir: Path, *, resume: bool, quiet: bo
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)
-    if received and result.status == "interrupted":
-        # The exit code follows the signal that stopped the run (130 for SIGINT, 143 for SIGTERM).
-        result.error = RunInterrupted(str(result.error or "interrupted"), signal_number=received[0])
     return result
 
 

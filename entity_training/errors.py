@@ -62,6 +62,10 @@ class PluginError(EntityTrainingError):
         super().__init__(prefix + message)
 
 
+class DiskFull(EntityTrainingError):
+    """A write failed because the disk or the user's quota is full (``entity_training.disk``)."""
+
+
 class ReviewFailed(EntityTrainingError):
     """The run finished but REVIEW decided FAIL; later stages are skipped."""
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from entity_training import events
 from entity_training.context import SUMMARY_KEY, PluginContext
-from entity_training.errors import EntityTrainingError, ReviewFailed, RunInterrupted
+from entity_training.disk import as_disk_full
+from entity_training.errors import DiskFull, EntityTrainingError, ReviewFailed, RunInterrupted
 from entity_training.memory import Memory, atomic_write_text
 from entity_training.secrets import redact
 from entity_training.stages import RUN_ORDER, Stage
@@ -68,6 +69,7 @@ class WorkflowExecutor:
         self.resume = resume
         self.bus = bus or events.EventBus()
         self.cancel_event = cancel_event or threading.Event()
+        self._interrupt_signal: int | None = None
         self.is_main = _is_main_process()
         self.memory = Memory()
         self.records: list[StepRecord] = []
@@ -106,25 +108,52 @@ class WorkflowExecutor:
             status, error = "review_failed", exc
             await self._run_reporters_after_review_failure()
         except (RunInterrupted, asyncio.CancelledError, KeyboardInterrupt) as exc:
-            status = "interrupted"
-            error = exc if isinstance(exc, RunInterrupted) else RunInterrupted("interrupted")
+            status, error = "interrupted", self._interruption(exc)
         except BaseException as exc:  # noqa: BLE001 - every failure is reported, then ERROR handlers run
-            status, error = "failed", exc
-            await self._run_error_handlers(exc)
+            status, error = "failed", self._explained(exc)
+            await self._run_error_handlers(error)
         finally:
             await self._cleanup(initialized)
         result = RunResult(
             status, self.run_dir, self.records, dict(self.memory.get(SUMMARY_KEY, {})), error, self.memory
         )
-        self.bus.emit(
-            events.RUN_END, status=status, seconds=round(time.time() - started, 3), error=str(error) if error else None
-        )
+        closing = [
+            lambda: self.bus.emit(
+                events.RUN_END,
+                status=status,
+                seconds=round(time.time() - started, 3),
+                error=str(error) if error else None,
+            )
+        ]
         if self.is_main:
-            self.memory.save(self.run_dir)
-            self._write_run_file(result, started)
+            closing += [lambda: self.memory.save(self.run_dir), lambda: self._write_run_file(result, started)]
         if jsonl:
-            jsonl.close()
+            closing.append(jsonl.close)
+        for write in closing:
+            self._write_or_report_full_disk(write, result)
         return result
+
+    def interrupt(self, signal_number: int) -> None:
+        """Ask the plugins to save and stop (Ctrl-C, SIGTERM); the run ends with code 128 + the signal."""
+        if self._interrupt_signal is None:
+            self._interrupt_signal = signal_number
+        self.cancel_event.set()
+
+    def _interruption(self, error: BaseException) -> RunInterrupted:
+        own_signal = error.signal_number if isinstance(error, RunInterrupted) else 2
+        message = str(error) if isinstance(error, RunInterrupted) else "interrupted"
+        return RunInterrupted(message, signal_number=self._interrupt_signal or own_signal)
+
+    def _write_or_report_full_disk(self, write, result: RunResult) -> None:
+        """The run's closing writes: on a full disk the run reports that, instead of crashing on its way out."""
+        try:
+            write()
+        except OSError as exc:
+            disk_full = as_disk_full(exc, run_dir=self.run_dir, writer="the run's own files")
+            if disk_full is None:
+                raise
+            if not isinstance(result.error, DiskFull):
+                result.status, result.error = "failed", disk_full
 
     async def _run_stages(self, stop_after: Stage | None) -> None:
         last_stage = Stage.DO if not self.is_main else None
@@ -188,6 +217,12 @@ class WorkflowExecutor:
             await self._run_stage(Stage.OUTPUT, steps, mark_done=False)
         except Exception as exc:  # a failing report must not hide the review verdict
             self.bus.emit(events.WARNING, message=f"reporting after the failed review failed: {exc}")
+
+    def _explained(self, error: BaseException) -> BaseException:
+        """The failure as the user should read it: a full disk says where and what to do."""
+        failed = next((r for r in reversed(self.records) if r.status == "failed"), None)
+        writer = f"{failed.plugin} ({failed.stage})" if failed else None
+        return as_disk_full(error, run_dir=self.run_dir, writer=writer) or error
 
     async def _run_error_handlers(self, error: BaseException) -> None:
         failed = next((r for r in reversed(self.records) if r.status == "failed"), None)

@@ -60,6 +60,49 @@ def _record_lines(node: yaml.Node, path: YamlPath, source: SourceMap, problems: 
             _record_lines(item, (*path, index), source, problems)
 
 
+# A large workflow has a few thousand values; anchors and aliases can multiply that without bound
+# ("billion laughs": nine levels of nine aliases are 387M values).
+MAX_EXPANDED_VALUES = 100_000
+
+
+def _check_alias_expansion(root: yaml.Node, file: str | None) -> None:
+    """Refuse a document whose aliases expand past MAX_EXPANDED_VALUES, or that contains itself."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise ConfigError(
+                Problem("an alias refers to the value that contains it; remove the cycle", file=file, line=_line(node))
+            )
+        open_nodes.add(key)
+        children = node.value if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) else []
+        total = 1
+        for child in children:
+            total += sum(size(part) for part in child) if isinstance(child, tuple) else size(child)
+            if total > MAX_EXPANDED_VALUES:
+                raise ConfigError(
+                    Problem(
+                        f"the document expands to more than {MAX_EXPANDED_VALUES:,} values through anchors and "
+                        "aliases (&name, *name); a workflow is far smaller. Write the values out, or alias fewer.",
+                        file=file,
+                        line=_line(node),
+                    )
+                )
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root)
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
 def load_yaml_file(path: Path) -> tuple[Any, SourceMap]:
     """Parse one YAML file with the safe loader. Raises ConfigError with the file and line."""
     name = str(path)
@@ -84,6 +127,8 @@ def parse_yaml_text(text: str, file: str | None = None) -> tuple[Any, SourceMap]
         loader = yaml.SafeLoader(text)
         try:
             node = loader.get_single_node()
+            if node is not None:
+                _check_alias_expansion(node, file)
             data = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
@@ -96,6 +141,10 @@ def parse_yaml_text(text: str, file: str | None = None) -> tuple[Any, SourceMap]
         ) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(Problem(f"invalid YAML: {exc}", file=file)) from exc
+    except RecursionError as exc:  # the parser and the checks recurse once per nesting level
+        raise ConfigError(
+            Problem("the document is nested too deeply to read; a workflow needs a few levels", file=file)
+        ) from exc
     if node is None:
         raise ConfigError(Problem("the file holds no YAML document; a workflow needs a `workflow:` section", file=file))
     problems: list[Problem] = []

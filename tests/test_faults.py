@@ -23,6 +23,7 @@ from export_fixtures import fill_memory_for_export, make_lora_adapter, trained_m
 from training_helpers import build_tiny_model_dir, make_context, packed_rows, write_tokenized
 
 from entity_training import PluginError, Stage
+from entity_training.disk import as_disk_full
 from entity_training.memory import Memory
 from plugins import memory_keys
 from plugins.fine_tuning import FineTuningPlugin
@@ -103,9 +104,119 @@ async def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(tiny_m
     message = str(caught.value)
     assert isinstance(caught.value, (OSError, PluginError)) or "space" in message.lower(), repr(caught.value)
     assert "No space left on device" in message or "disk" in message.lower(), message
+    explained = as_disk_full(caught.value, run_dir=tmp_path, writer="fine_tuning (DO)")  # what the CLI prints
+    assert explained is not None and explained.exit_code == 1
+    assert "checkpoint-4" in str(explained) and "continue with --resume" in str(explained)
     published = [p.name for p in list_checkpoints(tmp_path / "checkpoints")]
     assert published == ["checkpoint-2"]
     assert checkpoint_problems(tmp_path / "checkpoints" / "checkpoint-2") == []
+
+
+FULL_DISK_PLUGIN = """
+import errno, os
+from entity_training import Plugin, Stage
+
+class FillDisk(Plugin):
+    supported_stages = (Stage.DO,)
+
+    async def _execute_impl(self, context):
+        target = context.run_dir / "weights.bin"
+        kind = os.environ["FULL_DISK_KIND"]
+        if kind == "oserror":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+        if kind == "quota":
+            raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+        # what safetensors (Rust) raises: its own type, the OS text, no errno
+        raise RuntimeError("Error while serializing: IoError(No space left on device (os error 28))")
+"""
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("oserror", "the disk is full: fill_disk (DO) could not write {run_dir}/weights.bin"),
+        ("quota", "the disk quota is exceeded: fill_disk (DO) could not write its files in {run_dir}"),
+        ("rust_library", "the disk is full: fill_disk (DO) could not write its files in {run_dir}"),
+    ],
+)
+def test_a_full_disk_reaches_the_cli_as_one_message_with_the_place_and_what_to_do(tmp_path, kind, expected):
+    (tmp_path / "plugs" / "fill_disk").mkdir(parents=True)
+    (tmp_path / "plugs" / "fill_disk" / "plugin.py").write_text(FULL_DISK_PLUGIN)
+    (tmp_path / "wf.yaml").write_text(
+        "run: {name: full, output_dir: out}\nplugin_dirs: [plugs]\n"
+        "workflow:\n  INPUT:\n    - plugin: sample_plugins.Writer\n  DO:\n    - plugin: fill_disk\n"
+    )
+    result = cli("--config", "wf.yaml", "--yes", cwd=tmp_path, env={"FULL_DISK_KIND": kind})
+    run_dir = tmp_path / "out"
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert expected.format(run_dir=run_dir) in message, message
+    assert f"free in {run_dir}" in message and f"continue with --resume {run_dir}" in message
+    assert (
+        "--output on a disk with room" in message
+        and "Earlier checkpoints, exports and the run state are intact" in message
+    )
+    assert "Traceback" not in result.stdout + result.stderr and "unexpected" not in message
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["error"]["type"] == "DiskFull" and run["exit_code"] == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``mount(size)``: a real small file system (tmpfs); needs root (CAP_SYS_ADMIN), else the test skips."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        mount_point = tmp_path / f"disk-{len(mounted)}"
+        mount_point.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)])
+        if result.returncode != 0:
+            pytest.skip("mounting a tmpfs needs root: the real full-disk tests run only where that is allowed")
+        mounted.append(mount_point)
+        return mount_point
+
+    yield mount
+    for mount_point in mounted:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.mark.slow
+def test_a_really_full_disk_stops_training_cleanly_and_resume_finishes(tmp_path, small_disk):
+    """A tiny-model checkpoint is 2.7 MB: checkpoint-2 fits on 4 MiB, checkpoint-4 does not."""
+    (tmp_path / "wf.yaml").write_text(
+        TRAINING_WORKFLOW.replace("max_steps: 12, save_steps: 100", "max_steps: 6, save_steps: 2")
+    )
+    disk = small_disk("4m")
+    run_dir = disk / "run"
+    stopped = cli("--config", "wf.yaml", "--yes", "--output", str(run_dir), cwd=tmp_path, timeout=600)
+    message = " ".join(stopped.stderr.split())
+    assert stopped.returncode == 1, stopped.stdout[-2000:] + stopped.stderr[-2000:]
+    assert f"the disk is full: fine_tuning (DO) could not write its files in {run_dir}" in message, message
+    assert "Traceback" not in stopped.stdout + stopped.stderr
+    assert [p.name for p in list_checkpoints(run_dir / "checkpoints")] == ["checkpoint-2"]
+    assert checkpoint_problems(run_dir / "checkpoints" / "checkpoint-2") == []
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)  # space freed
+    resumed = cli("--config", "wf.yaml", "--yes", "--resume", str(run_dir), cwd=tmp_path, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    result = json.loads((run_dir / "memory.json").read_text())["entries"]["training.result"]
+    assert result["steps"] == 6 and result["resumed_from"].endswith("checkpoint-2")
+
+
+@pytest.mark.slow
+def test_no_room_for_the_merged_model_is_refused_before_writing(tmp_path, small_disk):
+    """export output_path on a 64 KiB disk: the merge pre-flight refuses it (exit 2), nothing is written there."""
+    export_dir = small_disk("64k") / "export"
+    workflow = TRAINING_WORKFLOW.replace("max_steps: 12", "max_steps: 1") + (
+        f"  OUTPUT:\n    - plugin: model_export\n      config: {{export_formats: [merged], output_path: {export_dir}}}\n"
+    )
+    (tmp_path / "wf.yaml").write_text(workflow)
+    result = cli("--config", "wf.yaml", "--yes", cwd=tmp_path, timeout=600)
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "not enough disk space for the merged model" in message and "output_path" in message, message
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not export_dir.exists() or not any(export_dir.iterdir())
 
 
 # -- damaged run state, two runs --------------------------------------------------------------
@@ -161,6 +272,7 @@ def test_a_second_run_into_the_same_directory_is_refused_with_the_first_pid(tmp_
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=60)
     assert first.returncode == 143
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["exit_code"] == 143
 
 
 # -- pre-emption: SIGINT / SIGTERM during real training ----------------------------------------
@@ -204,6 +316,8 @@ def test_a_signal_during_training_saves_a_checkpoint_and_resume_finishes(tmp_pat
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == code, stderr[-3000:]
     assert "Traceback" not in stderr and "--resume" in stderr
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "interrupted" and run["exit_code"] == code
     saved = list_checkpoints(run_dir / "checkpoints")
     assert saved and checkpoint_problems(saved[-1]) == []  # save_steps is 100: this one was written on the signal
     interrupted_at = int(saved[-1].name.rsplit("-", 1)[1])
@@ -263,4 +377,6 @@ async def test_disk_full_during_export_keeps_the_previous_export(
     with pytest.raises(Exception) as caught:  # noqa: PT011 - the message is what matters
         await export()
     assert "No space left on device" in str(caught.value), repr(caught.value)
+    explained = as_disk_full(caught.value, run_dir=tmp_path, writer="model_export (OUTPUT)")  # what the CLI prints
+    assert explained is not None and f"could not write its files in {tmp_path}" in str(explained)
     assert _tree(export_root) == before  # the previous export, byte for byte, and no partial folder

@@ -6,16 +6,10 @@ import shutil
 from pathlib import Path
 
 from entity_training import ConfigError, Problem
+from entity_training.disk import existing_parent, format_size
 
 BYTES_PER_DTYPE = {"float32": 4, "float16": 2, "bfloat16": 2}
 _HEADROOM = 1.1  # safetensors headers, tokenizer files, the model card
-
-
-def existing_parent(path: Path) -> Path:
-    for candidate in (Path(path), *Path(path).parents):
-        if candidate.exists():
-            return candidate
-    return Path.cwd()
 
 
 def require_free_space(folder: Path, needed_bytes: int, what: str, *, key: str = "output_path") -> None:
@@ -31,11 +25,3 @@ def require_free_space(folder: Path, needed_bytes: int, what: str, *, key: str =
                 path=key,
             )
         )
-
-
-def format_size(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(count) < 1024 or unit == "TiB":
-            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
-        count /= 1024
-    return f"{count:.1f} TiB"
