@@ -166,10 +166,11 @@ def small_disk(tmp_path):
     """``mount(size)``: a real small file system (tmpfs); needs root (CAP_SYS_ADMIN), else the test skips."""
     mounted: list[Path] = []
 
-    def mount(size: str) -> Path:
+    def mount(size: str, *, read_only: bool = False) -> Path:
         mount_point = tmp_path / f"disk-{len(mounted)}"
         mount_point.mkdir()
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)])
+        options = f"size={size}" + (",ro" if read_only else "")
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)])
         if result.returncode != 0:
             pytest.skip("mounting a tmpfs needs root: the real full-disk tests run only where that is allowed")
         mounted.append(mount_point)
@@ -217,6 +218,17 @@ def test_no_room_for_the_merged_model_is_refused_before_writing(tmp_path, small_
     assert "not enough disk space for the merged model" in message and "output_path" in message, message
     assert "Traceback" not in result.stdout + result.stderr
     assert not export_dir.exists() or not any(export_dir.iterdir())
+
+
+def test_a_run_directory_on_a_read_only_disk_is_refused_before_anything_runs(tmp_path, small_disk):
+    """Root ignores permission bits, so a read-only mount is what makes a folder unwritable for every user."""
+    (tmp_path / "wf.yaml").write_text(TOY_WORKFLOW)
+    run_dir = small_disk("64k", read_only=True) / "run"
+    result = cli("--config", "wf.yaml", "--yes", "--output", str(run_dir), cwd=tmp_path)
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{run_dir}: cannot create the run directory" in message and "read-only file system" in message
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 # -- damaged run state, two runs --------------------------------------------------------------
