@@ -60,6 +60,7 @@ def _record_lines(node: yaml.Node, path: YamlPath, source: SourceMap, problems: 
             _record_lines(item, (*path, index), source, problems)
 
 
+MAX_FILE_BYTES = 2**20  # the YAML parser is pure Python: a 300 MB file takes minutes
 # A large workflow has a few thousand values; anchors and aliases can multiply that without bound
 # ("billion laughs": nine levels of nine aliases are 387M values).
 MAX_EXPANDED_VALUES = 100_000
@@ -110,6 +111,17 @@ def load_yaml_file(path: Path) -> tuple[Any, SourceMap]:
         raise ConfigError(Problem("file not found; check the path given to --config", file=name))
     if path.is_dir():
         raise ConfigError(Problem("is a directory, not a YAML workflow file", file=name))
+    if not path.is_file():  # reading a FIFO waits forever, a device never ends
+        raise ConfigError(Problem("is not a regular file (a pipe or a device?); give a YAML workflow file", file=name))
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ConfigError(
+            Problem(
+                f"is {size / 2**20:.0f} MiB; a workflow file is a few KiB (the limit is "
+                f"{MAX_FILE_BYTES // 2**20} MiB). Is this the right file?",
+                file=name,
+            )
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

@@ -106,3 +106,50 @@ def test_bad_input_exits_2_with_a_located_message(case, tmp_path):
     assert _substitute(case["where"], work_dir) in errors, errors[-2000:]
     assert _snapshot(CORPUS) == corpus_before, "the corpus was changed"
     assert _snapshot(work_dir, skip=RUN_DIR_NAME) == work_before, "files outside the run directory changed"
+
+
+# -- files the corpus cannot hold: pipes, devices, a huge workflow ----------------------------
+
+
+def _special_file(kind: str, folder: Path) -> Path:
+    if kind == "device":
+        return Path("/dev/zero")  # never ends
+    if kind == "fifo":
+        fifo = folder / "named_pipe.yaml"
+        os.mkfifo(fifo)  # reading it waits for a writer that never comes
+        return fifo
+    huge = folder / "huge.yaml"
+    huge.write_text("workflow: {}\n" + "#" * (2 * 2**20) + "\n")  # the YAML parser would take minutes
+    return huge
+
+
+@pytest.mark.parametrize(
+    ("target", "kind", "expected"),
+    [
+        ("--config", "device", "is not a regular file (a pipe or a device?)"),
+        ("--config", "fifo", "is not a regular file (a pipe or a device?)"),
+        ("--config", "huge", "is 2 MiB; a workflow file is a few KiB"),
+        ("--dataset", "device", "is not a regular file or folder (a pipe or a device?)"),
+        ("--dataset", "fifo", "is not a regular file or folder (a pipe or a device?)"),
+    ],
+)
+def test_pipes_devices_and_huge_files_are_refused_without_waiting(tmp_path, target, kind, expected):
+    if kind == "fifo" and not hasattr(os, "mkfifo"):
+        pytest.skip("no named pipes on this platform")
+    work_dir = tmp_path / "work"
+    work_dir.mkdir()
+    special = _special_file(kind, tmp_path)
+    config = special if target == "--config" else CORPUS / "base.yaml"
+    extra = ["--dataset", str(special)] if target == "--dataset" else []
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "--config", str(config), *extra, "--yes"],
+        cwd=work_dir,
+        env=_environment({}, work_dir),
+        capture_output=True,
+        text=True,
+        timeout=120,  # a read that blocks or never ends would hit this
+    )
+    errors = re.sub(r"\s*\n\s*", " ", result.stderr)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"{special}: {expected}" in errors, errors[-2000:]
+    assert "Traceback" not in result.stdout + result.stderr

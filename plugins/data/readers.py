@@ -58,6 +58,10 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
         if not path.exists():
             hint = _similar_names(path)
             raise InputError(Problem(f"the dataset path does not exist.{hint} Check dataset_path.", file=str(path)))
+        if not path.is_file() and not path.is_dir():  # reading a FIFO waits forever, a device never ends
+            raise InputError(
+                Problem("is not a regular file or folder (a pipe or a device?); give a data file", file=str(path))
+            )
         if path.is_file() or is_hf_dataset_folder(path):
             found.append(path)
             continue
