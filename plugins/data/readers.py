@@ -129,6 +129,9 @@ def read_utf8(path: Path) -> str:
     return text.removeprefix("\ufeff")
 
 
+TOO_DEEP = "arrays or objects nested too deeply to read (thousands of levels)"
+
+
 def _read_jsonl(path: Path) -> list[RawRow]:
     rows = []
     for number, line in enumerate(read_utf8(path).splitlines(), start=1):
@@ -138,6 +141,8 @@ def _read_jsonl(path: Path) -> list[RawRow]:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
             raise _json_error(path, number, exc.colno, exc.msg) from None
+        except RecursionError:
+            raise _json_error(path, number, 1, TOO_DEEP) from None
         rows.append(RawRow(value, str(path), line=number))
     return rows
 
@@ -151,6 +156,8 @@ def _read_json(path: Path) -> list[RawRow]:
         except json.JSONDecodeError as exc:
             hint = " (one JSON object per line? then name the file .jsonl)" if exc.msg == "Extra data" else ""
             raise _json_error(path, exc.lineno, exc.colno, exc.msg + hint) from None
+        except RecursionError:
+            raise _json_error(path, 1, 1, TOO_DEEP) from None
         return _rows_of_document(path, document)
     return _scan_json_array(path, text, start)
 
@@ -171,6 +178,8 @@ def _scan_json_array(path: Path, text: str, start: int) -> list[RawRow]:
         except json.JSONDecodeError as exc:
             line = bisect.bisect_left(newlines, exc.pos) + 1
             raise _json_error(path, line, exc.pos - (newlines[line - 2] if line > 1 else -1), exc.msg) from None
+        except RecursionError:
+            raise _json_error(path, bisect.bisect_left(newlines, position) + 1, 1, TOO_DEEP) from None
         rows.append(RawRow(value, str(path), line=bisect.bisect_left(newlines, position) + 1))
         position = _skip_space(text, end)
         if position < len(text) and text[position] == ",":
