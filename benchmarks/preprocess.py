@@ -33,6 +33,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -92,18 +93,28 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def timed(function, *args) -> tuple[float, object]:
-    start = time.perf_counter()
+SETTLE_SECONDS = 0.3  # between runs: the previous run's worker threads (torch, tokenizers) stop spinning
+
+
+@dataclass(frozen=True)
+class Timing:
+    wall: float
+    cpu: float  # CPU time of this process (all threads) during the run: robust to a busy machine
+
+
+def timed(function, *args) -> tuple[Timing, object]:
+    wall, cpu = time.perf_counter(), time.process_time()
     result = function(*args)
-    return time.perf_counter() - start, result
+    return Timing(time.perf_counter() - wall, time.process_time() - cpu), result
 
 
-def alternating(repeats: int, ours_run, trl_run) -> tuple[list[float], list[float]]:
-    """Seconds of ``repeats`` runs of each side, taking turns, so that both see the same machine load."""
+def alternating(repeats: int, ours_run, trl_run) -> tuple[list[Timing], list[Timing]]:
+    """``repeats`` runs of each side, taking turns, so that both see the same machine load."""
     ours_times, trl_times = [], []
     for _ in range(repeats):
-        ours_times.append(ours_run())
-        trl_times.append(trl_run())
+        for run, times in ((ours_run, ours_times), (trl_run, trl_times)):
+            time.sleep(SETTLE_SECONDS)
+            times.append(run())
     return ours_times, trl_times
 
 
@@ -218,7 +229,7 @@ def main() -> int:
     trl_prepare(overhead_rows, model, trl_tokenizer, args.max_length, False, overhead_cache)  # imports, first use
     overhead = median(
         [
-            timed(trl_prepare, overhead_rows, model, trl_tokenizer, args.max_length, False, overhead_cache)[0]
+            timed(trl_prepare, overhead_rows, model, trl_tokenizer, args.max_length, False, overhead_cache)[0].wall
             for _ in range(args.warm_repeats)
         ]
     )
@@ -230,10 +241,10 @@ def main() -> int:
         jsonl = write_jsonl(WORK / f"{path.stem}.trl.jsonl", rows)
         assistant_only = "messages" in rows[0]
 
-        def ours_run(cache: Path, path=path) -> float:
+        def ours_run(cache: Path, path=path) -> Timing:
             return timed(ours, path, tokenizer, tokenizer_files, args.max_length, cache)[0]
 
-        def trl_run(cache: Path, jsonl=jsonl, assistant_only=assistant_only) -> float:
+        def trl_run(cache: Path, jsonl=jsonl, assistant_only=assistant_only) -> Timing:
             return timed(trl_prepare, jsonl, model, trl_tokenizer, args.max_length, assistant_only, cache)[0]
 
         # Cold: every run starts from an empty cache folder (ours) / datasets cache (TRL).
@@ -259,7 +270,10 @@ def main() -> int:
 
 def render(results, overhead: float, args, tokenizer_files_known: bool, load_start: str, load_end: str) -> str:
     rows = []
-    for name, (ours_cold, trl_cold), (ours_warm, trl_warm), _, _ in results:
+    for name, cold, warm, _, _ in results:
+        ours_cold, trl_cold = ([t.wall for t in side] for side in cold)
+        ours_warm, trl_warm = ([t.wall for t in side] for side in warm)
+        ours_cpu, trl_cpu = (median([t.cpu for t in side]) for side in warm)
         rows.append(
             [
                 name,
@@ -269,15 +283,27 @@ def render(results, overhead: float, args, tokenizer_files_known: bool, load_sta
                 f"{median(ours_warm) * 1e3:.1f} (min {min(ours_warm) * 1e3:.1f})",
                 f"{median(trl_warm) * 1e3:.1f} (min {min(trl_warm) * 1e3:.1f})",
                 f"**{median(trl_warm) / median(ours_warm):.1f}x**",
+                f"{ours_cpu * 1e3:.1f} / {trl_cpu * 1e3:.1f} = {trl_cpu / ours_cpu:.1f}x",
             ]
         )
-    headers = ["dataset", "ours cold s", "TRL cold s", "cold ratio", "ours warm ms", "TRL warm ms", "warm ratio"]
+    headers = [
+        "dataset",
+        "ours cold s",
+        "TRL cold s",
+        "cold ratio",
+        "ours warm ms",
+        "TRL warm ms",
+        "warm ratio",
+        "warm CPU ms ours / TRL",
+    ]
     lines = [
         "## Preprocessing: ours vs TRL SFTTrainer, cold and warm cache (benchmarks/preprocess.py)",
         "",
         f"Load, chat template, tokenize, mask and pack each file at max_length {args.max_length} with the tokenizer "
         f"of the built-in `{args.model}`; medians of {args.repeats} cold and {args.warm_repeats} warm runs per side, "
-        "alternating. Ratio = TRL time / our time (higher is better for us). Targets: cold >= 1x, warm >= 10x.",
+        f"alternating, {SETTLE_SECONDS} s apart. Ratio = TRL time / our time (higher is better for us), from wall "
+        "times; the last column compares the CPU time each side's process spent, which a busy machine distorts "
+        "less (a short run is hit harder by waiting for a core). Targets: cold >= 1x, warm >= 10x.",
         "",
         markdown_table(headers, rows),
         "",

@@ -65,11 +65,14 @@ class TokenizedDataset:
                     file=str(self.folder),
                 )
             )
-        arrays = {name: np.load(self.folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
-        self.input_ids, self.labels = arrays["input_ids"], arrays["labels"]
-        self.seq_lengths, self.row_samples = arrays["seq_lengths"], arrays["row_samples"]
-        self._sample_offsets = np.concatenate([[0], np.cumsum(self.row_samples, dtype=np.int64)])
-        self._token_offsets = np.concatenate([[0], np.cumsum(self.seq_lengths, dtype=np.int64)])
+        # The tokens stay on disk (memory-mapped); the per-sample and per-row counts are small and
+        # read whole, so the offsets are computed on plain arrays (no memmap wrapping on each operation).
+        self.input_ids, self.labels = (np.load(self.folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS[:2])
+        self.seq_lengths, self.row_samples = (np.load(self.folder / f"{name}.npy") for name in ARRAYS[2:])
+        self._sample_offsets = np.zeros(len(self.row_samples) + 1, dtype=np.int64)
+        np.cumsum(self.row_samples, out=self._sample_offsets[1:])
+        self._token_offsets = np.zeros(len(self.seq_lengths) + 1, dtype=np.int64)
+        np.cumsum(self.seq_lengths, out=self._token_offsets[1:])
         if self._sample_offsets[-1] != len(self.seq_lengths) or self._token_offsets[-1] != len(self.input_ids):
             raise ValueError(f"{self.folder}: the arrays disagree in length (a broken cache entry)")
 
