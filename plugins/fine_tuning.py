@@ -170,23 +170,27 @@ class FineTuningPlugin(Plugin):
         return None
 
     def _train_once(self, context, config, tokenized, settings, resume: str | None) -> dict[str, Any]:
-        import torch
-        from transformers import set_seed
+        from plugins.training.lean_imports import bitsandbytes_hidden, needs_bitsandbytes
 
-        from plugins.data.collator import PackedCollator
-        from plugins.training.callbacks import EarlyStopping, EngineReportingCallback, MetricsFiles, TokenCounter
-        from plugins.training.model_setup import load_model_for_training
-        from plugins.training.resources import current_memory_bytes, peak_memory_bytes
-        from plugins.training.trainer import PackedRows, PackedTrainer, tensorboard_callback, training_arguments
+        # Hidden while the libraries are imported and the model is wrapped: peft imports it on both.
+        with bitsandbytes_hidden(not needs_bitsandbytes(config)):
+            import torch
+            from transformers import set_seed
 
-        threads_before = torch.get_num_threads()
-        self._set_torch_threads(context)
-        set_seed(config["seed"])
+            from plugins.data.collator import PackedCollator
+            from plugins.training.callbacks import EarlyStopping, EngineReportingCallback, MetricsFiles, TokenCounter
+            from plugins.training.model_setup import load_model_for_training
+            from plugins.training.resources import current_memory_bytes, peak_memory_bytes
+            from plugins.training.trainer import PackedRows, PackedTrainer, tensorboard_callback, training_arguments
+
+            threads_before = torch.get_num_threads()
+            self._set_torch_threads(context)
+            set_seed(config["seed"])
+            loaded = load_model_for_training(
+                config, gradient_checkpointing=settings.gradient_checkpointing, device_map=_device_map(config)
+            )
         checkpoint_dir = Path(context.run_dir) / CHECKPOINT_DIR
         main = context.is_main_process
-        loaded = load_model_for_training(
-            config, gradient_checkpointing=settings.gradient_checkpointing, device_map=_device_map(config)
-        )
         context.log(
             f"model {config['model_name_or_path']}: {loaded.total_params:,} parameters, "
             f"{loaded.trainable_params:,} trainable ({100 * loaded.trainable_params / max(loaded.total_params, 1):.2f}%), "
