@@ -142,6 +142,7 @@ def run_trl(
     gradient_checkpointing: bool | None,
     batch_size: int,
     max_steps: int | None = None,
+    use_cpu: bool = False,
     env: dict | None = None,
 ) -> dict:
     """Run benchmarks/trl_job.py in a child process; ``gradient_checkpointing=None`` keeps TRL's default."""
@@ -158,6 +159,8 @@ def run_trl(
         command.append("--no-gradient-checkpointing")
     if max_steps:
         command += ["--max-steps", str(max_steps)]
+    if use_cpu:
+        command.append("--use-cpu")
     child = run_child(command, env=env)
     require_ok(child, "the TRL script")
     result = read_json(result_path)

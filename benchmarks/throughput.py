@@ -4,9 +4,11 @@
 (b) TRL careful: packing=True (BFD, padding-free), bf16=False/fp16=False, LoRA r16 all-linear,
     everything else SFTConfig's default (gradient checkpointing stays on);
 (c) TRL packing off (its default), fp32, gradient checkpointing default (on);
-(d) TRL as it comes: packing off, SFTConfig's default precision (bf16) and checkpointing; it is
-    ~10x slower on CPUs without native bf16, so it trains only --slow-steps steps (tokens/s is
-    what compares);
+(d) TRL as it comes: packing off, SFTConfig's default precision (bf16) and checkpointing, plus
+    use_cpu=True: without it TrainingArguments refuses bf16 on a CPU ("Your setup doesn't support
+    bf16/gpu. You need to assign use_cpu ..."), so TRL as it comes does not start on a CPU at all;
+    bf16 autocast is ~10x slower on CPUs without native bf16, so it trains only --slow-steps
+    steps (tokens/s is what compares);
 (e) TRL careful with gradient_checkpointing=False (to separate checkpointing from the rest).
 Plus: full fine-tuning of ours for the MFU against the measured fp32 matmul peak, and a check
 of whether each packed variant keeps samples from attending to each other.
@@ -51,7 +53,7 @@ VARIANTS = {
     "a": "ours (workflow, packed, block-diagonal mask, fp32)",
     "b": "TRL careful: packing, fp32, LoRA all-linear",
     "c": "TRL packing off, fp32",
-    "d": "TRL as it comes (bf16 default)",
+    "d": "TRL as it comes (bf16 default) + use_cpu=True",
     "e": "TRL careful + gradient_checkpointing=False",
 }
 
@@ -129,7 +131,14 @@ def run_variant(
     settings = {
         "b": {"packing": True, "fp32": True, "gradient_checkpointing": None, "batch_size": job.batch_size},
         "c": {"packing": False, "fp32": True, "gradient_checkpointing": None, "batch_size": unpacked_batch},
-        "d": {"packing": False, "fp32": False, "gradient_checkpointing": None, "batch_size": unpacked_batch},
+        # As it comes, SFTConfig's bf16 is refused on a CPU; use_cpu=True is the one change its error asks for.
+        "d": {
+            "packing": False,
+            "fp32": False,
+            "gradient_checkpointing": None,
+            "batch_size": unpacked_batch,
+            "use_cpu": True,
+        },
         "e": {"packing": True, "fp32": True, "gradient_checkpointing": False, "batch_size": job.batch_size},
     }[variant]
     max_steps = args.slow_steps if variant == "d" else None

@@ -2,10 +2,12 @@
 
     python benchmarks/trl_job.py --model DIR --data rows.jsonl --result out.json
         [--packing] [--fp32] [--no-gradient-checkpointing] [--batch-size 8] [--max-length 512]
-        [--max-steps N] [--method lora|full]
+        [--max-steps N] [--method lora|full] [--use-cpu]
 
 Without --fp32 and --no-gradient-checkpointing, SFTConfig's own defaults apply (bf16 and
-gradient checkpointing on). Writes the trained tokens (labels != -100 of every micro-batch), the
+gradient checkpointing on); on a CPU, TrainingArguments refuses that bf16 default unless
+use_cpu=True ("Your setup doesn't support bf16/gpu. You need to assign use_cpu ..."), which
+--use-cpu passes. Writes the trained tokens (labels != -100 of every micro-batch), the
 training seconds and the wall-clock time of the first optimizer step to ``--result``.
 """
 
@@ -31,6 +33,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (-1: one epoch)")
     parser.add_argument("--method", choices=("lora", "full"), default="lora")
     parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--use-cpu", action="store_true", help="use_cpu=True (needed for bf16 on a CPU)")
     return parser.parse_args()
 
 
@@ -62,6 +65,8 @@ def main() -> None:
         overrides.update(bf16=False, fp16=False)
     if args.no_gradient_checkpointing:
         overrides["gradient_checkpointing"] = False
+    if args.use_cpu:
+        overrides["use_cpu"] = True
     output_dir = args.output_dir or str(Path(args.result).with_suffix("")) + "-trl"
     config = SFTConfig(
         output_dir=output_dir,
