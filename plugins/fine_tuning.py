@@ -49,9 +49,9 @@ class FineTuningConfig(PluginConfig):
     torch_threads: PositiveInt | Literal["auto"] | None = Field(
         "auto",
         description=(
-            "CPU threads for the maths. auto: the physical cores that other work leaves idle (read from the "
-            "load average when training starts, and logged), because threads waiting for a busy core spin and "
-            "slow every step; an integer: exactly that many; null: torch's default (every physical core)."
+            "CPU threads for the maths. auto: the physical cores that other work leaves idle (CPU use sampled "
+            "when training starts, and logged), because threads waiting for a busy core spin and slow every "
+            "step; an integer: exactly that many; null: torch's default (every physical core)."
         ),
     )
 

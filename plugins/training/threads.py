@@ -1,9 +1,11 @@
 """How many CPU threads torch should use: the physical cores that other work leaves idle.
 
 With more runnable threads than cores, torch's OpenMP workers spin while they wait for a core:
-on a 2-core machine under load, 1 thread instead of 2 took 2.1x less CPU per training step and
-finished sooner (benchmarks/RESULTS.md). So ``auto`` counts the cores the load average says are
-busy with other work and leaves them alone.
+on a 2-core machine under load, 1 thread instead of 2 took 2.05x less CPU per training step and
+1.5x less wall time (benchmarks/RESULTS.md). So ``auto`` measures how many cores other work keeps
+busy right now and leaves them alone. It samples the CPU use for a moment instead of reading the
+load average, because the 1-minute average still counts a job that ended seconds ago (a run
+started right after another would otherwise take one thread on an idle machine).
 """
 
 from __future__ import annotations
@@ -11,35 +13,32 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+SAMPLE_SECONDS = 0.25
+
 
 @dataclass(frozen=True)
 class ThreadChoice:
     threads: int
     cores: int  # physical cores this process may run on
-    load_average: float  # 1-minute load average when the choice was made
-    busy_cores: int  # cores counted as busy with other work
+    busy: float  # cores' worth of CPU other work was using when the choice was made
 
     def describe(self) -> str:
-        if self.busy_cores == 0:
-            return f"torch threads: {self.threads} (every one of {self.cores} physical cores is idle)"
+        if self.threads == self.cores:
+            return f"torch threads: {self.threads} (all {self.cores} physical cores; other work uses {self.busy:.1f})"
         return (
-            f"torch threads: {self.threads} of {self.cores} physical cores (load average {self.load_average:.1f}: "
-            f"{self.busy_cores} busy with other work); set fine_tuning.torch_threads to override"
+            f"torch threads: {self.threads} of {self.cores} physical cores (other work is using {self.busy:.1f} "
+            "cores); set fine_tuning.torch_threads to override"
         )
 
 
-def choose_threads(cores: int, load_average: float, processes: int = 1) -> ThreadChoice:
-    """Threads per process for ``processes`` training processes on ``cores`` physical cores.
-
-    Each of our processes is running one thread right now, which the load average counts: the
-    rest of the load is other work. Busy cores are rounded to the nearest whole core, and every
-    process keeps at least one thread.
-    """
+def choose_threads(cores: int, busy: float, processes: int = 1) -> ThreadChoice:
+    """Threads per process for ``processes`` training processes on ``cores`` physical cores, when
+    other work keeps ``busy`` cores' worth of CPU in use. Busy cores are rounded to the nearest
+    whole core, and every process keeps at least one thread."""
     cores = max(cores, 1)
-    others = max(load_average - processes, 0.0)
-    busy = min(int(others + 0.5), cores)
-    threads = max((cores - busy) // max(processes, 1), 1)
-    return ThreadChoice(threads=threads, cores=cores, load_average=load_average, busy_cores=busy)
+    busy_cores = min(int(max(busy, 0.0) + 0.5), cores)
+    threads = max((cores - busy_cores) // max(processes, 1), 1)
+    return ThreadChoice(threads=threads, cores=cores, busy=max(busy, 0.0))
 
 
 def usable_physical_cores() -> int:
@@ -52,6 +51,21 @@ def usable_physical_cores() -> int:
     return physical
 
 
+def busy_cores_now(seconds: float = SAMPLE_SECONDS) -> float:
+    """Cores' worth of CPU in use by other processes over the next ``seconds`` (this one waits)."""
+    import psutil
+
+    logical = psutil.cpu_count(logical=True) or 1
+    own = psutil.Process()
+    own.cpu_percent(None)  # start this process's counter
+    total = psutil.cpu_percent(interval=seconds) / 100 * logical
+    return max(total - own.cpu_percent(None) / 100, 0.0)
+
+
 def auto_threads(processes: int = 1) -> ThreadChoice:
-    """The choice for this machine now (its load average is read once, at the start of training)."""
-    return choose_threads(usable_physical_cores(), os.getloadavg()[0], processes)
+    """The choice for this machine now. Several training processes of one run (torchrun) split
+    the cores evenly: at their start they load models, which would read as other work."""
+    cores = usable_physical_cores()
+    if processes > 1:
+        return choose_threads(cores, 0.0, processes)
+    return choose_threads(cores, busy_cores_now(), processes)
