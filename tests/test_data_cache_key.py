@@ -220,3 +220,45 @@ def test_files_changed_during_loading_are_not_trusted(tmp_path, monkeypatch):
 
     started = time.time_ns()
     assert tokenizer_identity.source_files(AutoTokenizer.from_pretrained(folder), started) is None
+
+
+# -- plugins that hold the rows between loading and tokenizing -------------------------------------
+
+
+async def test_rows_edited_in_place_by_another_plugin_get_a_new_cache_key(tmp_path, monkeypatch):
+    import threading
+
+    from entity_training.context import PluginContext
+    from entity_training.events import EventBus
+    from entity_training.memory import Memory
+    from entity_training.registry import ToolRouter
+    from plugins.data_preparation import DataPreparationPlugin
+
+    monkeypatch.setenv("ENTITY_TRAINING_CACHE", str(tmp_path / "cache"))
+    path = write_jsonl(tmp_path / "d.jsonl", ROWS)
+
+    def context(memory: Memory, stage: Stage, plugin: str) -> PluginContext:
+        return PluginContext(
+            memory=memory,
+            bus=EventBus(),
+            tools=ToolRouter(),
+            run_dir=tmp_path,
+            stage=stage,
+            plugin_name=plugin,
+            cancel_event=threading.Event(),
+        )
+
+    async def cache_key(edit) -> str:
+        memory = Memory()
+        memory.set(memory_keys.TRAINING_CONFIG, {"model_name_or_path": "tiny"})
+        await DatasetLoaderPlugin({"dataset_path": str(path)}).execute(context(memory, Stage.INPUT, "dataset_loader"))
+        if edit:  # a third-party cleaning step that rewrites text in the dicts it was handed
+            for conversation in context(memory, Stage.PARSE, "cleaner").recall(memory_keys.DATASET_TRAIN):
+                conversation["messages"][-1]["content"] += " (checked)"
+        preparation = DataPreparationPlugin({"max_seq_length": 64, "chat_template": "chatml"})
+        await preparation.execute(context(memory, Stage.THINK, "data_preparation"))
+        return memory.get(memory_keys.DATASET_TOKEN_STATS)["cache_key"]
+
+    untouched = await cache_key(edit=False)
+    assert await cache_key(edit=False) == untouched
+    assert await cache_key(edit=True) != untouched

@@ -4,8 +4,9 @@ The loader knows what it loaded: the parse cache's key covers every file's bytes
 settings. A list loaded that way carries ``loaded:<key>``; a selection of it (shuffle, max_samples,
 the split) carries a digest of that key and the selected positions. Changing the list itself
 (append, assignment, sort, ...) drops the digest, and a new list has none, so the key then hashes
-the content. The rows are shared, not copied: code that edits a row must store a new list (as the
-memory contract asks of any change) rather than edit the dicts in place.
+the content. The rows are shared, not copied, so a row edited in place would keep the old digest:
+data_preparation therefore trusts the digest only while no other plugin has recalled the list
+(``PluginContext.recalled_by_others``) and hashes the content otherwise.
 """
 
 from __future__ import annotations
