@@ -38,9 +38,11 @@ _OPTIMIZER_STATE_BYTES = {
 # the Trainer's own buffers (CPU, measured: 15-30 MiB), and the CUDA context (GPU).
 _OVERHEAD_BYTES = {"cpu": 24 * MIB, "cuda": 600 * MIB, "mps": 300 * MIB}
 # bitsandbytes' 4-bit path on a CPU: its first quantization allocates ~9 MiB of workspace, and the
-# allocator keeps what loading-then-quantizing freed. Measured on `small`: 40-75 MiB more resident
-# than a LoRA load after loading, 54-99 MiB under-estimated in training (benchmarks/RESULTS.md).
-_QLORA_CPU_BYTES = 64 * MIB
+# allocator keeps what loading-then-quantizing freed, up to a cap (large tensors are mmapped and
+# go back to the system when freed). Measured on `small`: 40-75 MiB more resident than a LoRA
+# load after loading, 41-83 MiB under-estimated in training (benchmarks/RESULTS.md).
+_QLORA_CPU_WORKSPACE_BYTES = 9 * MIB
+_QLORA_CPU_RETAINED_CAP_BYTES = 64 * MIB
 # Keep this share of the available memory free for what the estimate cannot see.
 HEADROOM = 0.9
 # Activation elements autograd keeps per token and decoder layer, in units of the hidden size
@@ -168,9 +170,14 @@ def _logits_bytes(shape: ModelShape, settings: TrainingShape) -> int:
     return int(tokens * shape.vocab_size * FP32 * _LOGITS_COPIES)
 
 
+def _quantized_params(shape: ModelShape) -> int:
+    """Weights of the decoder's linear layers: what 4-bit loading quantizes."""
+    return sum(layer.in_features * layer.out_features for layer in shape.per_layer_linears())
+
+
 def _weight_bytes(shape: ModelShape, settings: TrainingShape) -> int:
     if settings.method == "qlora":
-        quantized = sum(layer.in_features * layer.out_features for layer in shape.per_layer_linears())
+        quantized = _quantized_params(shape)
         # Non-quantized weights (embeddings, norms, head) are upcast to fp32 by k-bit preparation.
         return int(quantized * _NF4_BYTES_PER_PARAM + (shape.total_params - quantized) * FP32)
     if settings.method == "full" or settings.precision == "fp32":
@@ -194,7 +201,8 @@ def estimate_peak_memory(
     optimizer_bytes = _OPTIMIZER_STATE_BYTES.get(settings.optim, 8)
     overhead = _OVERHEAD_BYTES.get(settings.device_kind, _OVERHEAD_BYTES["cpu"])
     if settings.method == "qlora" and settings.device_kind == "cpu":
-        overhead += _QLORA_CPU_BYTES
+        retained = min(_quantized_params(shape) * FP32, _QLORA_CPU_RETAINED_CAP_BYTES)
+        overhead += _QLORA_CPU_WORKSPACE_BYTES + retained
     components = {
         "weights": _weight_bytes(shape, settings),
         "adapter weights": adapter * FP32,
