@@ -25,16 +25,22 @@ from plugins.training.memory_plan import (
 from plugins.training.model_shape import model_shape
 
 TESTS = Path(__file__).resolve().parent
-SHAPE = model_shape(
-    LlamaConfig(
+
+
+def llama_shape(hidden: int = 128, heads: int = 4):
+    """A 4-layer Llama's shape, vocabulary 4096, MLP 4x the hidden size, half as many KV heads."""
+    config = LlamaConfig(
         vocab_size=4096,
-        hidden_size=128,
-        intermediate_size=512,
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
         num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=heads,
+        num_key_value_heads=heads // 2,
     )
-)
+    return model_shape(config)
+
+
+SHAPE = llama_shape()
 BASE = TrainingShape(
     method="full",
     precision="fp32",
@@ -209,15 +215,6 @@ def test_qlora_on_a_cpu_counts_bitsandbytes_own_memory_up_to_a_cap():
         )
         return qlora.components["framework overhead"] - lora.components["framework overhead"]
 
-    wide = model_shape(
-        LlamaConfig(
-            vocab_size=4096,
-            hidden_size=2048,
-            intermediate_size=8192,
-            num_hidden_layers=4,
-            num_attention_heads=16,
-            num_key_value_heads=8,
-        )
-    )
+    wide = llama_shape(hidden=2048, heads=16)
     assert 0 < extra(SHAPE) < extra(wide) <= 80 * MIB
     assert extra(SHAPE, "cuda") == 0
