@@ -77,6 +77,7 @@ class EngineReportingCallback(TrainerCallback):
         self._window_start = self._start
         self._window_tokens = 0
         self._first_step = 0
+        self._reported_nonfinite: set[str] = set()
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._start = self._window_start = time.perf_counter()
@@ -102,6 +103,8 @@ class EngineReportingCallback(TrainerCallback):
         for key, value in logs.items():
             if isinstance(value, (int, float)) and math.isfinite(value):
                 record[key] = value
+            elif isinstance(value, float):
+                self._report_nonfinite(key, value, state.global_step)
         if "loss" in logs:
             window = max(now - self._window_start, 1e-9)
             record["tokens_per_second"] = round((self.tokens.total - self._window_tokens) / window, 1)
@@ -114,6 +117,18 @@ class EngineReportingCallback(TrainerCallback):
         if self.files is not None:
             self.files.write(record)
             self.context.metrics(record, step=state.global_step)
+
+    def _report_nonfinite(self, key: str, value: float, step: int) -> None:
+        """Once per metric: a NaN or infinite loss is left out of the metrics files, so say it here."""
+        if key in self._reported_nonfinite or self.files is None:
+            return
+        self._reported_nonfinite.add(key)
+        self.context.warn(
+            f"{key} is {value} at step {step}: training has diverged or the data has a sample without "
+            "trained tokens. Lower learning_rate, keep max_grad_norm at 1.0, use precision: fp32 (or bf16 "
+            "instead of fp16), and check masking with `entity-train preview`. Non-finite values are left "
+            "out of metrics.jsonl and metrics.csv."
+        )
 
     def _eta_seconds(self, state) -> float | None:
         done = state.global_step - self._first_step
