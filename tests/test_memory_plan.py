@@ -218,3 +218,11 @@ def test_qlora_on_a_cpu_counts_bitsandbytes_own_memory_up_to_a_cap():
     wide = llama_shape(hidden=2048, heads=16)
     assert 0 < extra(SHAPE) < extra(wide) <= 80 * MIB
     assert extra(SHAPE, "cuda") == 0
+
+
+def test_distributed_runs_count_the_full_logits_their_wrapped_model_computes():
+    from plugins.training.chunked_loss import CHUNKED_LOSS_MIN_VOCAB
+
+    large = replace(SHAPE, vocab_size=CHUNKED_LOSS_MIN_VOCAB * 4)
+    plan = estimate_peak_memory(large, replace(BASE, distributed=True), available_bytes=64 * GIB, device_name="t")
+    assert plan.components["logits and loss"] == BASE.batch_size * BASE.max_seq_length * large.vocab_size * 4 * 4

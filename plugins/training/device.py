@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -62,3 +63,8 @@ def detect_device() -> DeviceInfo:
         total_memory_bytes=int(memory.total),
         free_memory_bytes=int(memory.available),
     )
+
+
+def distributed_launch() -> bool:
+    """True under torchrun / accelerate launch with several processes."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1

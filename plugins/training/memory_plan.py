@@ -82,6 +82,7 @@ class TrainingShape:
     optim: str = "adamw_torch_fused"
     device_kind: str = "cpu"
     modules_to_save: tuple[str, ...] = ()
+    distributed: bool = False  # DDP/FSDP wrap the model, which then computes its own (full-logits) loss
 
 
 @dataclass
@@ -165,7 +166,7 @@ def _logits_bytes(shape: ModelShape, settings: TrainingShape) -> int:
     """The logits and the loss's copies of them: for the whole batch, or for one chunk of tokens
     when the vocabulary is large enough for the chunked loss (plugins/training/chunked_loss.py)."""
     tokens = settings.batch_size * settings.max_seq_length
-    if uses_chunked_loss(shape.vocab_size):
+    if uses_chunked_loss(shape.vocab_size) and not settings.distributed:
         tokens = min(tokens, chunk_tokens(shape.vocab_size))
     return int(tokens * shape.vocab_size * FP32 * _LOGITS_COPIES)
 
@@ -295,7 +296,7 @@ def plan_for_config(config: dict[str, Any], max_seq_length: int, *, available_by
     ``memory_budget_gb`` if set, else the device's free memory.
     """
     from plugins.models import load_model_config
-    from plugins.training.device import detect_device
+    from plugins.training.device import detect_device, distributed_launch
     from plugins.training.model_shape import model_shape
 
     device = detect_device()
@@ -316,6 +317,7 @@ def plan_for_config(config: dict[str, Any], max_seq_length: int, *, available_by
         optim=config["optim"],
         device_kind=device.kind,
         modules_to_save=tuple(config["modules_to_save"]),
+        distributed=distributed_launch(),
     )
     if not config["auto_fit"]:
         return estimate_peak_memory(shape, settings, available_bytes=available_bytes, device_name=device.name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from transformers import PrinterCallback, Trainer, TrainingArguments
 from plugins.training.callbacks import TokenCounter
 from plugins.training.checkpoints import STAGING_DIR, best_step_of, prune_checkpoints, publish_checkpoint
 from plugins.training.chunked_loss import chunked_causal_lm_loss, split_for_chunked_loss
+from plugins.training.device import distributed_launch
 
 
 class PackedRows(torch.utils.data.Dataset):
@@ -78,16 +78,11 @@ def training_arguments(
         remove_unused_columns=False,  # the packed rows carry position_ids and seq_lengths
         dataloader_num_workers=config["dataloader_num_workers"],
         dataloader_pin_memory=not on_cpu,
-        ddp_backend="gloo" if on_cpu and _distributed_launch() else None,
+        ddp_backend="gloo" if on_cpu and distributed_launch() else None,
         ddp_find_unused_parameters=False,
         disable_tqdm=True,  # the engine's console draws the progress bar
         save_only_model=False,
     )
-
-
-def _distributed_launch() -> bool:
-    """True under torchrun / accelerate launch with several processes."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 class PackedTrainer(Trainer):
