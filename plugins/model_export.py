@@ -123,8 +123,12 @@ class ModelExportPlugin(ToolPlugin):
         base_model: str | None = None,
         dtype: str = "float16",
         prompts: list[str] | None = None,
+        allow_pickle: bool = False,
+        trust_remote_code: bool = False,
     ) -> dict[str, Any]:
-        """Merge a LoRA adapter into its base (16-bit, on CPU), verify the logits, write output_dir atomically."""
+        """Merge a LoRA adapter into its base (16-bit, on CPU), verify the logits, write output_dir atomically.
+
+        ``allow_pickle`` / ``trust_remote_code``: the same permissions as training_config's, for the base."""
         from plugins.eval.loading import load_saved_tokenizer
         from plugins.eval.prompts import chat_prompts
         from plugins.export.atomic import staged_folder
@@ -135,7 +139,14 @@ class ModelExportPlugin(ToolPlugin):
             tokenizer = load_saved_tokenizer(adapter_dir)
             prompts = [p.text for p in chat_prompts(None, tokenizer, None, 4)]
         with staged_folder(Path(output_dir)) as staging:
-            result = merge_lora(Path(adapter_dir), staging, prompts, base_model=base_model, dtype=dtype)
+            result = merge_lora(
+                Path(adapter_dir),
+                staging,
+                prompts,
+                base_model=base_model,
+                dtype=dtype,
+                permissions={"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code},
+            )
         result["path"] = str(output_dir)
         return result
 

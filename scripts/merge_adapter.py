@@ -30,6 +30,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--dtype", choices=["float16", "bfloat16"], default="float16", help="precision of the merged weights"
     )
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load a base model stored only as pickle (.bin/.pt): unpickling can run code, so only for files you trust",
+    )
+    parser.add_argument("--trust-remote-code", action="store_true", help="run the base model's own Python code")
     return parser.parse_args(argv)
 
 
@@ -42,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             output_dir=args.output,
             base_model=args.base_model,
             dtype=args.dtype,
+            allow_pickle=args.allow_pickle,
+            trust_remote_code=args.trust_remote_code,
         )
     )
 

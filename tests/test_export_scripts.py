@@ -66,3 +66,24 @@ def test_merge_script_and_bad_input_exit_code(tmp_path, trained_model_dir, capsy
     )
     assert code == 2 and "llama-quantize" in capsys.readouterr().err
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_merge_script_refuses_a_pickle_base_unless_allowed(tmp_path, trained_model_dir, capsys):  # noqa: F811
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    pickle_base = tmp_path / "pickle-base"
+    shutil.copytree(trained_model_dir, pickle_base)
+    weights = pickle_base / "model.safetensors"
+    torch.save(load_file(weights), pickle_base / "pytorch_model.bin")
+    weights.unlink()
+    adapter = make_lora_adapter(pickle_base, tmp_path / "final-model")  # records pickle_base as its base
+    merge = load_script("merge_adapter").main
+
+    code = merge([str(adapter), "--output", str(tmp_path / "refused")])
+    assert code == 2 and "allow_pickle" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
+    code = merge([str(adapter), "--output", str(tmp_path / "merged"), "--allow-pickle"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["verification"]["saved_float16"]["passed"]
