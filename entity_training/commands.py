@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from entity_training.cli import collect_overrides
-from entity_training.disk import as_disk_full
+from entity_training.disk import as_disk_full, existing_parent
 from entity_training.errors import ConfigError, EntityTrainingError, Problem
 from entity_training.executor import EVENTS_FILE, RUN_FILE, WorkflowExecutor, exit_code_for
 from entity_training.memory import MEMORY_FILE
@@ -130,7 +130,7 @@ def _check_run_dir(run_dir: Path, args: argparse.Namespace) -> None:
 
 def _check_writable(run_dir: Path) -> None:
     """The run directory can be created (or written) there; checked without creating anything."""
-    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
+    existing = existing_parent(run_dir)
     if not existing.is_dir():
         reason = f"{existing} is a file, so no folder can be created under it"
     elif not os.access(existing, os.W_OK | os.X_OK):

@@ -218,14 +218,17 @@ class WorkflowExecutor:
         except Exception as exc:  # a failing report must not hide the review verdict
             self.bus.emit(events.WARNING, message=f"reporting after the failed review failed: {exc}")
 
+    def _failed_record(self) -> StepRecord | None:
+        return next((r for r in reversed(self.records) if r.status == "failed"), None)
+
     def _explained(self, error: BaseException) -> BaseException:
         """The failure as the user should read it: a full disk says where and what to do."""
-        failed = next((r for r in reversed(self.records) if r.status == "failed"), None)
+        failed = self._failed_record()
         writer = f"{failed.plugin} ({failed.stage})" if failed else None
         return as_disk_full(error, run_dir=self.run_dir, writer=writer) or error
 
     async def _run_error_handlers(self, error: BaseException) -> None:
-        failed = next((r for r in reversed(self.records) if r.status == "failed"), None)
+        failed = self._failed_record()
         self.memory.set(
             ERROR_KEY,
             {
