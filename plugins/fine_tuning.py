@@ -50,7 +50,7 @@ class FineTuningConfig(PluginConfig):
         "auto",
         description=(
             "CPU threads for the maths. auto: the physical cores that other work leaves idle (CPU use sampled "
-            "when training starts, and logged), because threads waiting for a busy core spin and slow every "
+            "while training starts up, and logged), because threads waiting for a busy core spin and slow every "
             "step; an integer: exactly that many; null: torch's default (every physical core)."
         ),
     )
@@ -170,10 +170,13 @@ class FineTuningPlugin(Plugin):
         return None
 
     def _train_once(self, context, config, tokenized, settings, resume: str | None) -> dict[str, Any]:
-        from plugins.training.lean_imports import bitsandbytes_hidden, needs_bitsandbytes
+        from plugins.training.lean_imports import needs_bitsandbytes, training_imports
+        from plugins.training.threads import OtherCpuUse
 
-        # Hidden while the libraries are imported and the model is wrapped: peft imports it on both.
-        with bitsandbytes_hidden(not needs_bitsandbytes(config)):
+        other_cpu_use = OtherCpuUse()  # sampled while the libraries are imported and the model loads
+        # Unused libraries stay hidden while the others are imported and the model is wrapped (peft
+        # imports bitsandbytes on both).
+        with training_imports(hide_bitsandbytes=not needs_bitsandbytes(config)):
             import torch
             from transformers import set_seed
 
@@ -184,11 +187,11 @@ class FineTuningPlugin(Plugin):
             from plugins.training.trainer import PackedRows, PackedTrainer, tensorboard_callback, training_arguments
 
             threads_before = torch.get_num_threads()
-            self._set_torch_threads(context)
             set_seed(config["seed"])
             loaded = load_model_for_training(
                 config, gradient_checkpointing=settings.gradient_checkpointing, device_map=_device_map(config)
             )
+        self._set_torch_threads(context, other_cpu_use)
         checkpoint_dir = Path(context.run_dir) / CHECKPOINT_DIR
         main = context.is_main_process
         context.log(
@@ -287,7 +290,7 @@ class FineTuningPlugin(Plugin):
             trainer.model = trainer.model_wrapped = None  # let the caller free the weights
             torch.set_num_threads(threads_before)  # the choice was for training, not for the stages after it
 
-    def _set_torch_threads(self, context) -> None:
+    def _set_torch_threads(self, context, other_cpu_use) -> None:
         import os
 
         import torch
@@ -296,7 +299,7 @@ class FineTuningPlugin(Plugin):
 
         requested = self.config.torch_threads
         if requested == "auto":
-            choice = auto_threads(processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+            choice = auto_threads(processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")), sample=other_cpu_use)
             torch.set_num_threads(choice.threads)
             context.log(choice.describe())
         elif requested is not None:

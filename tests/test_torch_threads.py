@@ -77,3 +77,15 @@ def test_config_accepts_auto_an_integer_or_null_and_refuses_zero():
     assert FineTuningConfig(torch_threads=None).torch_threads is None
     with pytest.raises(ValueError):
         FineTuningConfig(torch_threads=0)
+
+
+def test_this_process_working_during_the_sample_is_not_other_work():
+    import time
+
+    from plugins.training.threads import OtherCpuUse
+
+    sample = OtherCpuUse()
+    until = time.process_time() + 0.5
+    while time.process_time() < until:  # a whole core of our own, as imports and model loading use
+        pass
+    assert sample.busy_cores(min_seconds=0) < 0.75

@@ -5,12 +5,15 @@ on a 2-core machine under load, 1 thread instead of 2 took 2.05x less CPU per tr
 1.5x less wall time (benchmarks/RESULTS.md). So ``auto`` measures how many cores other work keeps
 busy right now and leaves them alone. It samples the CPU use for a moment instead of reading the
 load average, because the 1-minute average still counts a job that ended seconds ago (a run
-started right after another would otherwise take one thread on an idle machine).
+started right after another would otherwise take one thread on an idle machine). The sample is
+taken while the training process imports and loads its model (``OtherCpuUse``), so that start-up
+does not wait for it.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 SAMPLE_SECONDS = 0.25
@@ -51,21 +54,47 @@ def usable_physical_cores() -> int:
     return physical
 
 
+class OtherCpuUse:
+    """Cores' worth of CPU that other processes use from construction until ``busy_cores()``.
+
+    This process's own CPU time is subtracted, so it may work meanwhile (import, load a model).
+    """
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._own = psutil.Process()
+        self._started = self._now()
+
+    def _now(self) -> tuple[float, float, float]:
+        import psutil
+
+        system = psutil.cpu_times()
+        idle = system.idle + getattr(system, "iowait", 0.0)
+        # guest time is already counted in user time on Linux (psutil's cpu_percent does the same)
+        total = sum(system) - getattr(system, "guest", 0.0) - getattr(system, "guest_nice", 0.0)
+        own = self._own.cpu_times()
+        return time.monotonic(), total - idle, own.user + own.system
+
+    def busy_cores(self, min_seconds: float = SAMPLE_SECONDS) -> float:
+        """The average over the sample, which first grows to ``min_seconds`` if it is shorter."""
+        waited = time.monotonic() - self._started[0]
+        if waited < min_seconds:
+            time.sleep(min_seconds - waited)
+        wall, busy, own = (after - before for after, before in zip(self._now(), self._started, strict=True))
+        return max((busy - own) / wall, 0.0) if wall > 0 else 0.0
+
+
 def busy_cores_now(seconds: float = SAMPLE_SECONDS) -> float:
     """Cores' worth of CPU in use by other processes over the next ``seconds`` (this one waits)."""
-    import psutil
-
-    logical = psutil.cpu_count(logical=True) or 1
-    own = psutil.Process()
-    own.cpu_percent(None)  # start this process's counter
-    total = psutil.cpu_percent(interval=seconds) / 100 * logical
-    return max(total - own.cpu_percent(None) / 100, 0.0)
+    return OtherCpuUse().busy_cores(seconds)
 
 
-def auto_threads(processes: int = 1) -> ThreadChoice:
-    """The choice for this machine now. Several training processes of one run (torchrun) split
-    the cores evenly: at their start they load models, which would read as other work."""
+def auto_threads(processes: int = 1, sample: OtherCpuUse | None = None) -> ThreadChoice:
+    """The choice for this machine now, from ``sample`` (or a fresh one). Several training
+    processes of one run (torchrun) split the cores evenly: at their start they load models,
+    which would read as other work."""
     cores = usable_physical_cores()
     if processes > 1:
         return choose_threads(cores, 0.0, processes)
-    return choose_threads(cores, busy_cores_now(), processes)
+    return choose_threads(cores, (sample or OtherCpuUse()).busy_cores(), processes)
