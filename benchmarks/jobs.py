@@ -29,6 +29,8 @@ class Job:
     batch_size: int = 8
     learning_rate: float = 2e-4
     max_steps: int | None = None
+    # fp32 like TRL's careful variant; "auto" is our default (bf16 on CPUs with native bf16 maths).
+    precision: str = "fp32"
 
 
 def workflow_yaml(job: Job, *, cache_dir: Path | None = None) -> str:
@@ -67,7 +69,7 @@ def workflow_yaml(job: Job, *, cache_dir: Path | None = None) -> str:
                         "target_modules": "all-linear",
                         "save_steps": None,
                         "logging_steps": 10,
-                        "precision": "auto",
+                        "precision": job.precision,
                     },
                 }
             ],

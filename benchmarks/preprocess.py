@@ -1,10 +1,12 @@
 """Time our data pipeline against TRL's SFTTrainer dataset preparation, cold and warm, in one run.
 
-    python benchmarks/preprocess.py [--max-length 1024] [--model tiny] [--repeats 3] [--warm-repeats 20]
+    python benchmarks/preprocess.py [--max-length 1024] [--model tiny] [--repeats 3] [--warm-repeats 8]
 
-Both sides use the same tokenizer (loaded once, outside the timings) and a ChatML template, train
-on assistant tokens only and pack rows of at most --max-length tokens. Runs alternate between the
-two sides; the table gives medians. What each timing includes:
+Both sides use the same tokenizer and a ChatML template, train on assistant tokens only and pack
+rows of at most --max-length tokens. Every timed run is a fresh process, as a user's next
+``train.py`` run is: it imports torch, transformers, datasets and TRL and loads the tokenizer (and
+TRL's model) before its timer starts, then runs one side once. Runs alternate between the two
+sides; the table gives medians. What each timing includes:
 
 - ours cold: ``load_conversations`` (read the file, detect the format, normalise and validate every
   row, write the parse cache) + ``prepare_tokenized`` (render the chat template, tokenize, mask,
@@ -46,12 +48,15 @@ os.environ["HF_DATASETS_CACHE"] = str(WORK / "hf-datasets")  # before `datasets`
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 from benchmarks.common import (  # noqa: E402
+    PYTHON,
     SHARED_DATASETS,
     load_average,
     machine_info,
     machine_lines,
     markdown_table,
     median,
+    require_ok,
+    run_child,
     write_section,
 )
 from plugins.data.convert import to_format  # noqa: E402
@@ -85,16 +90,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=1024, help="max_seq_length / SFTConfig.max_length")
     parser.add_argument("--model", default="tiny", help="built-in model whose tokenizer both sides use")
     parser.add_argument("--repeats", type=int, default=3, help="cold runs of each side (alternating)")
-    parser.add_argument("--warm-repeats", type=int, default=20, help="warm runs of each side (alternating)")
-    parser.add_argument("--quick", action="store_true", help="smoke test: 1 cold and 3 warm runs, no RESULTS.md")
+    parser.add_argument("--warm-repeats", type=int, default=8, help="warm runs of each side (alternating)")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 1 cold and 2 warm runs, no RESULTS.md")
     parser.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
+    # One timed run in this process (what the parent spawns for every measurement).
+    parser.add_argument("--child", choices=CHILD_SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--assistant-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
-        args.repeats, args.warm_repeats, args.no_write = 1, 3, True
+        args.repeats, args.warm_repeats, args.no_write = 1, 2, True
     return args
 
 
-SETTLE_SECONDS = 0.3  # between runs: the previous run's worker threads (torch, tokenizers) stop spinning
+CHILD_SIDES = ("ours", "trl", "trl-overhead")
+RESULT_PREFIX = "RESULT "
 
 
 @dataclass(frozen=True)
@@ -109,14 +120,13 @@ def timed(function, *args) -> tuple[Timing, object]:
     return Timing(time.perf_counter() - wall, time.process_time() - cpu), result
 
 
-def alternating(repeats: int, ours_run, trl_run) -> tuple[list[Timing], list[Timing]]:
+def alternating(repeats: int, ours_run, trl_run) -> tuple[list[dict], list[dict]]:
     """``repeats`` runs of each side, taking turns, so that both see the same machine load."""
-    ours_times, trl_times = [], []
+    ours_runs, trl_runs = [], []
     for _ in range(repeats):
-        for run, times in ((ours_run, ours_times), (trl_run, trl_times)):
-            time.sleep(SETTLE_SECONDS)
-            times.append(run())
-    return ours_times, trl_times
+        for run, runs in ((ours_run, ours_runs), (trl_run, trl_runs)):
+            runs.append(run())
+    return ours_runs, trl_runs
 
 
 # -- ours ---------------------------------------------------------------------------------------
@@ -204,43 +214,72 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def main() -> int:
-    args = parse_args()
-    if not all((SHARED_DATASETS / name).is_file() for name in DATASETS):
-        print(f"{SHARED_DATASETS} lacks {' or '.join(DATASETS)}: nothing to benchmark", file=sys.stderr)
-        return 2
-    load_start = load_average()
-    print(f"load average at start: {load_start}")
+def child(args: argparse.Namespace) -> int:
+    """One timed run of one side, in a process like a user's: the libraries and the tokenizer first."""
     quiet_libraries()
+    import datasets  # noqa: F401  both sides' processes import the same libraries
     import transformers
     import trl
 
     from plugins.models import load_causal_lm
 
     tokenizer, tokenizer_files = load_tokenizer_for(args.model)
-    trl_tokenizer, _ = load_tokenizer_for(args.model)
-    trl_tokenizer.chat_template = CHATML_WITH_GENERATION
-    model = load_causal_lm(args.model)
-    print(
-        f"model {args.model}, vocab {len(tokenizer)}, max_length {args.max_length}, trl {trl.__version__}, "
-        f"transformers {transformers.__version__}, {os.cpu_count()} CPUs; tokenizer files known: "
-        f"{tokenizer_files is not None}"
-    )
+    result: dict = {"versions": f"trl {trl.__version__}, transformers {transformers.__version__}"}
+    if args.child == "ours":
+        parts: list[list[float]] = []
+        timing, prepared = timed(ours, args.data, tokenizer, tokenizer_files, args.max_length, args.cache, parts)
+        result |= {
+            "parts": parts[0],
+            "cache_hit": prepared.cache_hit,
+            "stats": prepared.stats["train"],
+            "tokenizer_files_known": tokenizer_files is not None,
+        }
+    else:
+        tokenizer.chat_template = CHATML_WITH_GENERATION
+        model = load_causal_lm(args.model)
 
+        def prepare():
+            return trl_prepare(args.data, model, tokenizer, args.max_length, args.assistant_only, args.cache)
+
+        if args.child == "trl-overhead":  # the Trainer's fixed cost: a two-row dataset, warm, in process
+            prepare()
+            timing = Timing(median([timed(prepare)[0].wall for _ in range(5)]), 0.0)
+        else:
+            timing, dataset = timed(prepare)
+            result["rows"] = len(dataset)
+    print(RESULT_PREFIX + json.dumps({"wall": timing.wall, "cpu": timing.cpu, **result}), flush=True)
+    return 0
+
+
+def run_side(args: argparse.Namespace, side: str, data: Path, cache: Path, *, assistant_only: bool = False) -> dict:
+    """Spawn one child run of ``side`` and return what it measured."""
+    command = [PYTHON, str(Path(__file__).resolve()), "--child", side, "--data", str(data), "--cache", str(cache)]
+    command += ["--model", args.model, "--max-length", str(args.max_length)]
+    if assistant_only:
+        command.append("--assistant-only")
+    run = run_child(command)
+    require_ok(run, f"the {side} run")
+    lines = [line for line in run.output.splitlines() if line.startswith(RESULT_PREFIX)]
+    return json.loads(lines[-1].removeprefix(RESULT_PREFIX))
+
+
+def main() -> int:
+    args = parse_args()
+    if args.child:
+        return child(args)
+    if not all((SHARED_DATASETS / name).is_file() for name in DATASETS):
+        print(f"{SHARED_DATASETS} lacks {' or '.join(DATASETS)}: nothing to benchmark", file=sys.stderr)
+        return 2
+    load_start = load_average()
+    print(f"load average at start: {load_start}")
     fresh = iter(range(10**6))
     overhead_rows = write_jsonl(
         WORK / "overhead.jsonl",
         [{"prompt": [{"role": "user", "content": "hi"}], "completion": [{"role": "assistant", "content": "hello"}]}]
         * 2,
     )
-    overhead_cache = WORK / "trl-overhead"
-    trl_prepare(overhead_rows, model, trl_tokenizer, args.max_length, False, overhead_cache)  # imports, first use
-    overhead = median(
-        [
-            timed(trl_prepare, overhead_rows, model, trl_tokenizer, args.max_length, False, overhead_cache)[0].wall
-            for _ in range(args.warm_repeats)
-        ]
-    )
+    overhead = run_side(args, "trl-overhead", overhead_rows, WORK / "trl-overhead")
+    print(f"model {args.model}, max_length {args.max_length}, {overhead['versions']}, {os.cpu_count()} CPUs")
 
     results = []
     for name in DATASETS:
@@ -249,13 +288,11 @@ def main() -> int:
         jsonl = write_jsonl(WORK / f"{path.stem}.trl.jsonl", rows)
         assistant_only = "messages" in rows[0]
 
-        parts: list[list[float]] = []
+        def ours_run(cache: Path, path=path) -> dict:
+            return run_side(args, "ours", path, cache)
 
-        def ours_run(cache: Path, path=path, parts=None) -> Timing:
-            return timed(ours, path, tokenizer, tokenizer_files, args.max_length, cache, parts)[0]
-
-        def trl_run(cache: Path, jsonl=jsonl, assistant_only=assistant_only) -> Timing:
-            return timed(trl_prepare, jsonl, model, trl_tokenizer, args.max_length, assistant_only, cache)[0]
+        def trl_run(cache: Path, jsonl=jsonl, assistant_only=assistant_only) -> dict:
+            return run_side(args, "trl", jsonl, cache, assistant_only=assistant_only)
 
         # Cold: every run starts from an empty cache folder (ours) / datasets cache (TRL).
         cold = alternating(
@@ -263,15 +300,19 @@ def main() -> int:
         )
         # Warm: the caches of one more cold run of each side are present.
         ours_cache, trl_cache = WORK / f"ours-{next(fresh)}", WORK / f"trl-{next(fresh)}"
-        prepared = ours(path, tokenizer, tokenizer_files, args.max_length, ours_cache)
-        trl_dataset = trl_prepare(jsonl, model, trl_tokenizer, args.max_length, assistant_only, trl_cache)
-        warm = alternating(args.warm_repeats, partial(ours_run, ours_cache, parts=parts), partial(trl_run, trl_cache))
-        assert ours(path, tokenizer, tokenizer_files, args.max_length, ours_cache).cache_hit
-        results.append((name, cold, warm, parts, prepared.stats["train"], len(trl_dataset)))
+        filled, trl_filled = ours_run(ours_cache), trl_run(trl_cache)
+        warm = alternating(args.warm_repeats, partial(ours_run, ours_cache), partial(trl_run, trl_cache))
+        if not all(run["cache_hit"] for run in warm[0]):
+            raise SystemExit(f"{name}: a warm run of ours missed its cache")
+        results.append((name, cold, warm, filled, trl_filled["rows"]))
+        print(
+            f"{name}: ours warm {median([r['wall'] for r in warm[0]]) * 1e3:.1f} ms, TRL warm "
+            f"{median([r['wall'] for r in warm[1]]) * 1e3:.1f} ms"
+        )
 
     load_end = load_average()
     print(f"load average at end: {load_end}")
-    report = render(results, overhead, args, tokenizer_files is not None, load_start, load_end)
+    report = render(results, overhead["wall"], args, filled["tokenizer_files_known"], load_start, load_end)
     print("\n" + report)
     if not args.no_write:
         write_section("preprocess", report)
@@ -281,9 +322,9 @@ def main() -> int:
 def render(results, overhead: float, args, tokenizer_files_known: bool, load_start: str, load_end: str) -> str:
     rows = []
     for name, cold, warm, *_ in results:
-        ours_cold, trl_cold = ([t.wall for t in side] for side in cold)
-        ours_warm, trl_warm = ([t.wall for t in side] for side in warm)
-        ours_cpu, trl_cpu = (median([t.cpu for t in side]) for side in warm)
+        ours_cold, trl_cold = ([run["wall"] for run in side] for side in cold)
+        ours_warm, trl_warm = ([run["wall"] for run in side] for side in warm)
+        ours_cpu, trl_cpu = (median([run["cpu"] for run in side]) for side in warm)
         rows.append(
             [
                 name,
@@ -311,7 +352,9 @@ def render(results, overhead: float, args, tokenizer_files_known: bool, load_sta
         "",
         f"Load, chat template, tokenize, mask and pack each file at max_length {args.max_length} with the tokenizer "
         f"of the built-in `{args.model}`; medians of {args.repeats} cold and {args.warm_repeats} warm runs per side, "
-        f"alternating, {SETTLE_SECONDS} s apart. Ratio = TRL time / our time (higher is better for us), from wall "
+        "alternating, each in a fresh process that has imported torch, transformers, datasets and TRL and loaded the "
+        "tokenizer (and TRL's model) before its timer starts, as a user's next run does. Ratio = TRL time / our "
+        "time (higher is better for us), from wall "
         "times; the last column compares the CPU time each side's process spent, which a busy machine distorts "
         "less (a short run is hit harder by waiting for a core). Targets: cold >= 1x, warm >= 10x.",
         "",
@@ -331,8 +374,9 @@ def render(results, overhead: float, args, tokenizer_files_known: bool, load_sta
         f"fingerprint cache); the Trainer is still built: on a two-row dataset that alone takes {overhead * 1e3:.1f} ms.",
         "",
     ]
-    for name, *_, parts, stats, trl_rows_count in results:
-        load, key, arrays = (median([run[step] for run in parts]) * 1e3 for step in range(3))
+    for name, _, warm, filled, trl_rows_count in results:
+        stats = filled["stats"]
+        load, key, arrays = (median([run["parts"][step] for run in warm[0]]) * 1e3 for step in range(3))
         lines.append(
             f"- {name}: ours {stats['samples']} samples -> {stats['rows']} rows, {stats['tokens']:,} tokens "
             f"({stats['trained_tokens']:,} trained), packing {stats['packing_efficiency']:.1%}; TRL {trl_rows_count} "

@@ -9,11 +9,14 @@
     bf16/gpu. You need to assign use_cpu ..."), so TRL as it comes does not start on a CPU at all;
     bf16 autocast is ~10x slower on CPUs without native bf16, so it trains only --slow-steps
     steps (tokens/s is what compares);
-(e) TRL careful with gradient_checkpointing=False (to separate checkpointing from the rest).
+(e) TRL careful with gradient_checkpointing=False (to separate checkpointing from the rest);
+(f) ours with precision auto (our default: bf16 on a CPU with native bf16 maths, else fp32) and
+(g) TRL careful with bf16 + use_cpu=True: the pair to compare on such a CPU.
+(a)-(c) and (e) train in fp32 on every machine, so that they compare like for like.
 Plus: full fine-tuning of ours for the MFU against the measured fp32 matmul peak, and a check
 of whether each packed variant keeps samples from attending to each other.
 
-    python benchmarks/throughput.py [--rows 200] [--repeats 1] [--variants a,b,c,d] [--quick]
+    python benchmarks/throughput.py [--rows 200] [--repeats 1] [--variants a,b,c,d,f,g] [--quick]
 
 The default is the issue's job (200 Alpaca rows, ~20 steps), so that start-up does not dominate
 end to end, in one round of a-d plus 5 steps of full fine-tuning: about 8 minutes on an idle
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -48,6 +52,7 @@ from benchmarks.common import (  # noqa: E402
 from benchmarks.flops import training_flops  # noqa: E402
 from benchmarks.isolation import isolation_report  # noqa: E402
 from benchmarks.jobs import Job, mean_sample_tokens, run_ours, run_trl, write_trl_rows  # noqa: E402
+from plugins.training.device import cpu_supports_bf16 as cpu_has_bf16  # noqa: E402
 
 VARIANTS = {
     "a": "ours (workflow, packed, block-diagonal mask, fp32)",
@@ -55,6 +60,8 @@ VARIANTS = {
     "c": "TRL packing off, fp32",
     "d": "TRL as it comes (bf16 default) + use_cpu=True",
     "e": "TRL careful + gradient_checkpointing=False",
+    "f": "ours, precision auto",
+    "g": "TRL careful, bf16 + use_cpu=True",
 }
 
 
@@ -62,7 +69,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=200, help="Alpaca rows trained (one epoch)")
     parser.add_argument("--repeats", type=int, default=1, help="alternating rounds; medians are reported")
-    parser.add_argument("--variants", default="a,b,c,d", help="comma-separated subset of a,b,c,d,e")
+    parser.add_argument("--variants", default="a,b,c,d", help="comma-separated subset of a,b,c,d,e,f,g")
     parser.add_argument("--slow-steps", type=int, default=2, help="step budget of variant (d)")
     parser.add_argument("--full-steps", type=int, default=5, help="steps of the full fine-tuning run (MFU)")
     parser.add_argument("--no-full", action="store_true", help="skip the full fine-tuning run for the MFU")
@@ -128,6 +135,8 @@ def run_variant(
 ) -> dict:
     if variant == "a":
         return run_ours(job, work)
+    if variant == "f":
+        return run_ours(replace(job, precision="auto"), work)
     settings = {
         "b": {"packing": True, "fp32": True, "gradient_checkpointing": None, "batch_size": job.batch_size},
         "c": {"packing": False, "fp32": True, "gradient_checkpointing": None, "batch_size": unpacked_batch},
@@ -140,6 +149,13 @@ def run_variant(
             "use_cpu": True,
         },
         "e": {"packing": True, "fp32": True, "gradient_checkpointing": False, "batch_size": job.batch_size},
+        "g": {
+            "packing": True,
+            "fp32": False,
+            "gradient_checkpointing": None,
+            "batch_size": job.batch_size,
+            "use_cpu": True,
+        },
     }[variant]
     max_steps = args.slow_steps if variant == "d" else None
     return run_trl(job, model_dir, rows_path, work, max_steps=max_steps, **settings)
@@ -179,9 +195,12 @@ def render(job, results, unpacked_batch, args, full, peak, isolation, tokenizer,
     ours = medians.get("a")
     table_rows = []
     for variant, m in medians.items():
-        train_ratio = f"{ours['tps'] / m['tps']:.2f}x" if ours and variant != "a" else "-"
-        e2e_ratio = f"{ours['e2e'] / m['e2e']:.2f}x" if ours and variant != "a" and variant != "d" else "-"
-        memory_ratio = f"{ours['rss'] / m['rss']:.2f}" if ours and variant != "a" else "-"
+        # TRL in bf16 (g) is compared with ours in our default precision (f), the rest with (a).
+        mine = medians.get("f") if variant == "g" else ours
+        own = variant in ("a", "f")
+        train_ratio = f"{mine['tps'] / m['tps']:.2f}x" if mine and not own else "-"
+        e2e_ratio = f"{mine['e2e'] / m['e2e']:.2f}x" if mine and not own and variant != "d" else "-"
+        memory_ratio = f"{mine['rss'] / m['rss']:.2f}" if mine and not own else "-"
         table_rows.append(
             [
                 f"({variant}) {VARIANTS[variant]}",
@@ -210,9 +229,9 @@ def render(job, results, unpacked_batch, args, full, peak, isolation, tokenizer,
         "trained tok/s (training)",
         "trained tok/s (process)",
         "peak RSS MiB",
-        "(a)/x training",
-        "(a)/x end to end",
-        "RSS (a)/x",
+        "ours/x training",
+        "ours/x end to end",
+        "RSS ours/x",
     ]
     lines = [
         "## Throughput: ours vs TRL SFTTrainer (benchmarks/throughput.py)",
@@ -221,8 +240,9 @@ def render(job, results, unpacked_batch, args, full, peak, isolation, tokenizer,
         f"{job.max_length}, LoRA r16/alpha 32/dropout 0 on all linear layers, lr {job.learning_rate}, 8 packed rows "
         f"of <= {job.max_length} tokens per step (unpacked variants: {unpacked_batch} samples per step, the same "
         f"tokens per batch). Medians of {args.repeats} alternating rounds; every run a fresh process. "
-        f"(d) is budget-limited: it trains only {args.slow_steps} step(s) (bf16 autocast without native bf16 "
-        "on this CPU is far slower), so compare its tokens/s, not its times.",
+        f"(d) is budget-limited: it trains only {args.slow_steps} step(s) (bf16 autocast is far slower on a CPU "
+        'without native bf16), so compare its tokens/s, not its times. "ours" is (a) for every row except (g), '
+        f"which is compared with (f). This CPU has native bf16: {'yes' if cpu_has_bf16() else 'no'}.",
         "",
         markdown_table(headers, table_rows),
         "",
