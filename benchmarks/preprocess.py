@@ -217,9 +217,12 @@ def quiet_libraries() -> None:
 def child(args: argparse.Namespace) -> int:
     """One timed run of one side, in a process like a user's: the libraries and the tokenizer first."""
     quiet_libraries()
-    import datasets  # noqa: F401  both sides' processes import the same libraries
+    # Both sides' processes import the same libraries before the timer, TRL's trainer module too
+    # (``trl`` imports it lazily, on first use of SFTTrainer).
+    import datasets  # noqa: F401
     import transformers
     import trl
+    from trl import SFTConfig, SFTTrainer  # noqa: F401
 
     from plugins.models import load_causal_lm
 
