@@ -10,7 +10,7 @@ from export_fixtures import fill_memory_for_export, make_lora_adapter, trained_m
 from entity_training import Stage
 from entity_training.memory import Memory
 from plugins import memory_keys as keys
-from plugins.eval.benchmark import PeakMemory, artefact_kind
+from plugins.eval.benchmark import artefact_kind
 from plugins.inference_test import InferenceTestPlugin
 from plugins.model_export import ModelExportPlugin
 
@@ -56,15 +56,30 @@ async def test_custom_prompts_and_format_selection(make_context, exported_run):
     assert "What is 3 plus 4?" in report["prompts"][0]
 
 
-def test_peak_memory_sees_an_allocation():
-    import numpy as np
+PEAK_PROBE = """
+import numpy as np
+from plugins.eval.benchmark import PeakMemory
+meter = PeakMemory(interval_s=0.001)
+with meter.measure():
+    block = np.ones(64 * 1024 * 1024 // 8)  # 64 MiB, touched
+    block.sum()
+print(meter.kind, meter.peak)
+"""
 
-    meter = PeakMemory(interval_s=0.001)
-    with meter.measure():
-        block = np.ones(64 * 1024 * 1024 // 8)  # 64 MiB, touched
-        block.sum()
-    if meter.kind == "rss_increase":
-        assert meter.peak >= 32 * 1024 * 1024
+
+def test_peak_memory_sees_an_allocation():
+    # In a process of its own: in the test session's process, memory that other tests' threads
+    # free meanwhile can hide the increase (seen once in a full run: a peak of 4 KiB).
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", PEAK_PROBE], capture_output=True, text=True, cwd=repo, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    kind, peak = done.stdout.split()
+    if kind == "rss_increase":
+        assert int(peak) >= 32 * 1024 * 1024
 
 
 def test_artefact_kind(tmp_path):
