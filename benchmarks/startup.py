@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -32,6 +33,7 @@ from benchmarks.common import (  # noqa: E402
     write_section,
 )
 from benchmarks.jobs import ENTITY_TRAIN, Job, run_ours, run_trl, write_trl_rows  # noqa: E402
+from plugins.training.device import cpu_supports_bf16  # noqa: E402
 
 IMPORT_TIMER = "import time; t = time.perf_counter(); import entity_training; print(time.perf_counter() - t)"
 
@@ -69,23 +71,29 @@ def main() -> None:
     job = Job(dataset=require_dataset("alpaca_en_demo.json"), rows=args.rows, model=model, max_steps=1)
     rows_path = work / "rows.jsonl"
     write_trl_rows(job, rows_path)
-    first_steps: dict[str, list[float]] = {"ours cold": [], "ours warm": [], "TRL cold": [], "TRL warm": []}
+    # Each side in both precisions: fp32 (TRL's careful variant (b)) and our default / TRL's bf16,
+    # which differ on a CPU with native bf16 (precision auto picks bf16 there).
+    sides = ("ours", "ours auto", "TRL", "TRL bf16")
+    first_steps: dict[str, list[float]] = {f"{side} {state}": [] for side in sides for state in ("cold", "warm")}
     for round_index in range(args.repeats):
-        sides = ("ours", "TRL") if round_index % 2 == 0 else ("TRL", "ours")
-        for side in sides:
-            cache = work / f"{side}-cache-{round_index}"
+        order = sides if round_index % 2 == 0 else tuple(reversed(sides))
+        for side in order:
+            cache = work / f"{side.replace(' ', '-')}-cache-{round_index}"
             for state in ("cold", "warm"):
-                folder = work / f"{side}-{state}-{round_index}"
-                if side == "ours":
-                    result = run_ours(job, folder, cache_dir=cache)
+                folder = work / f"{side.replace(' ', '-')}-{state}-{round_index}"
+                if side.startswith("ours"):
+                    precision = "auto" if side == "ours auto" else "fp32"
+                    result = run_ours(replace(job, precision=precision), folder, cache_dir=cache)
                 else:
+                    bf16 = side == "TRL bf16"
                     result = run_trl(
                         job,
                         model_dir,
                         rows_path,
                         folder,
                         packing=True,
-                        fp32=True,
+                        fp32=not bf16,
+                        use_cpu=bf16,
                         gradient_checkpointing=None,
                         batch_size=job.batch_size,
                         max_steps=1,
@@ -109,15 +117,22 @@ def render(args, model, help_seconds, import_seconds, first_steps, load_start, l
     ]
     for name, value in ttfs.items():
         rows.append([f"time to first optimizer step, {name}", f"{value:.1f} s", ""])
-    warm_ratio = ttfs["ours warm"] / ttfs["TRL warm"]
-    rows.append(["ours warm / TRL warm", f"{warm_ratio:.2f}", "<= 0.5"])
+    for ours, trl, target in (
+        ("ours", "TRL", "<= 0.5"),
+        ("ours auto", "TRL", "<= 0.5"),
+        ("ours auto", "TRL bf16", ""),
+    ):
+        rows.append([f"{ours} warm / {trl} warm", f"{ttfs[f'{ours} warm'] / ttfs[f'{trl} warm']:.2f}", target])
     return "\n".join(
         [
             "## Start-up (benchmarks/startup.py)",
             "",
             f"Job: the throughput job (built-in `{model}`, {args.rows} Alpaca rows, length 512, LoRA r16, batch 8) "
-            "stopped after its first optimizer step; TRL is variant (b) (packing, fp32). Medians of "
-            f"{args.repeats} alternating rounds, each a fresh process.",
+            'stopped after its first optimizer step; TRL is variant (b) (packing, fp32). "ours" trains in fp32 '
+            'like it; "ours auto" with our default precision (bf16 on a CPU with native bf16, else fp32) and '
+            '"TRL bf16" is (b) with SFTConfig\'s bf16 (+ use_cpu=True). This CPU has native bf16: '
+            f"{'yes' if cpu_supports_bf16() else 'no'}. Medians of {args.repeats} alternating rounds, each a fresh "
+            "process.",
             "",
             markdown_table(["measure", "median", "target"], rows),
             "",
