@@ -43,6 +43,9 @@ _OVERHEAD_BYTES = {"cpu": 24 * MIB, "cuda": 600 * MIB, "mps": 300 * MIB}
 # load after loading, 41-83 MiB under-estimated in training (benchmarks/RESULTS.md).
 _QLORA_CPU_WORKSPACE_BYTES = 9 * MIB
 _QLORA_CPU_RETAINED_CAP_BYTES = 64 * MIB
+# Bytes per saved activation of full training or QLoRA under bf16/fp16 autocast: half of them are
+# products (2 bytes), half residual-stream and norm tensors kept in fp32 (see _activation_bytes).
+_MIXED_PRECISION_ACTIVATION_BYTES = 3
 # Keep this share of the available memory free for what the estimate cannot see.
 HEADROOM = 0.9
 # Activation elements autograd keeps per token and decoder layer, in units of the hidden size
@@ -139,31 +142,34 @@ def saved_module_parameter_count(shape: ModelShape, names: tuple[str, ...]) -> i
 
 def _activation_bytes(shape: ModelShape, settings: TrainingShape) -> int:
     tokens = settings.batch_size * settings.max_seq_length
-    # Under bf16 autocast on a CPU the saved activations are as large as in fp32: only the matrix
-    # products run in bf16, while the norms (upcast to fp32 inside), rotary embeddings and the
-    # residual stream keep fp32 tensors, and QLoRA's k-bit preparation upcasts embeddings and norms.
-    # Measured on a CPU with native bf16 (tests/test_memory_plan.py's tiny model, 4x256 tokens):
-    # LoRA 215 MiB, QLoRA 242 MiB against 153 and 166 MiB estimated with 2-byte activations.
-    # GPUs keep 2 bytes: not measured here.
-    low_precision_bytes = FP32 if settings.device_kind == "cpu" or settings.method == "qlora" else 2
-    act_bytes = FP32 if settings.precision == "fp32" else low_precision_bytes
+    # Autocast runs only the matrix products in bf16/fp16; the other tensors keep the dtype of the
+    # weights they come from. Over a LoRA/DoRA base stored at the compute dtype that is 2 bytes
+    # throughout. Full training (fp32 master weights) and QLoRA (k-bit preparation upcasts the
+    # embeddings and norms) keep an fp32 residual stream and norms beside the 2-byte products: 3
+    # bytes on average. The adapter path is fp32 for every LoRA method: PEFT casts each input to the
+    # adapter weights' dtype. Calibrated on a CPU with native bf16 (benchmarks/RESULTS.md, memory
+    # plan section; tests/test_memory_plan.py).
+    if settings.precision == "fp32":
+        block_bytes = FP32
+    else:
+        block_bytes = 2 if settings.method in ("lora", "dora") else _MIXED_PRECISION_ACTIVATION_BYTES
     kv_dim = shape.hidden_size * shape.num_key_value_heads // max(shape.num_attention_heads, 1)
-    per_layer = (
-        _ACT_PER_HIDDEN * shape.hidden_size + _ACT_PER_KV * kv_dim + _ACT_PER_INTERMEDIATE * shape.intermediate_size
-    )
+    block = _ACT_PER_HIDDEN * shape.hidden_size + _ACT_PER_KV * kv_dim + _ACT_PER_INTERMEDIATE * shape.intermediate_size
+    adapter = 0.0
     if settings.method in ("lora", "dora", "qlora"):
         targets = lora_target_layers(shape, settings.target_modules)
         layers = max(shape.num_layers, 1)
         inputs = sum(layer.in_features for layer in targets) / layers
         per_input = _LORA_PER_INPUT + (_LORA_DROPOUT_PER_INPUT if settings.lora_dropout > 0 else 0)
-        per_layer += per_input * inputs + settings.lora_r * len(targets) / layers
+        adapter = per_input * inputs + settings.lora_r * len(targets) / layers
         if settings.method == "dora":
-            per_layer += _DORA_PER_OUTPUT * sum(layer.out_features for layer in targets) / layers
+            adapter += _DORA_PER_OUTPUT * sum(layer.out_features for layer in targets) / layers
+    per_layer_bytes = block * block_bytes + adapter * FP32
     if settings.gradient_checkpointing:
-        kept_inputs = shape.hidden_size * shape.num_layers  # each block's input
-        activations = tokens * (kept_inputs + _RECOMPUTED_LAYER_FACTOR * per_layer) * act_bytes
+        kept_inputs = shape.hidden_size * shape.num_layers * block_bytes  # each block's input
+        activations = tokens * (kept_inputs + _RECOMPUTED_LAYER_FACTOR * per_layer_bytes)
     else:
-        activations = tokens * per_layer * shape.num_layers * act_bytes
+        activations = tokens * per_layer_bytes * shape.num_layers
     # The block-diagonal mask of padding-free packing: one byte per token pair.
     mask = settings.batch_size * settings.max_seq_length**2
     return int(activations + mask)
