@@ -173,7 +173,8 @@ class FineTuningPlugin(Plugin):
         from plugins.training.lean_imports import needs_bitsandbytes, training_imports
         from plugins.training.threads import OtherCpuUse
 
-        other_cpu_use = OtherCpuUse()  # sampled while the libraries are imported and the model loads
+        # Sampled while the libraries are imported and the model loads; only torch_threads auto uses it.
+        other_cpu_use = OtherCpuUse() if self.config.torch_threads == "auto" else None
         # Unused libraries stay hidden while the others are imported and the model is wrapped (peft
         # imports bitsandbytes on both).
         with training_imports(hide_bitsandbytes=not needs_bitsandbytes(config)):
