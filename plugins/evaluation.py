@@ -4,10 +4,13 @@
   packing as training (``dataset.tokenized``), or of ``eval_dataset_path`` tokenized the same way.
 - BLEU, ROUGE and exact match on answers generated for ``num_samples`` prompts rendered with the
   chat template used in training, for the fine-tuned and (``compare_with_base``) the base model.
+- The behavioural pass rate on held-out prompts (``behaviour_checks``, see ``plugins.eval.behaviour``),
+  answered greedily by both models.
 - PASS/FAIL against ``thresholds``; each failure says which threshold and by how much.
 
 Raises:
-    InputError: no evaluation data (no validation split and no ``eval_dataset_path``).
+    InputError: no evaluation data (no validation split and no ``eval_dataset_path``); a bad
+        behaviour checks file (checked before the run starts).
     ReviewFailed: (exit 3) a threshold failed and ``on_fail`` is ``stop``; OUTPUT is skipped.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +53,12 @@ class Thresholds(PluginConfig):
     exact_match_min: float | None = Field(
         None, ge=0, le=1, description="FAIL when the exact-match rate (0-1) is below this."
     )
+    behaviour_min: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="FAIL when the share of behaviour checks the fine-tuned model passes (0-1) is below this.",
+    )
 
 
 class EvaluationPlugin(Plugin):
@@ -78,6 +88,11 @@ class EvaluationPlugin(Plugin):
         generation: GenerationSettings = Field(
             default_factory=GenerationSettings, description="Decoding settings for the sample answers."
         )
+        behaviour_checks: str | None = Field(
+            None,
+            description="JSON Lines file of held-out prompts, each with what a passing answer must contain "
+            "(any_of, all_of, none_of, regex); both models answer them greedily and the pass rate is reported.",
+        )
         compare_with_base: bool = Field(True, description="Also evaluate the base model and report both side by side.")
         thresholds: Thresholds = Field(default_factory=Thresholds, description="Limits that decide PASS or FAIL.")
         on_fail: Literal["stop", "continue"] = Field(
@@ -103,9 +118,18 @@ class EvaluationPlugin(Plugin):
                 for name, metric in needs.items()
                 if getattr(self.thresholds, name) is not None and metric not in self.metrics
             ]
+            if self.thresholds.behaviour_min is not None and not self.behaviour_checks:
+                missing.append("thresholds.behaviour_min needs behaviour_checks (the file of held-out prompts)")
             if missing:
                 raise ValueError("; ".join(missing))
             return self
+
+    async def initialize(self, context) -> None:
+        """A bad checks file fails the run before training, not after it."""
+        if self.config.behaviour_checks:
+            from plugins.eval.behaviour import load_checks
+
+            load_checks(self.config.behaviour_checks)
 
     async def _execute_impl(self, context) -> str:
         report = await asyncio.to_thread(_Evaluation(self.config, context).run)
@@ -114,12 +138,27 @@ class EvaluationPlugin(Plugin):
         tuned = report["metrics"]["fine_tuned"]
         if tuned.get("perplexity") is not None:
             context.summarize("eval_perplexity", tuned["perplexity"])
+        if report["behaviour"]:
+            context.summarize("behaviour_pass_rate", report["behaviour"]["pass_rate"])
         if report["status"] == "FAIL":
             message = "evaluation FAILED: " + "; ".join(report["failures"])
             if self.config.on_fail == "stop":
                 raise ReviewFailed(message + ". The export was skipped (set on_fail: continue to export anyway).")
             context.warn(message)
-        return f"{report['status']}: " + ", ".join(f"{k} {_short(v)}" for k, v in tuned.items() if v is not None)
+        shown = ", ".join(f"{k} {_short(v)}" for k, v in tuned.items() if v is not None and k != BEHAVIOUR_METRIC)
+        return f"{report['status']}: {shown}" + _behaviour_line(report["behaviour"])
+
+
+BEHAVIOUR_METRIC = "behaviour_pass_rate"
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """What one model scored: metric values, the sample answers, the behavioural answers and verdicts."""
+
+    values: dict[str, Any]
+    answers: list
+    behaviour: list[dict[str, Any]]
 
 
 class _Evaluation:
@@ -132,7 +171,9 @@ class _Evaluation:
         self.tokenized = context.recall(keys.DATASET_TOKENIZED) or {}
 
     def run(self) -> dict[str, Any]:
+        from plugins.eval.behaviour import load_checks
         from plugins.eval.loading import is_adapter_folder, load_saved_tokenizer
+        from plugins.eval.prompts import render_chat_prompt
 
         started = time.perf_counter()
         final_dir = Path(self.result["final_model_path"])
@@ -141,16 +182,20 @@ class _Evaluation:
         conversations, rows_path, source = self._evaluation_data()
         self.rows = _load_rows(rows_path)
         self.prompts = self._prompts(conversations)
+        self.checks = load_checks(self.config.behaviour_checks) if self.config.behaviour_checks else []
+        self.check_prompts = [render_chat_prompt(c.messages(), self.tokenizer, self.chat_template) for c in self.checks]
         model = self._load(final_dir)
-        tuned, tuned_answers = self._measure(model, "fine-tuned")
-        base, base_answers = None, None
+        tuned_run = self._measure(model, "fine-tuned")
+        base_run = None
         if self.config.compare_with_base:
             if is_adapter_folder(final_dir):
                 with model.disable_adapter():
-                    base, base_answers = self._measure(model, "base")
+                    base_run = self._measure(model, "base")
             else:
                 del model
-                base, base_answers = self._measure(self._load(Path(self.result["base_model"]), base=True), "base")
+                base_run = self._measure(self._load(Path(self.result["base_model"]), base=True), "base")
+        tuned, base = tuned_run.values, base_run.values if base_run else None
+        tuned_answers, base_answers = tuned_run.answers, base_run.answers if base_run else None
         checks = _check_thresholds(self.config.thresholds, tuned, base)
         failures = [c["message"] for c in checks if not c["passed"]]
         return {
@@ -169,6 +214,7 @@ class _Evaluation:
                 }
                 for i, p in enumerate(self.prompts)
             ],
+            "behaviour": self._behaviour_report(tuned_run, base_run),
             "generation": self.config.generation.model_dump(),
             "eval_source": source,
             "eval_rows": min(len(self.rows), self.config.max_eval_rows or len(self.rows))
@@ -217,6 +263,24 @@ class _Evaluation:
         prompts = chat_prompts(conversations, self.tokenizer, self.chat_template, self.config.num_samples)
         return [p for p in prompts if p.reference]  # a sample needs a reference answer to score
 
+    def _behaviour_report(self, tuned: _Measured, base: _Measured | None) -> dict[str, Any] | None:
+        if not self.checks:
+            return None
+        return {
+            "checks_file": self.config.behaviour_checks,
+            "max_new_tokens": self.config.generation.max_new_tokens,
+            "pass_rate": tuned.values[BEHAVIOUR_METRIC],
+            "base_pass_rate": base.values[BEHAVIOUR_METRIC] if base else None,
+            "prompts": [
+                {
+                    "check": check.model_dump(mode="json", exclude_none=True, exclude_defaults=True),
+                    "fine_tuned": tuned.behaviour[i],
+                    "base": base.behaviour[i] if base else None,
+                }
+                for i, check in enumerate(self.checks)
+            ],
+        }
+
     def _load(self, folder: Path, base: bool = False):
         import torch
 
@@ -234,10 +298,10 @@ class _Evaluation:
             folder, base_model=self.result.get("base_model"), dtype=dtype, device=device, permissions=permissions
         )
 
-    def _measure(self, model: Any, label: str) -> tuple[dict[str, Any], list]:
+    def _measure(self, model: Any, label: str) -> _Measured:
         from plugins.data.collator import PackedCollator
         from plugins.eval import metrics as m
-        from plugins.eval.generation import generate, stop_token_ids
+        from plugins.eval.behaviour import judged, pass_rate
 
         wanted = set(self.config.metrics)
         values: dict[str, Any] = {}
@@ -253,14 +317,9 @@ class _Evaluation:
             values["loss"] = loss
             values["perplexity"] = m.perplexity(loss)
             values["eval_tokens"] = tokens
-        answers = []
-        if self.prompts:
-            stops = stop_token_ids(self.tokenizer, self.chat_template)
-            settings = self.config.generation.model_dump()
-            for i, prompt in enumerate(self.prompts):
-                self.context.check_cancelled()
-                answers.append(generate(model, self.tokenizer, prompt.text, settings, stops))
-                self.context.progress(f"generate ({label})", i + 1, len(self.prompts))
+        settings = self.config.generation.model_dump()
+        answers = self._answer(model, self.prompts, settings, f"generate ({label})")
+        if answers:
             predictions, references = [a.text for a in answers], [p.reference for p in self.prompts]
             if "bleu" in wanted:
                 values["bleu"] = m.bleu(predictions, references)
@@ -268,7 +327,23 @@ class _Evaluation:
                 values |= m.rouge(predictions, references)
             if "exact_match" in wanted:
                 values["exact_match"] = m.exact_match(predictions, references)
-        return values, answers
+        greedy = settings | {"do_sample": False}
+        answers_to_checks = self._answer(model, self.check_prompts, greedy, f"behaviour ({label})")
+        behaviour = [judged(c, a.text) for c, a in zip(self.checks, answers_to_checks, strict=True)]
+        if behaviour:
+            values[BEHAVIOUR_METRIC] = pass_rate([row["passed"] for row in behaviour])
+        return _Measured(values, answers, behaviour)
+
+    def _answer(self, model: Any, prompts: list, settings: dict[str, Any], task: str) -> list:
+        from plugins.eval.generation import generate, stop_token_ids
+
+        stops = stop_token_ids(self.tokenizer, self.chat_template) if prompts else []
+        answers = []
+        for i, prompt in enumerate(prompts):
+            self.context.check_cancelled()
+            answers.append(generate(model, self.tokenizer, prompt.text, settings, stops))
+            self.context.progress(task, i + 1, len(prompts))
+        return answers
 
 
 def _load_rows(path: str | None):
@@ -294,6 +369,7 @@ def _check_thresholds(thresholds: Any, tuned: dict[str, Any], base: dict[str, An
         ("bleu_min", tuned.get("bleu"), "min", "BLEU"),
         ("rouge_l_min", tuned.get("rougeL"), "min", "ROUGE-L"),
         ("exact_match_min", tuned.get("exact_match"), "min", "exact match"),
+        ("behaviour_min", tuned.get(BEHAVIOUR_METRIC), "min", "behavioural pass rate"),
     ]
     checks = []
     for name, value, kind, label in specs:
@@ -327,6 +403,15 @@ def _check_thresholds(thresholds: Any, tuned: dict[str, Any], base: dict[str, An
             }
         )
     return checks
+
+
+def _behaviour_line(behaviour: dict[str, Any] | None) -> str:
+    if not behaviour:
+        return ""
+    base = behaviour["base_pass_rate"]
+    return f"; behaviour checks passed: {behaviour['pass_rate']:.0%}" + (
+        f" (base {base:.0%})" if base is not None else ""
+    )
 
 
 def _short(value: Any) -> str:

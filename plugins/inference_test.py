@@ -1,6 +1,11 @@
 """InferenceTestPlugin (OUTPUT, after model_export): load each exported model, answer the sample
 prompts, measure load time, tokens/s and peak memory against the base model.
 
+When the evaluation ran behavioural checks (``evaluation.report``, read if present), each model
+also answers those held-out prompts greedily: its pass rate, and how often its answers agree with
+the fine-tuned model's answers in the evaluation (identical, or the same first words). GGUF files
+answer through the chat template stored in the file, as a llama.cpp user would run them.
+
 The table lands in ``inference.report`` (and the run report). GGUF files run through
 llama-cpp-python when it is installed and are skipped with a note otherwise.
 
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +47,13 @@ class InferenceTestPlugin(Plugin):
         formats: list[TestedFormat] | None = Field(
             None, description="Exported formats to test; default: every exported one (GGUF: each quantization)."
         )
+        agreement_words: int = Field(
+            8,
+            ge=1,
+            le=1000,
+            description="Behavioural checks: besides identical answers, count an answer as agreeing with the "
+            "fine-tuned model's when its first this many words are the same.",
+        )
 
     async def _execute_impl(self, context) -> str:
         if not context.is_main_process:
@@ -48,38 +61,60 @@ class InferenceTestPlugin(Plugin):
         report = await asyncio.to_thread(self._run, context)
         context.remember(keys.INFERENCE_REPORT, report)
         fastest = max(report["models"], key=lambda r: r["tokens_per_second"], default=None)
-        return f"tested {len(report['models'])} models" + (
-            f"; fastest {fastest['name']} at {fastest['tokens_per_second']} tokens/s" if fastest else ""
+        behaviour = ", ".join(
+            f"{r['name']} {r['behaviour']['pass_rate']:.0%}" for r in report["models"] if r.get("behaviour")
+        )
+        return (
+            f"tested {len(report['models'])} models"
+            + (f"; fastest {fastest['name']} at {fastest['tokens_per_second']} tokens/s" if fastest else "")
+            + (f"; behaviour checks passed: {behaviour}" if behaviour else "")
         )
 
     def _run(self, context) -> dict[str, Any]:
         from plugins.eval.benchmark import benchmark
+        from plugins.eval.loading import load_saved_tokenizer
         from plugins.models.loaders import user_model_options
 
         result = context.recall(keys.TRAINING_RESULT)
         permissions = user_model_options(context.recall(keys.TRAINING_CONFIG))
-        prompts = self._prompts(context, result)
+        tokenizer = load_saved_tokenizer(result["final_model_path"])
+        template = (context.recall(keys.DATASET_TOKENIZED) or {}).get("chat_template")
+        prompts = self._prompts(context, tokenizer, template)
+        behaviour = _BehaviourPrompts.from_evaluation(context.recall(keys.EVALUATION_REPORT), tokenizer, template)
         results, skipped = [], []
         for name, path in self._targets(context, result, skipped):
             context.check_cancelled()
             context.log(f"inference test: {name}")
-            results.append(
-                benchmark(
-                    name,
-                    path,
-                    prompts,
-                    max_new_tokens=self.config.max_new_tokens,
-                    base_model=result.get("base_model"),
-                    permissions=permissions,
-                ).to_dict()
+            row = benchmark(
+                name,
+                path,
+                prompts,
+                max_new_tokens=self.config.max_new_tokens,
+                base_model=result.get("base_model"),
+                permissions=permissions,
+                chat_prompts=behaviour.prompts if behaviour else (),
+                chat_max_new_tokens=behaviour.max_new_tokens if behaviour else 0,
+            ).to_dict()
+            answers, chat_template = row.pop("chat_answers"), row.pop("chat_template")
+            row["behaviour"] = (
+                behaviour.score(answers, self.config.agreement_words) | {"chat_template": chat_template}
+                if behaviour
+                else None
             )
+            results.append(row)
         base = next((r for r in results if r["name"] == "base"), None)
         for row in results:
             if base and base["tokens_per_second"]:
                 row["speed_vs_base"] = round(row["tokens_per_second"] / base["tokens_per_second"], 3)
             if base and base["peak_memory_bytes"]:
                 row["memory_vs_base"] = round(row["peak_memory_bytes"] / base["peak_memory_bytes"], 3)
-        return {"prompts": prompts, "max_new_tokens": self.config.max_new_tokens, "models": results, "skipped": skipped}
+        return {
+            "prompts": prompts,
+            "max_new_tokens": self.config.max_new_tokens,
+            "models": results,
+            "skipped": skipped,
+            "behaviour": behaviour.settings(self.config.agreement_words) if behaviour else None,
+        }
 
     def _targets(self, context, result: dict[str, Any], skipped: list[str]) -> list[tuple[str, str]]:
         paths = context.recall(keys.EXPORT_PATHS) or {}
@@ -99,12 +134,9 @@ class InferenceTestPlugin(Plugin):
                 targets.append((fmt, paths[fmt]))
         return targets
 
-    def _prompts(self, context, result: dict[str, Any]) -> list[str]:
-        from plugins.eval.loading import load_saved_tokenizer
+    def _prompts(self, context, tokenizer: Any, template: str | None) -> list[str]:
         from plugins.eval.prompts import chat_prompts
 
-        tokenizer = load_saved_tokenizer(result["final_model_path"])
-        template = (context.recall(keys.DATASET_TOKENIZED) or {}).get("chat_template")
         if self.config.prompts:
             conversations = [
                 {"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": "-"}]}
@@ -113,3 +145,50 @@ class InferenceTestPlugin(Plugin):
         else:
             conversations = context.recall(keys.DATASET_VALIDATION) or context.recall(keys.DATASET_TRAIN) or []
         return [p.text for p in chat_prompts(conversations, tokenizer, template, self.config.num_prompts)]
+
+
+@dataclass(frozen=True)
+class _BehaviourPrompts:
+    """The evaluation's behavioural checks, and the fine-tuned model's answers to compare with."""
+
+    checks: list[Any]
+    prompts: list[Any]
+    reference_answers: list[str]
+    max_new_tokens: int
+
+    @classmethod
+    def from_evaluation(cls, report: dict[str, Any] | None, tokenizer: Any, template: str | None):
+        from plugins.eval.behaviour import BehaviourCheck
+        from plugins.eval.prompts import render_chat_prompt
+
+        behaviour = (report or {}).get("behaviour")
+        if not behaviour:
+            return None
+        rows = behaviour["prompts"]
+        checks = [BehaviourCheck.model_validate(row["check"]) for row in rows]
+        return cls(
+            checks=checks,
+            prompts=[render_chat_prompt(c.messages(), tokenizer, template) for c in checks],
+            reference_answers=[row["fine_tuned"]["answer"] for row in rows],
+            max_new_tokens=int(behaviour["max_new_tokens"]),
+        )
+
+    def score(self, answers: list[str], agreement_words: int) -> dict[str, Any]:
+        from plugins.eval.behaviour import judged, pass_rate
+        from plugins.eval.metrics import first_words_rate, identical_rate
+
+        rows = [judged(check, answer) for check, answer in zip(self.checks, answers, strict=True)]
+        return {
+            "pass_rate": pass_rate([row["passed"] for row in rows]),
+            "identical_rate": identical_rate(answers, self.reference_answers),
+            "first_words_rate": first_words_rate(answers, self.reference_answers, agreement_words),
+            "answers": rows,
+        }
+
+    def settings(self, agreement_words: int) -> dict[str, Any]:
+        return {
+            "checks": len(self.checks),
+            "prompts": [c.prompt for c in self.checks],
+            "max_new_tokens": self.max_new_tokens,
+            "agreement_words": agreement_words,
+        }

@@ -21,9 +21,14 @@ DATASET_TOKEN_STATS = "dataset.token_stats"  # tokens, trained tokens, truncated
 TRAINING_RESULT = "training.result"  # final/best losses, steps, tokens, tokens/s, peak memory, paths
 
 # REVIEW: EvaluationPlugin
-EVALUATION_REPORT = "evaluation.report"  # metrics (base vs fine-tuned), samples, PASS/FAIL, reasons
+# metrics (base vs fine-tuned), samples, PASS/FAIL, reasons; "behaviour": the behavioural checks
+# (each check, both models' answers and verdicts, pass rates) or None when none were given
+EVALUATION_REPORT = "evaluation.report"
 
 # OUTPUT: ModelExportPlugin, InferenceTestPlugin, report
 EXPORT_PATHS = "export.paths"  # format -> path
 EXPORT_REPORT = "export.report"  # verification figures per artefact
-INFERENCE_REPORT = "inference.report"  # tokens/s and peak memory per exported model vs the base
+# tokens/s and peak memory per exported model vs the base; with the evaluation's behavioural checks
+# (read from evaluation.report when present), each model's pass rate and agreement with the
+# fine-tuned answers
+INFERENCE_REPORT = "inference.report"

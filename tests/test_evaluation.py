@@ -9,8 +9,9 @@ import torch
 from export_fixtures import CHATML_TEMPLATE, CONVERSATIONS, fill_memory_for_export, make_lora_adapter, trained_model_dir  # noqa: F401
 from pydantic import ValidationError
 
-from entity_training import InputError, ReviewFailed, Stage
+from entity_training import InputError, PluginConfig, ReviewFailed, Stage
 from entity_training.memory import Memory
+from entity_training.plugin import Plugin
 from plugins import memory_keys as keys
 from plugins.eval import metrics
 from plugins.evaluation import EvaluationPlugin
@@ -181,3 +182,146 @@ async def test_full_fine_tune_compares_with_a_separately_loaded_base(make_contex
     tuned, base = report["metrics"]["fine_tuned"], report["metrics"]["base"]
     assert tuned["loss"] == pytest.approx(base["loss"])  # the same weights: no improvement
     assert report["samples"][0]["fine_tuned"] == report["samples"][0]["base"]
+
+
+# -- behavioural checks ------------------------------------------------------------------------
+# The tiny model answers sums and colours: it never says "zebra", so a check that asks for it
+# fails and one that forbids it passes, whatever the adapter does.
+
+
+def _checks_file(run_dir, *rows: dict):
+    import json
+
+    path = run_dir / "checks.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+async def test_behaviour_checks_report_answers_verdicts_and_rates(make_context, eval_run):
+    run_dir, memory = eval_run
+    checks = _checks_file(
+        run_dir,
+        {"prompt": "What is 2 plus 3?", "none_of": ["zebra"]},
+        {"prompt": "Name the colour of item 1.", "system": "Answer briefly.", "any_of": ["zebra"]},
+    )
+    report = await _evaluate(
+        make_context,
+        run_dir,
+        memory,
+        metrics=["loss"],
+        num_samples=0,
+        generation={"max_new_tokens": 6, "do_sample": True},  # behaviour answers are greedy regardless
+        behaviour_checks=str(checks),
+    )
+    behaviour = report["behaviour"]
+    assert behaviour["pass_rate"] == 0.5 and behaviour["base_pass_rate"] == 0.5
+    assert report["metrics"]["fine_tuned"]["behaviour_pass_rate"] == 0.5
+    forbid, ask = behaviour["prompts"]
+    assert forbid["check"] == {"prompt": "What is 2 plus 3?", "none_of": ["zebra"]}
+    assert forbid["fine_tuned"]["passed"] and forbid["fine_tuned"]["failed"] == []
+    assert ask["check"]["system"] == "Answer briefly."
+    assert not ask["base"]["passed"] and ask["base"]["failed"] == ["any_of: none of ['zebra'] appears"]
+    assert isinstance(ask["fine_tuned"]["answer"], str) and behaviour["max_new_tokens"] == 6
+
+
+async def test_behaviour_threshold_stops_with_exit_code_3(make_context, eval_run):
+    run_dir, memory = eval_run
+    checks = _checks_file(run_dir, {"prompt": "What is 2 plus 3?", "any_of": ["zebra"]})
+    with pytest.raises(ReviewFailed) as caught:
+        await _evaluate(
+            make_context,
+            run_dir,
+            memory,
+            metrics=["loss"],
+            num_samples=0,
+            generation={"max_new_tokens": 4},
+            behaviour_checks=str(checks),
+            thresholds={"behaviour_min": 0.5},
+        )
+    assert caught.value.exit_code == 3
+    assert "behavioural pass rate 0 is below the minimum behaviour_min=0.5" in str(caught.value)
+
+
+def test_behaviour_threshold_needs_a_checks_file():
+    with pytest.raises(ValidationError, match="behaviour_min needs behaviour_checks"):
+        EvaluationPlugin({"thresholds": {"behaviour_min": 0.5}})
+
+
+async def test_a_bad_checks_file_fails_before_the_run(make_context, tmp_path):
+    path = tmp_path / "checks.jsonl"
+    path.write_text('{"prompt": "Hi"}\n', encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        await EvaluationPlugin({"behaviour_checks": str(path)}).initialize(make_context(Stage.REVIEW))
+    assert caught.value.problems[0].line == 1 and "no criterion" in caught.value.problems[0].message
+
+
+class SeedMemory(Plugin):
+    """An INPUT plugin standing in for INPUT..DO: it remembers what a finished training left."""
+
+    supported_stages = (Stage.INPUT,)
+    provides = (keys.DATASET_TRAIN, keys.DATASET_VALIDATION, keys.DATASET_TOKENIZED, keys.TRAINING_RESULT)
+
+    class ConfigModel(PluginConfig):
+        memory_file: str
+
+    async def _execute_impl(self, context):
+        import json
+        from pathlib import Path
+
+        for key, value in json.loads(Path(self.config.memory_file).read_text()).items():
+            context.remember(key, value)
+
+
+WORKFLOW = """
+run: {{name: behaviour, output_dir: {out}}}
+workflow:
+  INPUT:
+    - plugin: test_evaluation.SeedMemory
+      config: {{memory_file: {memory}}}
+  REVIEW:
+    - plugin: evaluation
+      config:
+        metrics: [loss]
+        num_samples: 0
+        generation: {{max_new_tokens: 4}}
+        behaviour_checks: {checks}
+        thresholds: {{behaviour_min: 1.0}}
+  OUTPUT:
+    - plugin: model_export
+      config: {{export_formats: [huggingface], verify: false}}
+    - plugin: run_report
+"""
+
+
+@pytest.mark.parametrize(
+    "check, code",
+    [
+        ({"prompt": "What is 2 plus 3?", "any_of": ["zebra"]}, 3),
+        ({"prompt": "What is 2 plus 3?", "none_of": ["zebra"]}, 0),
+    ],
+    ids=["fails-and-stops-the-export", "passes-and-exports"],
+)
+def test_behaviour_threshold_in_a_workflow(eval_run, check, code, capsys):
+    import json
+
+    from entity_training.cli import main
+
+    run_dir, memory = eval_run
+    seeded = run_dir / "seed.json"
+    seeded.write_text(json.dumps({k: memory.get(k) for k in SeedMemory.provides}), encoding="utf-8")
+    out = run_dir / "run"
+    workflow = run_dir / "workflow.yaml"
+    workflow.write_text(WORKFLOW.format(out=out, memory=seeded, checks=_checks_file(run_dir, check)), encoding="utf-8")
+
+    assert main(["--config", str(workflow), "--yes"]) == code
+    printed = capsys.readouterr()
+    saved = json.loads((out / "memory.json").read_text())["entries"]
+    assert saved["evaluation.report"]["behaviour"]["pass_rate"] == (1.0 if code == 0 else 0.0)
+    html = (out / "report.html").read_text()
+    assert 'id="behaviour-table"' in html
+    if code == 3:
+        assert "behaviour_min=1" in printed.out + printed.err
+        assert not (out / "export").exists() and "export.paths" not in saved
+    else:
+        assert "behaviour checks passed: 100%" in printed.out
+        assert (out / "export").is_dir()

@@ -70,6 +70,24 @@ def full_memory() -> Memory:
                 }
             ],
             "generation": {"do_sample": False},
+            "behaviour": {
+                "checks_file": "checks.jsonl",
+                "max_new_tokens": 32,
+                "pass_rate": 0.5,
+                "base_pass_rate": 0.0,
+                "prompts": [
+                    {
+                        "check": {"prompt": "Who are you?", "system": "Be brief.", "any_of": ["assistant"]},
+                        "fine_tuned": {"answer": "An assistant.", "passed": True, "failed": []},
+                        "base": {"answer": "", "passed": False, "failed": ["any_of: none of ['assistant'] appears"]},
+                    },
+                    {
+                        "check": {"prompt": "Say <hi>", "none_of": ["bye"], "regex": "^h"},
+                        "fine_tuned": {"answer": "bye", "passed": False, "failed": ["none_of: ['bye'] present"]},
+                        "base": {"answer": "hello", "passed": True, "failed": []},
+                    },
+                ],
+            },
         },
     )
     memory.set(
@@ -116,9 +134,33 @@ def full_memory() -> Memory:
                     "speed_vs_base": 1.0,
                     "peak_memory_bytes": 50_000_000,
                     "sample": "hi",
-                }
+                    "behaviour": None,
+                },
+                {
+                    "name": "gguf q8_0",
+                    "kind": "gguf",
+                    "device": "cpu (llama.cpp)",
+                    "load_seconds": 0.1,
+                    "tokens_per_second": 300.0,
+                    "speed_vs_base": 2.5,
+                    "peak_memory_bytes": 20_000_000,
+                    "sample": "hi",
+                    "behaviour": {
+                        "pass_rate": 0.5,
+                        "identical_rate": 0.5,
+                        "first_words_rate": 1.0,
+                        "chat_template": "gguf metadata",
+                        "answers": [],
+                    },
+                },
             ],
             "skipped": [],
+            "behaviour": {
+                "checks": 2,
+                "prompts": ["Who are you?", "Say <hi>"],
+                "max_new_tokens": 32,
+                "agreement_words": 8,
+            },
         },
     )
     return memory
@@ -155,11 +197,29 @@ async def test_report_is_self_contained_with_plot_and_tables(make_context, tmp_p
     assert "58.0%" in html and "fine_tuning" in html and "42" in html
 
 
+async def test_report_shows_the_behaviour_checks_and_their_rates_per_export(make_context, tmp_path):
+    html = await _render(make_context, tmp_path, full_memory())
+    section = html[html.index('id="behaviour-table"') : html.index('id="export"')]
+    assert "Passed: fine-tuned <b>50%</b>, base <b>0%</b>" in html
+    assert "Say &lt;hi&gt;" in section and "system: Be brief." in section  # escaped, with the system message
+    assert "any of: &#34;assistant&#34;" in section and "none of: &#34;bye&#34;; matches /^h/" in section
+    assert section.count('class="pass">passed') == 2 and "failed: none_of: [&#39;bye&#39;] present" in section
+    assert "(empty answer)" in section
+    exports = html[html.index('id="inference-behaviour-table"') : html.index('id="config"')]
+    assert "first 8 words agree" in exports and "gguf metadata" in exports
+    assert exports.count("<tr><td>") == 1  # only the models that answered the checks
+    assert (
+        '<td>gguf q8_0</td><td>gguf metadata</td><td class="num">50%</td><td class="num">50%</td><td class="num">100%</td>'
+        in exports
+    )
+
+
 async def test_report_of_a_partial_run(make_context, tmp_path):
     memory = Memory()
     memory.set(keys.TRAINING_CONFIG, {"model_name_or_path": "tiny"})
     html = await _render(make_context, tmp_path, memory)
     assert "No evaluation in this run." in html and "Nothing exported in this run." in html
+    assert "No behaviour checks in this run" in html and "inference-behaviour-table" not in html
     assert "No data for Loss" in html
 
 

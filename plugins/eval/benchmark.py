@@ -1,5 +1,9 @@
 """Load a model artefact, answer prompts greedily, measure load time, tokens/s and peak memory.
 
+Optionally the same loaded model also answers chat prompts (the behavioural checks), outside the
+timing: a GGUF through the chat template stored in the file, other artefacts from the prompt text
+rendered with the training template.
+
 Used by the inference test (OUTPUT) and ``scripts/benchmark.py``. Peak memory is the GPU's peak
 allocation on CUDA, else the process's peak resident memory above its level before loading
 (sampled every few milliseconds), so it includes the weights.
@@ -10,10 +14,13 @@ from __future__ import annotations
 import gc
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from plugins.eval.prompts import ChatPrompt
 
 ARTEFACT_KINDS = ("adapter", "hf", "gguf")
 
@@ -31,6 +38,8 @@ class BenchmarkResult:
     peak_memory_bytes: int
     memory_kind: str  # cuda_allocated | rss_increase
     sample: str
+    chat_answers: list[str] = field(default_factory=list)
+    chat_template: str | None = None  # where the chat answers' prompt format came from
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,8 +109,11 @@ def benchmark(
     max_new_tokens: int = 32,
     base_model: str | None = None,
     permissions: dict[str, bool] | None = None,
+    chat_prompts: Sequence[ChatPrompt] = (),
+    chat_max_new_tokens: int = 64,
 ) -> BenchmarkResult:
-    """Load ``path`` (adapter folder, model folder or .gguf), answer every prompt, measure.
+    """Load ``path`` (adapter folder, model folder or .gguf), answer every prompt, measure; then
+    answer ``chat_prompts`` greedily (not timed).
 
     ``permissions``: the loading options the user gave for their model (``user_model_options``).
     """
@@ -117,6 +129,7 @@ def benchmark(
             text, count, elapsed = runner.answer(prompt, max_new_tokens)
             tokens, seconds = tokens + count, seconds + elapsed
             first = text if i == 0 else first
+        chat_answers = [runner.answer_chat(prompt, chat_max_new_tokens) for prompt in chat_prompts]
         runner.close()
     return BenchmarkResult(
         name=name,
@@ -130,10 +143,14 @@ def benchmark(
         peak_memory_bytes=meter.peak,
         memory_kind=meter.kind,
         sample=first,
+        chat_answers=chat_answers,
+        chat_template=runner.chat_template if chat_prompts else None,
     )
 
 
 class _HFRunner:
+    chat_template = "training"
+
     def __init__(self, path: str | Path, base_model: str | None, permissions: dict[str, bool] | None):
         import torch
 
@@ -155,6 +172,9 @@ class _HFRunner:
         result = generate(self.model, self.tokenizer, prompt, settings, self.stops)
         return result.text, result.new_tokens, result.seconds
 
+    def answer_chat(self, prompt: ChatPrompt, max_new_tokens: int) -> str:
+        return self.answer(prompt.text, max_new_tokens)[0]
+
     def close(self) -> None:
         self.model = None
         gc.collect()
@@ -167,12 +187,24 @@ class _GGUFRunner:
         import llama_cpp
 
         self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=0, verbose=False)  # n_ctx 0: the model's own
+        # llama-cpp-python registers the file's template under this name; selecting it by name keeps
+        # it from swapping in a built-in format it guesses to be equivalent.
+        self.own_template = "tokenizer.chat_template" in self.llm.metadata
+        self.chat_template = "gguf metadata" if self.own_template else "training (the GGUF has no chat template)"
+        if self.own_template:
+            self.llm.chat_format = "chat_template.default"
 
     def answer(self, prompt: str, max_new_tokens: int) -> tuple[str, int, float]:
         started = time.perf_counter()
         output = self.llm.create_completion(prompt, max_tokens=max_new_tokens, temperature=0.0, top_k=1)
         elapsed = time.perf_counter() - started
         return output["choices"][0]["text"].strip(), int(output["usage"]["completion_tokens"]), elapsed
+
+    def answer_chat(self, prompt: ChatPrompt, max_new_tokens: int) -> str:
+        if not self.own_template:
+            return self.answer(prompt.text, max_new_tokens)[0]
+        output = self.llm.create_chat_completion(prompt.messages, max_tokens=max_new_tokens, temperature=0.0, top_k=1)
+        return (output["choices"][0]["message"]["content"] or "").strip()
 
     def close(self) -> None:
         self.llm.close()

@@ -1,4 +1,5 @@
-"""Evaluation metrics: masked token loss (as in training), perplexity, BLEU, ROUGE, exact match.
+"""Evaluation metrics: masked token loss (as in training), perplexity, BLEU, ROUGE, exact match,
+and the agreement of two models' answers.
 
 BLEU and ROUGE use ``sacrebleu`` and ``rouge-score`` directly (``evaluate`` downloads code at run
 time, which an offline machine cannot do).
@@ -84,6 +85,19 @@ def exact_match(predictions: list[str], references: list[str]) -> float:
     """Fraction of answers equal to the reference after trimming, lower-casing and collapsing spaces."""
     matches = sum(_normalise(p) == _normalise(r) for p, r in zip(predictions, references, strict=True))
     return matches / max(1, len(predictions))
+
+
+def identical_rate(answers: list[str], references: list[str]) -> float:
+    """Share of answers identical to the reference's after stripping surrounding whitespace."""
+    same = sum(a.strip() == r.strip() for a, r in zip(answers, references, strict=True))
+    return same / max(1, len(answers))
+
+
+def first_words_rate(answers: list[str], references: list[str], words: int) -> float:
+    """Share of answers whose first ``words`` words (split on whitespace) equal the reference's:
+    a softer agreement that forgives a late divergence, e.g. from quantization."""
+    same = sum(a.split()[:words] == r.split()[:words] for a, r in zip(answers, references, strict=True))
+    return same / max(1, len(answers))
 
 
 def _normalise(text: str) -> str:

@@ -38,18 +38,21 @@ def chat_prompts(
         if last is None or last == 0:
             continue
         prompts.append(
-            _render(messages[:last], messages[last]["content"], conversation.get("tools"), tokenizer, chat_template)
+            render_chat_prompt(
+                messages[:last], tokenizer, chat_template, messages[last]["content"], conversation.get("tools")
+            )
         )
         if len(prompts) == count:
             return prompts
     if not prompts:
-        prompts = [_render(c[:1], "", None, tokenizer, chat_template) for c in FALLBACK_CONVERSATIONS[:count]]
+        prompts = [render_chat_prompt(c[:1], tokenizer, chat_template) for c in FALLBACK_CONVERSATIONS[:count]]
     return prompts
 
 
-def _render(
-    messages: list[dict[str, Any]], reference: str, tools: Any, tokenizer: Any, chat_template: str | None
+def render_chat_prompt(
+    messages: list[dict[str, Any]], tokenizer: Any, chat_template: str | None, reference: str = "", tools: Any = None
 ) -> ChatPrompt:
+    """``messages`` rendered with ``chat_template`` and the generation prompt, ready to answer."""
     options = {"tools": tools} if tools else {}
     text = tokenizer.apply_chat_template(
         messages, chat_template=chat_template, tokenize=False, add_generation_prompt=True, **options

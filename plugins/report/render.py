@@ -16,6 +16,8 @@ def render_report(data: dict[str, Any]) -> str:
     environment.filters["num"] = format_number
     environment.filters["bytes"] = format_bytes
     environment.filters["answer"] = format_answer
+    environment.filters["percent"] = format_percent
+    environment.filters["criteria"] = format_criteria
     chart = line_chart_svg(data["loss_series"], title="Loss", x_label="step", y_label="loss")
     evaluation = data.get("evaluation") or {}
     metrics = evaluation.get("metrics") or {}
@@ -48,6 +50,22 @@ def format_bytes(value: Any) -> str:
             return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
         size /= 1024
     return f"{size:.1f} TiB"
+
+
+def format_percent(value: Any) -> str:
+    return f"{100 * value:.0f}%" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def format_criteria(check: dict[str, Any]) -> str:
+    """A behaviour check's criteria in words, e.g. ``any of: "a", "b"; none of: "c"``."""
+    parts = [
+        f"{label}: " + ", ".join(f'"{phrase}"' for phrase in check[key])
+        for key, label in (("any_of", "any of"), ("all_of", "all of"), ("none_of", "none of"))
+        if check.get(key)
+    ]
+    if check.get("regex"):
+        parts.append(f"matches /{check['regex']}/")
+    return "; ".join(parts)
 
 
 def format_answer(text: str | None) -> str:

@@ -59,6 +59,18 @@ REPORT_TEMPLATE = """<!DOCTYPE html>
 </table>
 {% else %}<p class="muted">No samples.</p>{% endif %}
 
+<h2 id="behaviour">Behaviour checks</h2>
+{% set behaviour = evaluation.behaviour %}
+{% macro verdict(result) %}{% if result %}<pre>{{ result.answer | answer }}</pre><div class="{{ 'pass' if result.passed else 'fail' }}">{{ 'passed' if result.passed else 'failed: ' ~ result.failed | join('; ') }}</div>{% else %}-{% endif %}{% endmacro %}
+{% if behaviour %}
+<p>Held-out prompts of <code>{{ behaviour.checks_file }}</code>, answered greedily (at most {{ behaviour.max_new_tokens }} tokens).
+Passed: fine-tuned <b>{{ behaviour.pass_rate | percent }}</b>{% if behaviour.base_pass_rate is not none %}, base <b>{{ behaviour.base_pass_rate | percent }}</b>{% endif %}.</p>
+<table id="behaviour-table">
+  <tr><th>prompt</th><th>a passing answer</th><th>fine-tuned</th><th>base</th></tr>
+  {% for row in behaviour.prompts %}<tr><td><pre>{{ row.check.prompt }}</pre>{% if row.check.system %}<div class="muted">system: {{ row.check.system }}</div>{% endif %}</td><td>{{ row.check | criteria }}</td><td>{{ verdict(row.fine_tuned) }}</td><td>{{ verdict(row.base) }}</td></tr>{% endfor %}
+</table>
+{% else %}<p class="muted">No behaviour checks in this run (evaluation.behaviour_checks).</p>{% endif %}
+
 <h2 id="export">Export verification</h2>
 {% if verification %}
 <table id="export-table">
@@ -73,6 +85,13 @@ REPORT_TEMPLATE = """<!DOCTYPE html>
   <tr><th>model</th><th>kind</th><th>device</th><th>load s</th><th>tokens/s</th><th>vs base</th><th>peak memory</th><th>first answer</th></tr>
   {% for r in inference.models %}<tr><td>{{ r.name }}</td><td>{{ r.kind }}</td><td>{{ r.device }}</td><td class="num">{{ r.load_seconds | num }}</td><td class="num">{{ r.tokens_per_second | num }}</td><td class="num">{{ r.speed_vs_base | num }}</td><td class="num">{{ r.peak_memory_bytes | bytes }}</td><td><pre>{{ r.sample }}</pre></td></tr>{% endfor %}
 </table>
+{% if inference.behaviour %}
+<p>The {{ inference.behaviour.checks }} behaviour checks through each model, greedily (at most {{ inference.behaviour.max_new_tokens }} tokens); agreement is with the fine-tuned model's answers in the evaluation.</p>
+<table id="inference-behaviour-table">
+  <tr><th>model</th><th>prompt format</th><th>checks passed</th><th>answers identical to the fine-tuned model's</th><th>first {{ inference.behaviour.agreement_words }} words agree</th></tr>
+  {% for r in inference.models if r.behaviour %}<tr><td>{{ r.name }}</td><td>{{ r.behaviour.chat_template }}</td><td class="num">{{ r.behaviour.pass_rate | percent }}</td><td class="num">{{ r.behaviour.identical_rate | percent }}</td><td class="num">{{ r.behaviour.first_words_rate | percent }}</td></tr>{% endfor %}
+</table>
+{% endif %}
 {% for note in inference.skipped or [] %}<p class="muted">Skipped {{ note }}</p>{% endfor %}
 {% else %}<p class="muted">No inference test in this run.</p>{% endif %}
 
