@@ -91,6 +91,13 @@ def print_plan(workflow: Workflow, run_dir: Path | None) -> None:
                 text += f"  [bold red]{key}=true: {warning}[/bold red]"
         table.add_row(step.stage.value, escape(step.reference), text or "[dim]defaults[/dim]")
     console.print(table)
+    print_notices(workflow)
+
+
+def print_notices(workflow: Workflow) -> None:
+    """The adjustments plugins announced at load (``Plugin.check_workflow``)."""
+    for notice in workflow.notices:
+        console.print(f"[yellow]note:[/yellow] {escape(redact(str(notice)))}", soft_wrap=True)
 
 
 def _resolve_run_dir(workflow: Workflow, args: argparse.Namespace) -> Path:
@@ -280,6 +287,7 @@ def plan_command(args: argparse.Namespace) -> int:
     from plugins.training.memory_plan import print_workflow_plan
 
     workflow = _load(args)
+    print_notices(workflow)
     print_workflow_plan(workflow, console=console)
     return 0
 

@@ -8,7 +8,8 @@ always runs after the run, also when it failed.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -24,6 +25,15 @@ class PluginConfig(BaseModel):
     """Base of every plugin's ``ConfigModel``: unknown keys are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What ``Plugin.check_workflow`` reports: an error (exit 2 at load) or a notice (an announced adjustment)."""
+
+    message: str
+    key: str | None = None  # the config key it is about ("a.b" for nested ones), for the file and line
+    error: bool = False
 
 
 class Plugin:
@@ -49,6 +59,12 @@ class Plugin:
     @classmethod
     def plugin_name(cls) -> str:
         return cls.name or cls.__name__
+
+    def check_workflow(self, plugins: Sequence[Plugin]) -> list[Finding]:
+        """Contradictions with the workflow's other plugins (all of them, in run order), seen at load.
+
+        Read their settings by field name, never by importing their classes. Default: none."""
+        return []
 
     async def initialize(self, context: PluginContext) -> None:
         """Acquire what the plugin needs before the run starts. Default: nothing."""

@@ -69,6 +69,7 @@ class Workflow:
     steps: list[Step]
     tools: ToolRouter
     raw: dict[str, Any] = field(default_factory=dict)
+    notices: list[Problem] = field(default_factory=list)  # adjustments plugins announced at load
 
     def steps_in(self, stage: Stage) -> list[Step]:
         return [s for s in self.steps if s.stage == stage]
@@ -309,6 +310,18 @@ def _check_tools(steps: list[Step], router: ToolRouter, locate: _Locator, proble
             owners.setdefault(name, step.reference)
 
 
+def _check_across_plugins(steps: list[Step], locate: _Locator, problems: list[Problem]) -> list[Problem]:
+    """Ask each plugin about contradictions with the others; errors join ``problems``, notices are returned."""
+    plugins = [step.plugin for step in steps]
+    notices: list[Problem] = []
+    for step in steps:
+        for finding in step.plugin.check_workflow(plugins):
+            where = (*step.yaml_path, "config", *finding.key.split(".")) if finding.key else step.yaml_path
+            located = locate.problem(f"{step.reference}: {finding.message}", where)
+            (problems if finding.error else notices).append(located)
+    return notices
+
+
 def load_workflow(
     path: str | Path, overrides: list[Override] | None = None, env: dict[str, str] | None = None
 ) -> Workflow:
@@ -362,13 +375,15 @@ def build_workflow(
     if "workflow" in data and not any(specs for specs in sections.values()) and not problems:
         problems.append(locate.problem("the workflow has no plugins; list at least one under a stage", ("workflow",)))
     steps.sort(key=lambda s: (ALL_STAGES.index(s.stage), s.index))
-    if not problems:  # otherwise a plugin that failed validation would cascade into false dependency errors
+    notices: list[Problem] = []
+    if not problems:  # otherwise a plugin that failed validation would cascade into false errors
         _check_dependencies([s for s in steps if s.stage != Stage.ERROR], locate, problems)
+        notices = _check_across_plugins(steps, locate, problems)
     router = ToolRouter()
     _check_tools(steps, router, locate, problems)
     if problems:
         raise ConfigError(problems)
-    return Workflow(path=path, run=run, plugin_dirs=plugin_dirs, steps=steps, tools=router, raw=data)
+    return Workflow(path=path, run=run, plugin_dirs=plugin_dirs, steps=steps, tools=router, raw=data, notices=notices)
 
 
 def _validate_top_level(

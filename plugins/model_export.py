@@ -7,10 +7,16 @@ next to the first GGUF). Every folder gets a model card, is written to a staging
 renamed into place only when complete and verified against the trained model. Tools
 ``merge_adapter``, ``convert_to_gguf`` and ``write_modelfile`` serve other plugins and scripts/.
 
+Contradictions with the training, found when the workflow is loaded (``check_workflow``):
+``merged`` of a full fine-tune is skipped (the ``huggingface`` export already holds the whole
+model; it is added when missing), ``ollama`` adds ``gguf``, a QLoRA adapter is merged into the
+unquantized base, and settings of formats not exported are ignored: each is announced in the plan
+and in the export report. Full-weight formats of an adapter with ``merge_adapter: false`` are refused.
+
 Raises:
     ConfigError: (exit 2, before any work) a K-quant with no llama.cpp, GGUF for an unsupported
-        architecture, ``merged`` for a full fine-tune, ``push_to_hub`` without a token, an output
-        path that is a file, not enough disk space for a merge.
+        architecture, full-weight formats of an adapter with ``merge_adapter: false``,
+        ``push_to_hub`` without a token, an output path that is a file, not enough disk space for a merge.
     PluginError: an artefact failed verification (nothing is published in its place).
 """
 
@@ -23,6 +29,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from entity_training import PluginConfig, Stage, ToolPlugin, tool
+from entity_training.plugin import Finding, Plugin
 from plugins import memory_keys as keys
 
 ExportFormat = Literal["huggingface", "merged", "safetensors", "gguf", "ollama"]
@@ -30,6 +37,48 @@ GGUFQuantization = Literal[
     "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1",
     "q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k",
 ]  # fmt: skip
+FULL_WEIGHT_FORMATS = {"merged", "safetensors", "gguf"}  # written from full weights: an adapter is merged first
+# Settings read only when their format is exported.
+FORMAT_SETTINGS = {
+    "gguf_quantization": "gguf",
+    "gguf_pre_tokenizer": "gguf",
+    "llama_cpp_dir": "gguf",
+    "system_prompt": "ollama",
+}
+MERGED_OF_FULL = "merged skipped: a full fine-tune already is a whole model; the huggingface export holds it"
+MERGED_AS_HUGGINGFACE = (
+    "merged written as huggingface: a full fine-tune already is a whole model, with no adapter to merge"
+)
+GGUF_FOR_OLLAMA = "gguf added: ollama runs a GGUF file (written with gguf_quantization)"
+QUANTIZED_BASE = (
+    "the QLoRA adapter is merged into the unquantized base model (the one evaluation scores), not into the "
+    "4-bit weights it was trained against, which would round the merged adapter away"
+)
+
+
+def formats_for(requested: list[str] | set[str], *, full_model: bool = False) -> tuple[set[str], list[str]]:
+    """The formats to write for what was asked, and a note for each adjustment made."""
+    formats, notes = set(requested), []
+    if "ollama" in formats and "gguf" not in formats:
+        formats.add("gguf")
+        notes.append(GGUF_FOR_OLLAMA)
+    if full_model and "merged" in formats:
+        formats.discard("merged")
+        notes.append(MERGED_OF_FULL if "huggingface" in formats else MERGED_AS_HUGGINGFACE)
+        formats.add("huggingface")
+    return formats, notes
+
+
+def merge_refused_message(formats: set[str]) -> str:
+    return (
+        f"export_formats {sorted(formats & FULL_WEIGHT_FORMATS)} need full weights, but the model is a LoRA "
+        "adapter and merge_adapter is false. Set merge_adapter: true or export only 'huggingface'."
+    )
+
+
+def _training_setting(plugins: list[Plugin], name: str) -> Any:
+    """A setting of the workflow's training plugin, read by its field name (None when no plugin has it)."""
+    return next((getattr(p.config, name) for p in plugins if name in type(p.config).model_fields), None)
 
 
 class ModelExportPlugin(ToolPlugin):
@@ -83,6 +132,28 @@ class ModelExportPlugin(ToolPlugin):
                 raise ValueError("push_to_hub is true but hub_model_id is not set; give it as 'user/model-name'")
             return self
 
+    # -- load-time checks ---------------------------------------------------------------------
+    def check_workflow(self, plugins) -> list[Finding]:
+        method = _training_setting(plugins, "training_method")
+        formats, notes = formats_for(self.config.export_formats, full_model=method == "full")
+        findings = [Finding(note, key="export_formats") for note in notes] + self._unused_settings(formats)
+        if method in (None, "full") or not formats & FULL_WEIGHT_FORMATS:
+            return findings
+        if not self.config.merge_adapter:
+            return [*findings, Finding(merge_refused_message(formats), key="merge_adapter", error=True)]
+        if method == "qlora" or _training_setting(plugins, "load_in_4bit"):
+            findings.append(
+                Finding(f"{', '.join(sorted(formats & FULL_WEIGHT_FORMATS))}: {QUANTIZED_BASE}", key="export_formats")
+            )
+        return findings
+
+    def _unused_settings(self, formats: set[str]) -> list[Finding]:
+        return [
+            Finding(f"{name} ignored: export_formats has no {fmt}; add {fmt} to write it", key=name)
+            for name, fmt in FORMAT_SETTINGS.items()
+            if name in self.config.model_fields_set and fmt not in formats
+        ]
+
     # -- lifecycle ---------------------------------------------------------------------------
     async def initialize(self, context) -> None:
         """Checks that need no trained model run before the run starts (fail before training)."""
@@ -92,7 +163,7 @@ class ModelExportPlugin(ToolPlugin):
 
         if self.config.output_path:
             check_output_folder(Path(self.config.output_path))
-        if self._formats() & {"gguf"}:
+        if "gguf" in formats_for(self.config.export_formats)[0]:
             check_quantizer_available(list(self.config.gguf_quantization), self.config.llama_cpp_dir)
         if self.config.push_to_hub:
             check_hub_ready(self.config.hub_model_id)
@@ -103,16 +174,12 @@ class ModelExportPlugin(ToolPlugin):
         await self.initialize(context)
         from plugins.export.job import ExportJob
 
-        job = ExportJob(self.config, self._formats(), context)
+        job = ExportJob(self.config, context)
         paths, report = await asyncio.to_thread(job.run)
         context.remember(keys.EXPORT_PATHS, paths)
         context.remember(keys.EXPORT_REPORT, report)
         context.summarize("export_path", str(job.root))
         return f"exported {', '.join(sorted(paths))} to {job.root}"
-
-    def _formats(self) -> set[str]:
-        formats = set(self.config.export_formats)
-        return formats | {"gguf"} if "ollama" in formats else formats
 
     # -- tools (also what scripts/ call) ------------------------------------------------------
     @tool("merge_adapter")

@@ -6,6 +6,8 @@ Features:
 - cross-field checks with actionable messages: QLoRA turns on 4-bit loading (and says so), full
   fine-tuning of a 4-bit base is refused, ``target_modules`` that match nothing are named, the
   precision is resolved for the device (bf16 where it is native, fp32 on CPUs without it);
+- at load (``check_workflow``): a precision the device cannot run and QLoRA without bitsandbytes
+  are refused, settings the method overrides or never reads are announced;
 - the model is resolved (registry name, local path or hub id) and its architecture checked
   without loading weights.
 
@@ -26,12 +28,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from entity_training import ConfigError, Plugin, PluginConfig, Problem, Stage
+from entity_training.plugin import Finding
 from plugins import memory_keys
 
 Method = Literal["full", "lora", "qlora", "dora"]
+# Settings that only an adapter method reads, and settings that only a 4-bit base reads.
+ADAPTER_SETTINGS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "modules_to_save")
+FOUR_BIT_SETTINGS = ("bnb_4bit_compute_dtype", "bnb_4bit_use_double_quant", "bnb_4bit_quant_type")
 Scheduler = Literal[
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
 ]
@@ -145,18 +151,76 @@ class TrainingConfig(PluginConfig):
             raise ValueError("set warmup_steps or warmup_ratio, not both")
         return self
 
-    @model_validator(mode="after")
-    def check_full_not_quantized(self) -> TrainingConfig:
-        if self.training_method == "full" and self.load_in_4bit:
+    @field_validator("load_in_4bit")
+    @classmethod
+    def check_full_not_quantized(cls, load_in_4bit: bool, info: ValidationInfo) -> bool:
+        # A field validator, so that the error points at the load_in_4bit line (or its --set).
+        if load_in_4bit and info.data.get("training_method") == "full":
             raise ValueError(
-                "full fine-tuning cannot train a 4-bit base model; use training_method: qlora, "
-                "or set load_in_4bit: false"
+                "full fine-tuning cannot train a 4-bit base model (training_method: full); set "
+                "load_in_4bit: false (--set load_in_4bit=false), or use training_method: qlora"
             )
-        return self
+        return load_in_4bit
 
 
 def _has_bitsandbytes() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
+
+
+def _require_bitsandbytes() -> None:
+    if not _has_bitsandbytes():
+        raise ConfigError(
+            Problem(
+                "4-bit loading (QLoRA) needs bitsandbytes, which is not installed. Install it with "
+                "`pip install bitsandbytes`, or use training_method: lora.",
+                path="training_method",
+            )
+        )
+
+
+def _check_precision_on_this_device(precision: str) -> None:
+    """An explicit bf16/fp16 the device cannot run raises ConfigError (``auto`` and fp32 always fit)."""
+    if precision in ("bf16", "fp16"):
+        from plugins.training.device import detect_device
+        from plugins.training.precision import resolve_precision
+
+        resolve_precision(precision, detect_device())
+
+
+def _errors_of(check: Callable[[], None], key: str) -> list[Finding]:
+    try:
+        check()
+    except ConfigError as exc:
+        return [Finding(problem.message, key=key, error=True) for problem in exc.problems]
+    return []
+
+
+def _ignored(config: TrainingConfig, names: tuple[str, ...], reason: str) -> list[Finding]:
+    written = [name for name in names if name in config.model_fields_set]
+    return [Finding(f"{', '.join(written)} ignored: {reason}", key=written[0])] if written else []
+
+
+def _method_findings(config: TrainingConfig) -> list[Finding]:
+    """Settings the training method overrides or never reads: announced, not refused."""
+    method, four_bit = config.training_method, config.load_in_4bit
+    findings = []
+    if method == "qlora" and not four_bit and "load_in_4bit" in config.model_fields_set:
+        findings.append(
+            Finding("load_in_4bit: false overridden: training_method qlora trains on a 4-bit base", "load_in_4bit")
+        )
+    if method in ("lora", "dora") and four_bit:
+        findings.append(
+            Finding(
+                f"training_method {method} with load_in_4bit: true trains the adapters on a 4-bit base "
+                "(that is QLoRA); set load_in_4bit: false to train them on the full-precision base",
+                "load_in_4bit",
+            )
+        )
+    if method == "full":
+        findings += _ignored(config, ADAPTER_SETTINGS, "a full fine-tune trains every weight, with no adapters")
+    if method != "qlora" and not four_bit:
+        findings += _ignored(config, FOUR_BIT_SETTINGS, "the base model is not loaded in 4-bit")
+    return findings
 
 
 class TrainingConfigPlugin(Plugin):
@@ -166,6 +230,12 @@ class TrainingConfigPlugin(Plugin):
     provides = (memory_keys.TRAINING_CONFIG,)
 
     ConfigModel = TrainingConfig
+
+    def check_workflow(self, plugins) -> list[Finding]:
+        findings = _method_findings(self.config)
+        if self.config.training_method == "qlora" or self.config.load_in_4bit:
+            findings += _errors_of(_require_bitsandbytes, "training_method")
+        return findings + _errors_of(lambda: _check_precision_on_this_device(self.config.precision), "precision")
 
     async def _execute_impl(self, context) -> str:
         def building(step: int, total: int, loss: float) -> None:
@@ -197,14 +267,8 @@ class TrainingConfigPlugin(Plugin):
         if config["training_method"] == "qlora" and not config["load_in_4bit"]:
             config["load_in_4bit"] = True
             log("training_method qlora: set load_in_4bit: true (QLoRA trains adapters on a 4-bit base)")
-        if config["load_in_4bit"] and not _has_bitsandbytes():
-            raise ConfigError(
-                Problem(
-                    "4-bit loading (QLoRA) needs bitsandbytes, which is not installed. Install it with "
-                    "`pip install bitsandbytes`, or use training_method: lora.",
-                    path="training_method",
-                )
-            )
+        if config["load_in_4bit"]:
+            _require_bitsandbytes()
         device = detect_device()
         config["precision"] = resolve_precision(config["precision"], device)
         config["device"] = device.kind

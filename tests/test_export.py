@@ -146,12 +146,22 @@ def test_unknown_export_format_is_rejected():
         ModelExportPlugin({"export_formats": ["onnx"]})
 
 
-async def test_merged_for_a_full_fine_tune_says_there_is_nothing_to_merge(make_context, full_run):
+async def test_merged_of_a_full_fine_tune_is_skipped_and_reported(make_context, full_run):
+    from plugins.model_export import MERGED_AS_HUGGINGFACE
+
     run_dir, memory = full_run
-    with pytest.raises(ConfigError, match="nothing to merge") as caught:
-        await _export(make_context, run_dir, memory, export_formats=["merged"])
-    assert caught.value.exit_code == 2
+    paths, report = await _export(make_context, run_dir, memory, export_formats=["merged"], verify=False)
+    assert set(paths) == {"huggingface"} and report["notes"] == [MERGED_AS_HUGGINGFACE]
+    assert report["artefacts"]["huggingface"]["kind"] == "full"
     assert not (run_dir / "export" / "merged").exists()
+
+
+async def test_full_weight_formats_of_an_adapter_without_merging_are_refused(make_context, lora_run):
+    run_dir, memory = lora_run
+    with pytest.raises(ConfigError, match="merge_adapter is false") as caught:
+        await _export(make_context, run_dir, memory, export_formats=["huggingface", "gguf"], merge_adapter=False)
+    assert caught.value.exit_code == 2
+    assert not (run_dir / "export" / "huggingface").exists()  # refused before writing anything
 
 
 async def test_gguf_for_an_unsupported_architecture_is_refused_before_work(make_context, tmp_path):

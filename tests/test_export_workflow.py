@@ -33,20 +33,24 @@ workflow:
       config: {{num_samples: 2, generation: {{max_new_tokens: 8}}, thresholds: {thresholds}}}
   OUTPUT:
     - plugin: model_export
-      config: {{export_formats: [huggingface, gguf, ollama], gguf_quantization: [q8_0]}}
+      config: {exports}
     - plugin: inference_test
       config: {{num_prompts: 1, max_new_tokens: 4, formats: [huggingface]}}
     - plugin: run_report
 """
 
 
-def _run(tmp_path: Path, thresholds: str) -> tuple[int, Path]:
+EXPORTS = "{export_formats: [huggingface, gguf, ollama], gguf_quantization: [q8_0]}"
+
+
+def _run(tmp_path: Path, thresholds: str, *flags: str, exports: str = EXPORTS) -> tuple[int, Path]:
     out = tmp_path / "run"
     config = tmp_path / "workflow.yaml"
     config.write_text(
-        WORKFLOW.format(out=out, data=REPO / "data" / "sample.jsonl", thresholds=thresholds), encoding="utf-8"
+        WORKFLOW.format(out=out, data=REPO / "data" / "sample.jsonl", thresholds=thresholds, exports=exports),
+        encoding="utf-8",
     )
-    return main(["--config", str(config), "--yes"]), out
+    return main(["--config", str(config), "--yes", *flags]), out
 
 
 @pytest.mark.slow
@@ -72,3 +76,23 @@ def test_failing_threshold_exits_3_and_skips_the_export(tmp_path):
     assert "loss_max" in memory["evaluation.report"]["failures"][0]
     assert not (out / "export").exists() and "export.paths" not in memory
     assert "FAIL" in (out / "report.html").read_text()  # the report is still written
+
+
+@pytest.mark.slow
+def test_full_fine_tune_of_a_lora_workflow_skips_merged_and_says_so(tmp_path, capsys):
+    from plugins.model_export import MERGED_OF_FULL
+
+    exports = "{export_formats: [huggingface, merged, gguf, ollama], gguf_quantization: [f16]}"
+    code, out = _run(tmp_path, "{perplexity_max: 1.0e+9}", "--method", "full", exports=exports)
+    assert code == 0
+    lines = (tmp_path / "workflow.yaml").read_text().splitlines()
+    line = next(number for number, text in enumerate(lines, 1) if "export_formats" in text)
+    printed = " ".join(capsys.readouterr().out.split())
+    assert f"note: {tmp_path / 'workflow.yaml'}:{line}" in printed and MERGED_OF_FULL in printed  # in the plan
+    memory = json.loads((out / "memory.json").read_text())["entries"]
+    assert memory["export.report"]["notes"] == [MERGED_OF_FULL]
+    paths = memory["export.paths"]
+    assert set(paths) == {"huggingface", "gguf", "ollama"} and not (out / "export" / "merged").exists()
+    assert memory["export.report"]["artefacts"]["huggingface"]["kind"] == "full"
+    warnings = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert any(event["type"] == "warning" and event["message"] == MERGED_OF_FULL for event in warnings)

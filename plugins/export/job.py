@@ -14,17 +14,15 @@ from typing import Any
 
 from entity_training import ConfigError, PluginError, Problem
 from plugins import memory_keys as keys
+from plugins.model_export import FULL_WEIGHT_FORMATS, formats_for, merge_refused_message
 from plugins.models.loaders import user_model_options
-
-FULL_WEIGHT_FORMATS = {"merged", "safetensors", "gguf"}
 
 
 class ExportJob:
     """One export run: pre-flight, then each format in turn (blocking; runs in a worker thread)."""
 
-    def __init__(self, config: Any, formats: set[str], context: Any):
+    def __init__(self, config: Any, context: Any):
         self.config = config
-        self.formats = formats
         self.context = context
         self.result: dict[str, Any] = context.recall(keys.TRAINING_RESULT)
         self.training_config: dict[str, Any] = context.recall(keys.TRAINING_CONFIG, {}) or {}
@@ -40,6 +38,7 @@ class ExportJob:
         from plugins.eval.loading import is_adapter_folder, load_saved_tokenizer
 
         self.is_adapter = is_adapter_folder(self.final_dir)
+        self.formats = self._formats()
         self.tokenizer = load_saved_tokenizer(self.final_dir)
         self.chat_template = self.tokenized.get("chat_template") or self.tokenizer.chat_template
         self._preflight()
@@ -57,24 +56,23 @@ class ExportJob:
             self._step("hub", self._push)
         return self.paths, self.report
 
+    def _formats(self) -> set[str]:
+        """The formats asked for, adjusted to the trained model; each adjustment is warned and reported."""
+        formats, notes = formats_for(self.config.export_formats, full_model=not self.is_adapter)
+        for note in notes:
+            self.context.warn(note)
+        self.report["notes"] = notes
+        return formats
+
     # -- pre-flight: everything that can fail on bad input, before writing anything ------------
     def _preflight(self) -> None:
         from plugins.export.atomic import check_output_folder
-        from plugins.export.merge import check_merge_space, require_adapter
+        from plugins.export.merge import check_merge_space
 
         check_output_folder(self.root)
-        if "merged" in self.formats:
-            require_adapter(self.final_dir)
         if self.is_adapter and self.formats & FULL_WEIGHT_FORMATS:
             if not self.config.merge_adapter:
-                raise ConfigError(
-                    Problem(
-                        f"export_formats {sorted(self.formats & FULL_WEIGHT_FORMATS)} need full weights, but the "
-                        "model is a LoRA adapter and merge_adapter is false. Set merge_adapter: true or export "
-                        "only 'huggingface'.",
-                        path="merge_adapter",
-                    )
-                )
+                raise ConfigError(Problem(merge_refused_message(self.formats), path="merge_adapter"))
             check_merge_space(self.final_dir, self.root, self.config.merge_dtype, self._base_model())
         if "gguf" in self.formats:
             from plugins.export.architectures import gguf_architecture

@@ -20,15 +20,15 @@ LOGIT_TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
 MIN_TOP1_AGREEMENT = {"float32": 1.0, "float16": 1.0, "bfloat16": 0.95}
 
 
-def require_adapter(folder: Path, *, key: str = "export_formats") -> None:
-    """'merged' needs a LoRA adapter; a full fine-tune has nothing to merge."""
+def require_adapter(folder: Path) -> None:
+    """A merge needs a LoRA adapter; a full fine-tune has nothing to merge (the export plugin skips it)."""
     if not is_adapter_folder(folder):
         raise ConfigError(
             Problem(
                 f"there is nothing to merge: {folder} holds the full model weights of a full fine-tune, "
-                "not a LoRA adapter. Remove 'merged' from export_formats (use 'huggingface' or "
-                "'safetensors' for full weights) or set merge_adapter: false.",
-                path=key,
+                "not a LoRA adapter. It already is a whole model: load it as it is, or convert it with "
+                "scripts/convert_to_gguf.py.",
+                file=str(folder),
             )
         )
 

@@ -275,3 +275,75 @@ def test_non_utf8_workflow_file(tmp_path):
 def test_workflow_written_to_disk_can_be_revalidated(tmp_path):
     path = write_workflow(tmp_path, WRITER)
     assert len(load_workflow(path).steps) == 2
+
+
+# A folder plugin whose check_workflow reads another plugin's setting by field name.
+CROSS_CHECKER = """
+from pydantic import Field
+
+from entity_training import Plugin, PluginConfig, Stage
+from entity_training.plugin import Finding
+
+
+class CrossChecker(Plugin):
+    name = "cross_checker"
+    supported_stages = (Stage.OUTPUT,)
+
+    class ConfigModel(PluginConfig):
+        limit: int = Field(10, gt=0, description="The most numbers this plugin accepts.")
+        label: str = Field("x", description="A setting it ignores when the numbers are few.")
+
+    def check_workflow(self, plugins):
+        count = next(p.config.count for p in plugins if "count" in type(p.config).model_fields)
+        findings = []
+        if count > self.config.limit:
+            findings.append(Finding(f"count {count} is above limit {self.config.limit}", key="limit", error=True))
+        if count < 3 and "label" in self.config.model_fields_set:
+            findings.append(Finding("label ignored: fewer than 3 numbers", key="label"))
+        return findings
+"""
+
+CROSS_WORKFLOW = """
+plugin_dirs: [plugins]
+workflow:
+  INPUT:
+    - plugin: sample_plugins.Writer
+      config: {count: 2}
+  OUTPUT:
+    - plugin: cross_checker
+      config:
+        limit: 5
+        label: shown
+"""
+
+
+def _cross_workflow(tmp_path, overrides=None):
+    folder = tmp_path / "plugins" / "cross_checker"
+    folder.mkdir(parents=True)
+    (folder / "plugin.py").write_text(CROSS_CHECKER, encoding="utf-8")
+    return load(tmp_path, CROSS_WORKFLOW, overrides)
+
+
+def test_check_workflow_notices_are_located_and_kept_on_the_workflow(tmp_path):
+    workflow = _cross_workflow(tmp_path)
+    [notice] = workflow.notices
+    assert notice.line == 10 and notice.path == "workflow.OUTPUT[0].config.label"
+    assert notice.message == "cross_checker: label ignored: fewer than 3 numbers"
+
+
+def test_check_workflow_errors_stop_the_load_and_see_the_overridden_values(tmp_path):
+    with pytest.raises(ConfigError) as excinfo:
+        _cross_workflow(tmp_path, [Override("count", 8, "--count")])
+    [problem] = problems_of(excinfo)
+    assert problem.message == "cross_checker: count 8 is above limit 5"
+    assert problem.line == 9 and problem.path == "workflow.OUTPUT[0].config.limit"
+    with pytest.raises(ConfigError) as excinfo:
+        _cross_workflow(tmp_path / "again", [Override("count", 8, "--count"), parse_set_argument("limit=6")])
+    assert problems_of(excinfo)[0].file == "--set limit"  # the value to fix came from the command line
+
+
+def test_check_workflow_is_skipped_when_a_config_is_already_invalid(tmp_path):
+    # The Writer is not built, so the checker would find no `count`: it must not be asked.
+    with pytest.raises(ConfigError) as excinfo:
+        _cross_workflow(tmp_path, [parse_set_argument("writer.count=0")])
+    assert [p.file for p in problems_of(excinfo)] == ["--set writer.count"]
