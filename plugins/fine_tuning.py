@@ -78,9 +78,17 @@ class FineTuningPlugin(Plugin):
         result = await asyncio.to_thread(self._train_with_retries, context, config, tokenized, plan.settings)
         context.remember(memory_keys.TRAINING_RESULT, result)
         context.summarize("train_loss", result["train_loss"])
-        context.summarize("best_eval_loss", result["best_eval_loss"])
+        context.summarize("final_eval_loss", result["final_eval_loss"])
+        eval_part = ""
+        if result["final_eval_loss"] is not None:
+            eval_part = f", validation loss {result['final_eval_loss']:.4f} (final model"
+            # The final model is the last step's weights, not the lowest-loss checkpoint's.
+            if result["best_eval_step"] != result["steps"]:
+                context.summarize("best_eval_loss", result["best_eval_loss"])
+                context.summarize("best_eval_step", result["best_eval_step"])
+                eval_part += f"; lowest {result['best_eval_loss']:.4f} at step {result['best_eval_step']}"
+            eval_part += ")"
         context.summarize("final_model_path", result["final_model_path"])
-        eval_part = f", eval loss {result['best_eval_loss']:.4f}" if result["best_eval_loss"] is not None else ""
         return (
             f"{result['steps']} steps, train loss {result['train_loss']:.4f}{eval_part}, "
             f"{result['tokens_per_second']:.0f} tokens/s"
@@ -220,6 +228,7 @@ class FineTuningPlugin(Plugin):
                 config,
                 checkpoint_dir=checkpoint_dir,
                 has_validation=eval_rows is not None,
+                evaluate_first=eval_rows is not None and resume is None,
                 batch_size=settings.batch_size,
                 gradient_accumulation_steps=settings.gradient_accumulation_steps,
                 gradient_checkpointing=settings.gradient_checkpointing,
@@ -234,9 +243,6 @@ class FineTuningPlugin(Plugin):
             save_total_limit=config["save_total_limit"],
         )
         try:
-            initial_eval = None
-            if eval_rows is not None and resume is None:
-                initial_eval = trainer.evaluate()["eval_loss"]
             started = time.perf_counter()
             finished = _finished_checkpoint(resume, trainer.args.max_steps)
             if finished is not None:
@@ -248,7 +254,11 @@ class FineTuningPlugin(Plugin):
                 context.log(f"{resume} already holds the final step {finished.global_step}: nothing left to train")
             else:
                 output = trainer.train(resume_from_checkpoint=resume)
-            train_seconds = time.perf_counter() - started
+            initial = None
+            if trainer.args.eval_on_start:
+                initial = next(r for r in reporting.history if "eval_loss" in r)
+            # The evaluation before the first step is not training time.
+            train_seconds = time.perf_counter() - started - (initial["eval_runtime"] if initial else 0.0)
             if reporting.interrupted:
                 saved = trainer.published[-1] if trainer.published else checkpoint_dir
                 raise RunInterrupted(
@@ -261,7 +271,8 @@ class FineTuningPlugin(Plugin):
             if main:
                 _save_final_model(trainer, tokenizer, config, final_dir)
             history = reporting.history
-            eval_losses = [r["eval_loss"] for r in history if "eval_loss" in r]
+            evaluations = [r for r in history if "eval_loss" in r]
+            best = min(evaluations, key=lambda r: r["eval_loss"], default=None)
             train_losses = [r["loss"] for r in history if "loss" in r]
             return {
                 "final_model_path": str(final_dir),
@@ -269,9 +280,12 @@ class FineTuningPlugin(Plugin):
                 "base_model": config["model_name_or_path"],
                 "train_loss": train_losses[-1] if train_losses else _average_loss(output),
                 "average_train_loss": _average_loss(output),
-                "best_eval_loss": min(eval_losses) if eval_losses else None,
-                "initial_eval_loss": initial_eval,
-                "final_eval_loss": eval_losses[-1] if eval_losses else None,
+                # Validation losses, per trained token (plugins/training/validation_loss.py): the
+                # final model's (the last step), the lowest of any evaluation, and before training.
+                "final_eval_loss": evaluations[-1]["eval_loss"] if evaluations else None,
+                "best_eval_loss": best["eval_loss"] if best else None,
+                "best_eval_step": best["step"] if best else None,
+                "initial_eval_loss": initial["eval_loss"] if initial else None,
                 "steps": int(trainer.state.global_step),
                 "trained_tokens": trained_tokens,
                 "train_seconds": round(train_seconds, 2),

@@ -8,7 +8,13 @@ import torch
 from training_helpers import build_tiny_model_dir, packed_rows
 
 from plugins.data.collator import PackedCollator
-from plugins.training.chunked_loss import CHUNKED_LOSS_MIN_VOCAB, chunked_causal_lm_loss, split_for_chunked_loss
+from plugins.training.chunked_loss import (
+    CHUNKED_LOSS_MIN_VOCAB,
+    chunked_causal_lm_loss,
+    chunked_row_losses,
+    split_for_chunked_loss,
+)
+from plugins.training.validation_loss import row_losses
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +69,24 @@ def test_loss_and_gradients_equal_the_models_own(large_vocab_model, batch, num_i
     assert got.keys() == expected.keys() and "lm_head.weight" in got
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["plain-head", "wrapped-head"])
+def test_row_losses_in_chunks_equal_those_of_the_full_logits(large_vocab_model, batch, fused):
+    split = split_for_chunked_loss(large_vocab_model)
+    head = split.head if fused else Recomputed(split.head)
+    features = {name: value for name, value in batch.items() if name != "labels"}
+    labels = batch["labels"].clone()
+    labels[1] = -100  # a row without trained tokens
+    with torch.no_grad():
+        expected_sums, expected_counts = row_losses(large_vocab_model(**features).logits, labels)
+        hidden = split.decoder(**features).last_hidden_state
+        sums, counts = chunked_row_losses(hidden, head, labels, 50)
+    assert counts.tolist() == expected_counts.tolist() and counts[1] == 0 and counts.sum() > 100
+    torch.testing.assert_close(sums, expected_sums, rtol=1e-5, atol=1e-4)
+    # Summed over the batch, the model's own mean loss per trained token.
+    plain = large_vocab_model(**features, labels=labels).loss
+    torch.testing.assert_close(sums.sum() / counts.sum(), plain, rtol=1e-5, atol=1e-6)
 
 
 def test_a_batch_without_trained_tokens_still_backpropagates(large_vocab_model, batch):
@@ -122,11 +146,15 @@ def test_packed_trainer_trains_and_evaluates_through_the_chunked_loss(large_voca
 
     calls = []
 
-    def counted(*args, **kwargs):
-        calls.append(torch.is_grad_enabled())
-        return chunked_causal_lm_loss(*args, **kwargs)
+    def counted(function):
+        def call(*args, **kwargs):
+            calls.append((function.__name__, torch.is_grad_enabled()))
+            return function(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "chunked_causal_lm_loss", counted)
+        return call
+
+    monkeypatch.setattr(trainer_module, "chunked_causal_lm_loss", counted(chunked_causal_lm_loss))
+    monkeypatch.setattr(trainer_module, "chunked_row_losses", counted(chunked_row_losses))
     rows = packed_rows(4, length=64)
     trainer = trainer_module.PackedTrainer(
         model=copy.deepcopy(large_vocab_model),
@@ -153,7 +181,8 @@ def test_packed_trainer_trains_and_evaluates_through_the_chunked_loss(large_voca
     trainer.train()
     after = trainer.evaluate()["eval_loss"]
     assert after < before
-    assert calls == [False] + [True] * 4 + [False]  # evaluation (one batch of 4 rows), 4 steps, evaluation
+    evaluation, step = ("chunked_row_losses", False), ("chunked_causal_lm_loss", True)
+    assert calls == [evaluation] + [step] * 4 + [evaluation]  # one batch of 4 rows, 4 steps, one batch
 
 
 def test_chunks_hold_a_bounded_amount_of_logits():

@@ -82,6 +82,37 @@ async def test_every_method_learns_a_repeated_batch(method, learning_rate, tiny_
     assert {e["type"] for e in events} >= {"metrics", "progress"}
 
 
+@pytest.mark.parametrize(
+    ("method", "modules_to_save"), [("lora", ["lm_head", "embed_tokens"]), ("full", [])], ids=["lora", "full"]
+)
+async def test_the_evaluation_measures_the_final_models_last_validation_loss(
+    method, modules_to_save, tiny_model, tmp_path
+):
+    """One validation loss (issue #16): the evaluation's loss of the saved final model equals the
+    training's last validation loss of the same weights, with uneven rows batched differently."""
+    from plugins.evaluation import EvaluationPlugin
+
+    validation = packed_rows(2, seed=1) + packed_rows(1, length=10, samples_per_row=1, seed=2)
+    tokenized = write_tokenized(tmp_path / "tokenized", packed_rows(8), validation, max_seq_length=64)
+    result, memory = await run_training(
+        tmp_path / "run", tiny_model, tokenized, training_method=method, modules_to_save=modules_to_save,
+        learning_rate=1e-2, max_steps=4, batch_size=2, evaluation_steps=2, lora_dropout=0.1, precision="fp32",
+    )  # fmt: skip
+    evaluations = [record for record in result["log_history"] if "eval_loss" in record]
+    assert [record["step"] for record in evaluations] == [0, 2, 4]
+    assert result["final_eval_loss"] == evaluations[-1]["eval_loss"]
+    assert result["best_eval_loss"] == min(record["eval_loss"] for record in evaluations)
+    assert result["best_eval_step"] in (0, 2, 4)
+
+    review = make_context(Stage.REVIEW, tmp_path / "run", memory)
+    await EvaluationPlugin(
+        {"metrics": ["loss"], "num_samples": 0, "compare_with_base": False, "batch_size": 3}
+    ).execute(review)
+    evaluated = memory.get(memory_keys.EVALUATION_REPORT)["metrics"]["fine_tuned"]
+    assert evaluated["eval_tokens"] == 2 * 62 + 9
+    assert evaluated["loss"] == pytest.approx(result["final_eval_loss"], rel=1e-4)
+
+
 async def test_metrics_files_and_checkpoints(tiny_model, tokenized, tmp_path):
     result, _ = await run_training(
         tmp_path, tiny_model, tokenized, max_steps=12, save_total_limit=2, evaluation_steps=4

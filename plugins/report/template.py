@@ -28,13 +28,15 @@ REPORT_TEMPLATE = """<!DOCTYPE html>
   <div class="card"><div class="label">method</div><div class="value">{{ training.method or training_config.training_method or "-" }}</div></div>
   <div class="card"><div class="label">steps</div><div class="value">{{ training.steps | num }}</div></div>
   <div class="card"><div class="label">final train loss</div><div class="value">{{ training.train_loss | num }}</div></div>
-  <div class="card"><div class="label">best eval loss</div><div class="value">{{ training.best_eval_loss | num }}</div></div>
+  <div class="card"><div class="label">validation loss (final model)</div><div class="value">{{ training.final_eval_loss | num }}</div></div>
+  {% if training.best_eval_step is not none and training.best_eval_step != training.steps %}<div class="card"><div class="label">lowest validation loss (step {{ training.best_eval_step }}, not exported)</div><div class="value">{{ training.best_eval_loss | num }}</div></div>{% endif %}
   <div class="card"><div class="label">tokens / s (training)</div><div class="value">{{ training.tokens_per_second | num }}</div></div>
   <div class="card"><div class="label">evaluation</div><div class="value {{ 'pass' if status == 'PASS' else 'fail' if status == 'FAIL' else '' }}">{{ status or "not run" }}</div></div>
 </div>
 
 <h2 id="loss">Loss curves</h2>
 {{ loss_chart | safe }}
+<p class="muted">Validation loss: the mean cross-entropy per trained token over the held-out rows, measured during training on the weights of that step, in the training precision. The final model is the last step's weights, and the evaluation's loss below is the same measure of it, reloaded (in the evaluation's precision). Training loss: the same measure on the training rows, averaged over the steps since the previous point, with dropout.</p>
 
 <h2 id="evaluation">Evaluation</h2>
 {% if metric_rows %}

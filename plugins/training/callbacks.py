@@ -84,6 +84,10 @@ class EngineReportingCallback(TrainerCallback):
         self._window_tokens = self.tokens.total
         self._first_step = state.global_step  # > 0 when resuming
 
+    def on_evaluate(self, args, state, control, **kwargs):
+        if state.global_step == self._first_step:  # eval_on_start: not training time
+            self._start = self._window_start = time.perf_counter()
+
     def on_step_end(self, args, state, control, **kwargs):
         if not self.interrupted and _any_rank(self.context.cancelled, args.device):
             self.interrupted = True

@@ -75,14 +75,10 @@ def chunked_causal_lm_loss(
     predicts label i+1; the sum over trained tokens divided by ``num_items_in_batch`` when given,
     else their mean), computed ``tokens_per_chunk`` tokens at a time (see ``chunk_tokens``)."""
     import torch
-    from torch.nn import functional
 
     from plugins.training.linear_cross_entropy import LinearCrossEntropy, plain_linear
 
-    targets = functional.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:].reshape(-1)
-    trained = (targets != IGNORE_INDEX).nonzero().squeeze(-1)
-    states = hidden.reshape(-1, hidden.shape[-1]).index_select(0, trained)
-    targets = targets.index_select(0, trained)
+    states, targets, _ = _trained_tokens(hidden, labels)
     linear = plain_linear(head)
     if linear is not None:
         total = LinearCrossEntropy.apply(states, linear.weight, linear.bias, targets, tokens_per_chunk)
@@ -93,6 +89,35 @@ def chunked_causal_lm_loss(
     if torch.is_tensor(num_items_in_batch):
         num_items_in_batch = num_items_in_batch.to(total.device)
     return total / num_items_in_batch
+
+
+def chunked_row_losses(
+    hidden: torch.Tensor, head: torch.nn.Module, labels: torch.Tensor, tokens_per_chunk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of ``labels``: the summed cross-entropy of its trained tokens (fp32) and their
+    count, as ``validation_loss.row_losses`` gives from full logits; for evaluation (no gradients)."""
+    import torch
+    from torch.nn import functional
+
+    states, targets, trained = _trained_tokens(hidden, labels)
+    rows = trained // labels.shape[-1]
+    sums = torch.zeros(labels.shape[0], dtype=torch.float32, device=hidden.device)
+    for start in range(0, targets.numel(), tokens_per_chunk):
+        chunk = slice(start, start + tokens_per_chunk)
+        losses = functional.cross_entropy(head(states[chunk]).float(), targets[chunk], reduction="none")
+        sums.index_add_(0, rows[chunk], losses)
+    return sums, torch.bincount(rows, minlength=labels.shape[0])
+
+
+def _trained_tokens(hidden: torch.Tensor, labels: torch.Tensor):
+    """The hidden states that predict a trained label (position i predicts label i+1), those
+    labels, and the flat [batch * length] index of each."""
+    from torch.nn import functional
+
+    targets = functional.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:].reshape(-1)
+    trained = (targets != IGNORE_INDEX).nonzero().squeeze(-1)
+    states = hidden.reshape(-1, hidden.shape[-1]).index_select(0, trained)
+    return states, targets.index_select(0, trained), trained
 
 
 def _recomputed_chunks(head: torch.nn.Module, states: torch.Tensor, targets: torch.Tensor, tokens_per_chunk: int):

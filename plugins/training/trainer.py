@@ -10,8 +10,9 @@ from transformers import PrinterCallback, Trainer, TrainingArguments
 
 from plugins.training.callbacks import TokenCounter
 from plugins.training.checkpoints import STAGING_DIR, best_step_of, prune_checkpoints, publish_checkpoint
-from plugins.training.chunked_loss import chunked_causal_lm_loss, split_for_chunked_loss
+from plugins.training.chunked_loss import chunked_causal_lm_loss, chunked_row_losses, split_for_chunked_loss
 from plugins.training.device import distributed_launch
+from plugins.training.validation_loss import row_losses, token_mean
 
 
 class PackedRows(torch.utils.data.Dataset):
@@ -34,6 +35,7 @@ def training_arguments(
     *,
     checkpoint_dir: Path,
     has_validation: bool,
+    evaluate_first: bool = False,
     batch_size: int,
     gradient_accumulation_steps: int,
     gradient_checkpointing: bool,
@@ -65,6 +67,9 @@ def training_arguments(
         logging_steps=config["logging_steps"],
         eval_strategy=eval_strategy,
         eval_steps=config["evaluation_steps"],
+        # Inside train(), once the model is prepared: an evaluate() before train() marks the model
+        # as prepared for Accelerate, which then leaves it out of DDP (ranks train apart).
+        eval_on_start=evaluate_first,
         metric_for_best_model="eval_loss" if has_validation else None,
         greater_is_better=False if has_validation else None,
         prediction_loss_only=True,
@@ -86,7 +91,8 @@ def training_arguments(
 
 
 class PackedTrainer(Trainer):
-    """Counts trained tokens and publishes checkpoints atomically.
+    """Counts trained tokens, measures the validation loss per trained token, and publishes
+    checkpoints atomically.
 
     The Trainer writes each checkpoint into ``checkpoints/.staging``; once every rank has
     written its part, the main process verifies it, renames it to ``checkpoints/checkpoint-N``
@@ -104,16 +110,40 @@ class PackedTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The chunked loss (no full logits) for large vocabularies, else the model's own."""
-        # A wrapped model (DDP, compiled) must run its own forward; logits asked for need the full path.
-        wrapped = model is not self.model
-        if self.split_model is None or wrapped or (return_outputs and not self.args.prediction_loss_only):
+        # A wrapped model (DDP, compiled) must run its own forward; outputs asked for need the full path.
+        if self.split_model is None or model is not self.model or return_outputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         features = {name: value for name, value in inputs.items() if name != "labels"}
         split = self.split_model
         hidden = split.decoder(**features).last_hidden_state
-        loss = chunked_causal_lm_loss(hidden, split.head, inputs["labels"], num_items_in_batch, split.tokens_per_chunk)
-        # Evaluation asks for the outputs too; with prediction_loss_only it only needs the loss.
-        return (loss, {}) if return_outputs else loss
+        return chunked_causal_lm_loss(hidden, split.head, inputs["labels"], num_items_in_batch, split.tokens_per_chunk)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """The batch's loss per trained token, and each row's (summed loss, trained tokens) in
+        place of logits: the evaluation loop gathers those per row, dropping the rows that a
+        distributed last batch repeats, and ``evaluation_loop`` turns them into ``eval_loss``."""
+        inputs = self._prepare_inputs(inputs)
+        features = {name: value for name, value in inputs.items() if name != "labels"}
+        with torch.no_grad():
+            if self.split_model is not None and model is self.model:
+                split = self.split_model
+                hidden = split.decoder(**features).last_hidden_state
+                sums, counts = chunked_row_losses(hidden, split.head, inputs["labels"], split.tokens_per_chunk)
+            else:
+                with self.compute_loss_context_manager():
+                    sums, counts = row_losses(model(**features).logits, inputs["labels"])
+        stats = torch.stack([sums, counts.to(sums.dtype)], dim=-1)
+        return sums.sum() / counts.sum().clamp(min=1), stats, None
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        """The Trainer's loop, with ``eval_loss`` the mean per trained token (validation_loss.py)
+        instead of its mean of per-batch means."""
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if output.predictions is not None:
+            output.metrics[f"{metric_key_prefix}_loss"] = token_mean(output.predictions)
+        return output
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         self.tokens.total += int((inputs["labels"] != -100).sum())
