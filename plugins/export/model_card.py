@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from plugins.models.provenance import BaseModelProvenance, base_model_provenance
+
 TRAINING_KEYS = (
     "training_method",
     "learning_rate",
@@ -35,14 +37,18 @@ class CardInfo:
     evaluation: dict[str, Any] = field(default_factory=dict)
     max_seq_length: int | None = None
     hub_model_id: str | None = None
+    base_license: str | None = None  # None: looked up from the base model (registry, its files)
 
 
 def render_model_card(info: CardInfo) -> str:
     is_adapter = info.artefact == "huggingface" and info.method in ("lora", "qlora")
+    base = base_model_provenance(info.base_model)
+    base = BaseModelProvenance(base.name, info.base_license or base.license)
     sections = [
-        _front_matter(info, is_adapter),
-        f"# {info.name}\n\nA fine-tune of `{info.base_model}` ({info.method.upper()}), trained with "
+        _front_matter(info, base, is_adapter),
+        f"# {info.name}\n\nA fine-tune of `{base.name}` ({info.method.upper()}), trained with "
         f"entity-training. This folder holds the **{_artefact_title(info.artefact, is_adapter)}**.",
+        _licence_section(base),
         _data_section(info),
         _training_section(info),
         _evaluation_section(info.evaluation),
@@ -58,11 +64,25 @@ def render_model_card(info: CardInfo) -> str:
     return "\n\n".join(s for s in sections if s) + "\n"
 
 
-def _front_matter(info: CardInfo, is_adapter: bool) -> str:
+def _front_matter(info: CardInfo, base: BaseModelProvenance, is_adapter: bool) -> str:
     tags = ["entity-training", info.method, "text-generation"] + (["gguf"] if info.artefact == "gguf" else [])
-    lines = ["---", f"base_model: {info.base_model}", f"library_name: {'peft' if is_adapter else 'transformers'}"]
-    lines += ["pipeline_tag: text-generation", "tags:"] + [f"  - {t}" for t in tags] + ["---"]
+    lines = ["---", f"base_model: {base.name}", f"license: {base.license or 'unknown'}"]
+    lines += [f"library_name: {'peft' if is_adapter else 'transformers'}", "pipeline_tag: text-generation", "tags:"]
+    lines += [f"  - {t}" for t in tags] + ["---"]
     return "\n".join(lines)
+
+
+def _licence_section(base: BaseModelProvenance) -> str:
+    if base.license:
+        return (
+            f"## Licence\n\nThe base model `{base.name}` is licensed under `{base.license}`; its terms apply to "
+            "this fine-tune too."
+        )
+    return (
+        f"## Licence\n\nThe licence of the base model `{base.name}` is unknown to entity-training (neither the "
+        "model registry nor the model's files state it). Check the base model's licence before using or sharing "
+        "this fine-tune: its terms apply here too."
+    )
 
 
 def _artefact_title(artefact: str, is_adapter: bool) -> str:

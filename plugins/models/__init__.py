@@ -6,6 +6,7 @@ Importing this package is light (no torch, no transformers); the loaders import 
 from plugins.models.builtin import BUILTIN_RECIPES, builtin_names, ensure_builtin
 from plugins.models.chat_template import CHATML_TEMPLATE
 from plugins.models.loaders import load_causal_lm, load_model, load_model_config, load_tokenizer
+from plugins.models.package_file import PackageFile
 from plugins.models.registry import (
     FORMATS,
     ModelSpec,
@@ -21,6 +22,7 @@ __all__ = [
     "CHATML_TEMPLATE",
     "FORMATS",
     "ModelSpec",
+    "PackageFile",
     "RegistryEntry",
     "builtin_names",
     "ensure_builtin",

@@ -2,8 +2,10 @@
 
 Every loader accepts what ``resolve_model`` accepts. Weights load through safetensors; pickle
 checkpoints (``.bin``, ``.pt``) are refused unless ``allow_pickle=True``, because unpickling runs
-code stored in the file. Remote code is never run unless ``trust_remote_code=True``. Problems
-with the user's model (missing files, unknown architectures, no network) become InputError.
+code stored in the file. Remote code is never run unless ``trust_remote_code=True``. A GGUF file
+is loaded as the Hugging Face folder converted from it once (``gguf_source.py``); only
+``load_model_config`` reads the GGUF itself (its metadata). Problems with the user's model
+(missing files, unknown architectures, no network) become InputError.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from entity_training import InputError, Problem
+from plugins.models.hub import hub_offline
 from plugins.models.registry import PICKLE_SUFFIXES, ModelSpec, resolve_model
 
 PICKLE_REFUSED = (
@@ -45,7 +49,7 @@ def check_model_files(name_or_path: str | os.PathLike, *, allow_pickle: bool = F
     """Refuse, before anything heavy runs, weights that only pickle can read and a missing tokenizer."""
     spec = resolve_model(name_or_path)
     _refuse_pickle(spec, allow_pickle)
-    if spec.source != "hub" and spec.format != "gguf" and not _has_tokenizer_files(spec):
+    if not spec.on_hub and spec.format != "gguf" and not _has_tokenizer_files(spec):
         raise InputError(Problem(_NO_TOKENIZER, file=spec.folder))  # a GGUF file carries its tokenizer
 
 
@@ -73,12 +77,9 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, trust_remote_code: bool =
     """The model's tokenizer, always with a pad token, and the registry's chat template if it sets one."""
     from transformers import AutoTokenizer
 
-    spec = resolve_model(name_or_path)
+    spec = _loadable(resolve_model(name_or_path))
     with _user_errors(spec, what="tokenizer"):
-        if spec.format == "gguf":
-            tokenizer = AutoTokenizer.from_pretrained(spec.folder, gguf_file=Path(spec.path).name)
-        else:
-            tokenizer = AutoTokenizer.from_pretrained(spec.folder, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(spec.folder, trust_remote_code=trust_remote_code)
     if spec.chat_template:
         tokenizer.chat_template = spec.chat_template
     if tokenizer.pad_token is None:
@@ -108,25 +109,21 @@ def load_causal_lm(
 ):
     """The model's weights as a ``PreTrainedModel`` for causal LM.
 
-    ``dtype=None`` keeps the checkpoint's own dtype, except for GGUF files, which are dequantized
-    to float32 so that they can be trained.
+    ``dtype=None`` keeps the checkpoint's own dtype (float32 for a GGUF file, which is dequantized).
     """
-    import torch
     from transformers import AutoModelForCausalLM
 
-    spec = resolve_model(name_or_path)
+    spec = _loadable(resolve_model(name_or_path))
     _check_architecture(spec, trust_remote_code)
     _refuse_pickle(spec, allow_pickle)
     options: dict[str, Any] = {
-        "dtype": dtype if dtype is not None else (torch.float32 if spec.format == "gguf" else "auto"),
+        "dtype": dtype if dtype is not None else "auto",
         "quantization_config": quantization_config,
         "device_map": device_map,
         "trust_remote_code": trust_remote_code,
         "attn_implementation": attn_implementation,
     }
     with _user_errors(spec):
-        if spec.format == "gguf":
-            return AutoModelForCausalLM.from_pretrained(spec.folder, gguf_file=Path(spec.path).name, **options)
         if spec.format == "safetensors":
             config = load_model_config(spec.path, trust_remote_code=trust_remote_code)
             config.transformers_weights = Path(spec.path).name
@@ -153,9 +150,20 @@ def user_model_options(training_config: dict[str, Any] | None) -> dict[str, bool
     }
 
 
+def _loadable(spec: ModelSpec) -> ModelSpec:
+    """A GGUF file as the Hugging Face folder converted from it; any other model as it is."""
+    if spec.format != "gguf":
+        return spec
+    from plugins.models.gguf_source import ensure_hf_folder
+
+    with _user_errors(spec):
+        folder = ensure_hf_folder(spec.path, license=spec.license)
+    return replace(spec, path=str(folder), format="hf")
+
+
 def _refuse_pickle(spec: ModelSpec, allow_pickle: bool) -> None:
     # A Hub download is kept to safetensors by use_safetensors=True, and fails with its own message.
-    if allow_pickle or spec.source == "hub":
+    if allow_pickle or spec.on_hub:
         return
     if spec.format == "pickle":
         raise InputError(Problem(PICKLE_REFUSED.format(what=f"This {Path(spec.path).suffix} file"), file=spec.path))
@@ -189,7 +197,7 @@ def _check_architecture(spec: ModelSpec, trust_remote_code: bool) -> None:
     from transformers import CONFIG_MAPPING, __version__
 
     config_file = Path(spec.folder) / "config.json"
-    if spec.source == "hub" or spec.format == "gguf" or not config_file.is_file():
+    if spec.on_hub or spec.format == "gguf" or not config_file.is_file():
         return
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
@@ -225,12 +233,10 @@ def _user_errors(spec: ModelSpec, what: str = "model") -> Iterator[None]:
     except InputError:
         raise
     except OSError as exc:
-        raise InputError(
-            Problem(_os_error_message(spec, what, exc), file=None if spec.source == "hub" else spec.path)
-        ) from exc
+        raise InputError(Problem(_os_error_message(spec, what, exc), file=None if spec.on_hub else spec.path)) from exc
     except (ValueError, KeyError) as exc:
         text = str(exc)
-        if what == "tokenizer" and spec.source != "hub":
+        if what == "tokenizer" and not spec.on_hub:
             raise InputError(
                 Problem(
                     f"cannot load the tokenizer from this location ({_first_line(text)}). "
@@ -243,7 +249,7 @@ def _user_errors(spec: ModelSpec, what: str = "model") -> Iterator[None]:
                 Problem(
                     f"transformers cannot load {spec.name!r}: {_first_line(text)}. Upgrade transformers or use "
                     "a supported architecture.",
-                    file=None if spec.source == "hub" else spec.path,
+                    file=None if spec.on_hub else spec.path,
                 )
             ) from exc
         raise
@@ -251,19 +257,20 @@ def _user_errors(spec: ModelSpec, what: str = "model") -> Iterator[None]:
 
 def _os_error_message(spec: ModelSpec, what: str, exc: OSError) -> str:
     reason = _first_line(str(exc))
-    if spec.source == "hub" and "safetensors" in reason:
+    other_way = f" Or {spec.install_hint}." if spec.install_hint else ""
+    if spec.on_hub and "safetensors" in reason:
         return PICKLE_REFUSED.format(what=f"{spec.path!r} has no .safetensors weights; its") + f" ({reason})"
-    if spec.source == "hub" and _hub_offline():
+    if spec.on_hub and hub_offline():
         return (
             f"HF_HUB_OFFLINE is set and the {what} {spec.path!r} is not in the local Hugging Face cache "
             f"({reason}). Download it once with network, or give its local folder path instead "
-            "(model_name_or_path: /path/to/folder)."
+            "(model_name_or_path: /path/to/folder)." + other_way
         )
-    if spec.source == "hub":
+    if spec.on_hub:
         return (
             f"could not fetch the {what} {spec.path!r} from the Hugging Face Hub ({reason}). Check the id and "
             "the network; offline, download it elsewhere and give its local folder path instead "
-            "(model_name_or_path: /path/to/folder), and set HF_HUB_OFFLINE=1 to skip the download attempts."
+            "(model_name_or_path: /path/to/folder), and set HF_HUB_OFFLINE=1 to skip the download attempts." + other_way
         )
     if spec.format == "safetensors":
         return (
@@ -271,10 +278,6 @@ def _os_error_message(spec: ModelSpec, what: str, exc: OSError) -> str:
             "tokenizer files (tokenizer.json, tokenizer_config.json) in the same folder."
         )
     return f"cannot load the {what} from this location ({reason}). Is the folder complete?"
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _has_tokenizer_files(spec: ModelSpec) -> bool:

@@ -4,6 +4,8 @@ A model can be given as a registry name (``configs/models.yaml``, the built-ins,
 with ``register_model``), a local path (a Hugging Face folder, a ``.safetensors`` or ``.gguf``
 file) or a Hugging Face Hub id (``org/name``). ``resolve_model`` turns any of them into a
 ``ModelSpec`` that says where the files are and in which format; it imports nothing heavy.
+A registry entry may also name a model file shipped in a pip package (``package_file``), used
+instead of its ``path`` whenever that package is installed, so that the model works offline.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -22,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from entity_training import InputError, Problem
 from entity_training.yaml_source import load_yaml_file
 from plugins.models.builtin import BUILTIN_RECIPES, ensure_builtin
+from plugins.models.hub import hub_offline, in_hub_cache
+from plugins.models.package_file import PackageFile, installed_file
 from plugins.models.pretrain import ProgressCallback
 
 ModelFormat = Literal["builtin", "hf", "safetensors", "gguf", "bitnet", "pickle"]
@@ -46,6 +50,14 @@ class RegistryEntry(BaseModel):
         None, description="A Jinja chat template that replaces the one shipped with the tokenizer."
     )
     description: str | None = Field(None, description="One line shown by model listings.")
+    license: str | None = Field(
+        None, description="The model's licence (a Hugging Face licence id such as apache-2.0), for model cards."
+    )
+    package_file: PackageFile | None = Field(
+        None,
+        description="A model file inside an installed pip package (distribution, file, version), used instead "
+        "of path whenever that package is installed.",
+    )
 
     @model_validator(mode="after")
     def _builtin_recipe_exists(self) -> RegistryEntry:
@@ -64,6 +76,9 @@ class ModelSpec:
     source: Literal["registry", "path", "hub"]
     size_params: int | None = None
     chat_template: str | None = None
+    license: str | None = None  # as the registry states it
+    on_hub: bool = False  # path is a Hub id, downloaded by the loaders
+    install_hint: str | None = None  # how to get the model without the Hub, for error messages
 
     @property
     def is_file(self) -> bool:
@@ -132,6 +147,8 @@ def register_model(
     chat_template: str | None = None,
     *,
     description: str | None = None,
+    license: str | None = None,
+    package_file: PackageFile | dict | None = None,
     registry_file: Path | None = None,
 ) -> RegistryEntry:
     """Add a named model for this process; with ``registry_file``, also write it to that YAML file."""
@@ -142,6 +159,8 @@ def register_model(
             size_params=size_params,
             chat_template=chat_template,
             description=description,
+            license=license,
+            package_file=package_file,
         )
     except ValidationError as exc:
         raise InputError(
@@ -235,9 +254,36 @@ def resolve_model(name_or_path: str | os.PathLike, *, progress: ProgressCallback
         if entry.format == "builtin":
             folder = ensure_builtin(entry.path, progress=progress)
             return ModelSpec(text, str(folder), "builtin", "registry", entry.size_params, entry.chat_template)
-        spec = _resolve_location(entry.path, declared=entry.format)
-        return ModelSpec(text, spec.path, spec.format, "registry", entry.size_params, entry.chat_template)
+        spec = _resolve_entry_location(text, entry)
+        return replace(
+            spec,
+            name=text,
+            source="registry",
+            size_params=entry.size_params,
+            chat_template=entry.chat_template,
+            license=entry.license,
+        )
     return _resolve_location(text, declared=None, known=entries)
+
+
+def _resolve_entry_location(name: str, entry: RegistryEntry) -> ModelSpec:
+    package = entry.package_file
+    if package is None:
+        return _resolve_location(entry.path, declared=entry.format)
+    shipped = installed_file(package)
+    if shipped is not None:
+        return _resolve_location(str(shipped), declared=None)
+    hint = f"install it with `{package.install_command}`"
+    if looks_like_hub_id(entry.path) and hub_offline() and not in_hub_cache(entry.path):
+        raise InputError(
+            Problem(
+                f"{name!r} needs the package {package.distribution}, which is not installed, and HF_HUB_OFFLINE "
+                f"is set, so it cannot be downloaded from the Hub ({entry.path}) either. Offline, {hint}, or "
+                "give a local folder of the model instead (model_name_or_path: /path/to/folder).",
+                path="model_name_or_path",
+            )
+        )
+    return replace(_resolve_location(entry.path, declared=entry.format), install_hint=hint)
 
 
 def _resolve_location(text: str, *, declared: ModelFormat | None, known: dict | None = None) -> ModelSpec:
@@ -247,7 +293,7 @@ def _resolve_location(text: str, *, declared: ModelFormat | None, known: dict | 
         fmt = "bitnet" if declared == "bitnet" and detected == "hf" else detected
         return ModelSpec(text, str(path.resolve()), fmt, "path")
     if looks_like_hub_id(text):
-        return ModelSpec(text, text, declared if declared in ("hf", "bitnet") else "hf", "hub")
+        return ModelSpec(text, text, declared if declared in ("hf", "bitnet") else "hf", "hub", on_hub=True)
     names = ", ".join(known or list_models())
     if known is None:
         message = f"the registry points at {text!r}, which does not exist; fix its path in the registry file."
