@@ -335,15 +335,17 @@ class _Evaluation:
         return _Measured(values, answers, behaviour)
 
     def _answer(self, model: Any, prompts: list, settings: dict[str, Any], task: str) -> list:
-        from plugins.eval.generation import generate, stop_token_ids
+        from plugins.eval.generation import generate_many, stop_token_ids
 
-        stops = stop_token_ids(self.tokenizer, self.chat_template) if prompts else []
-        answers = []
-        for i, prompt in enumerate(prompts):
+        if not prompts:
+            return []
+        stops = stop_token_ids(self.tokenizer, self.chat_template)
+
+        def progress(done: int, total: int) -> None:
+            self.context.progress(task, done, total)
             self.context.check_cancelled()
-            answers.append(generate(model, self.tokenizer, prompt.text, settings, stops))
-            self.context.progress(task, i + 1, len(prompts))
-        return answers
+
+        return generate_many(model, self.tokenizer, [p.text for p in prompts], settings, stops, on_batch=progress)
 
 
 def _load_rows(path: str | None):

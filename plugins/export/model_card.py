@@ -112,7 +112,7 @@ def _training_section(info: CardInfo) -> str:
     config = {k: info.training_config[k] for k in TRAINING_KEYS if k in info.training_config}
     result = info.training_result
     rows = [f"| {k} | {v} |" for k, v in config.items()]
-    for key in ("steps", "train_loss", "best_eval_loss", "trained_tokens", "tokens_per_second"):
+    for key in ("steps", "train_loss", "final_eval_loss", "trained_tokens", "tokens_per_second"):
         if result.get(key) is not None:
             value = result[key]
             rows.append(f"| {key} | {round(value, 4) if isinstance(value, float) else value} |")

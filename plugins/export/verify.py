@@ -19,6 +19,9 @@ REQUIRED_TOP1_AGREEMENT = {"f32": 1.0, "f16": 1.0, "bf16": 0.95, "q8_0": 0.95}
 # A position whose top-2 reference logits are closer than the type's rounding error is a near-tie:
 # either answer is faithful, so the gate counts agreement on the other (decisive) positions.
 NEAR_TIE_MARGIN = {"f32": 1e-3, "f16": 2e-2, "bf16": 1e-1, "q8_0": 2e-1}
+# Greedy tokens per prompt whose predictions are compared: with the default 4 prompts up to 128
+# positions, enough to see a few percent of disagreement (fewer where answers end sooner).
+VERIFY_NEW_TOKENS = 32
 
 
 @dataclass
@@ -34,6 +37,7 @@ class Comparison:
     max_abs_logit_diff: float  # over all positions
     greedy_match: float  # fraction of prompts whose greedy continuation is identical
     prompts: int
+    positions: int = 0  # continuation positions compared (what top1_agreement counts)
     required_top1: float | None = None
     passed: bool = True
     tokenization_match: bool = True
@@ -46,7 +50,9 @@ class Comparison:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in data.items()}
 
 
-def build_reference(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int = 8) -> Reference:
+def build_reference(
+    model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int = VERIFY_NEW_TOKENS
+) -> Reference:
     """Greedy continuation and teacher-forced logits of ``model`` for each chat-formatted prompt."""
     import torch
 
@@ -151,6 +157,7 @@ def _compare(reference: Reference, candidate: list[np.ndarray], greedy: list[lis
         max_abs_logit_diff=max_diff,
         greedy_match=greedy_match,
         prompts=len(reference.prompt_ids),
+        positions=total,
         margins=margins,
         agreements=agreements,
     )

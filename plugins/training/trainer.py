@@ -115,7 +115,9 @@ class PackedTrainer(Trainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         features = {name: value for name, value in inputs.items() if name != "labels"}
         split = self.split_model
-        hidden = split.decoder(**features).last_hidden_state
+        # Mixed precision autocasts the wrapped model's forward; the decoder called directly needs it here.
+        with self.accelerator.autocast():
+            hidden = split.decoder(**features).last_hidden_state
         return chunked_causal_lm_loss(hidden, split.head, inputs["labels"], num_items_in_batch, split.tokens_per_chunk)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -127,7 +129,8 @@ class PackedTrainer(Trainer):
         with torch.no_grad():
             if self.split_model is not None and model is self.model:
                 split = self.split_model
-                hidden = split.decoder(**features).last_hidden_state
+                with self.accelerator.autocast():
+                    hidden = split.decoder(**features).last_hidden_state
                 sums, counts = chunked_row_losses(hidden, split.head, inputs["labels"], split.tokens_per_chunk)
             else:
                 with self.compute_loss_context_manager():
