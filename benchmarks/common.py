@@ -61,6 +61,30 @@ def require_dataset(name: str) -> Path:
     return path
 
 
+def model_folder(name: str) -> Path:
+    """The Hugging Face folder of a model our workflow names ``name`` (built-in, registry name or
+    path), for the TRL side and the isolation check, which load it with ``from_pretrained``.
+    A registry GGUF is the folder converted from it once (plugins/models/gguf_source.py): the
+    weights both sides then train are the same."""
+    from plugins.models import builtin_names, ensure_builtin, resolve_model
+
+    if name in builtin_names():
+        return ensure_builtin(name)
+    spec = resolve_model(name)
+    if spec.chat_template:
+        print(f"note: the registry gives {name} its own chat template; TRL uses the folder's tokenizer template")
+    if spec.format == "gguf":
+        from plugins.models.gguf_source import ensure_hf_folder
+
+        return ensure_hf_folder(spec.path, license=spec.license)
+    return Path(spec.folder)
+
+
+def model_label(name: str) -> str:
+    """A short name for headings: the registry name, or a path's last component."""
+    return Path(name).name if ("/" in name or "\\" in name) else name
+
+
 def load_average() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"

@@ -31,10 +31,13 @@ class Job:
     max_steps: int | None = None
     # fp32 like TRL's careful variant; "auto" is our default (bf16 on CPUs with native bf16 maths).
     precision: str = "fp32"
+    # Ours: "auto" (our default: on only when the memory plan says the job does not fit), True or False.
+    gradient_checkpointing: bool | str = "auto"
 
 
 def workflow_yaml(job: Job, *, cache_dir: Path | None = None) -> str:
-    """Our workflow for ``job``: first ``rows`` rows, no validation, no checkpoints, LoRA r16 all-linear."""
+    """Our workflow for ``job``: first ``rows`` rows in file order, none held out for validation
+    (validation_split 0: TRL trains the same rows), no checkpoints, LoRA r16 all-linear."""
     preparation = {"max_seq_length": job.max_length, "packing": True, "train_on": "assistant"}
     if cache_dir is not None:
         preparation["cache_dir"] = str(cache_dir)
@@ -70,6 +73,7 @@ def workflow_yaml(job: Job, *, cache_dir: Path | None = None) -> str:
                         "save_steps": None,
                         "logging_steps": 10,
                         "precision": job.precision,
+                        "gradient_checkpointing": job.gradient_checkpointing,
                     },
                 }
             ],
@@ -102,6 +106,8 @@ def run_ours(job: Job, work: Path, *, cache_dir: Path | None = None, env: dict |
         "gradient_checkpointing": result["gradient_checkpointing"],
         "train_loss": result["average_train_loss"],
         "token_stats": memory.get("dataset.token_stats"),
+        "train_rows": (memory.get("dataset.stats") or {}).get("train_rows"),
+        "validation_rows": (memory.get("dataset.stats") or {}).get("validation_rows"),
     }
 
 
@@ -147,7 +153,8 @@ def run_trl(
     use_cpu: bool = False,
     env: dict | None = None,
 ) -> dict:
-    """Run benchmarks/trl_job.py in a child process; ``gradient_checkpointing=None`` keeps TRL's default."""
+    """Run benchmarks/trl_job.py in a child process; ``gradient_checkpointing=None`` keeps TRL's default.
+    ``max_steps`` defaults to the job's (None: one epoch)."""
     work.mkdir(parents=True, exist_ok=True)
     result_path = work / "trl-result.json"
     command = [PYTHON, TRL_JOB, "--model", str(model_dir), "--data", str(data), "--result", str(result_path)]
@@ -159,6 +166,7 @@ def run_trl(
         command.append("--fp32")
     if gradient_checkpointing is False:
         command.append("--no-gradient-checkpointing")
+    max_steps = max_steps or job.max_steps
     if max_steps:
         command += ["--max-steps", str(max_steps)]
     if use_cpu:

@@ -1,10 +1,15 @@
 """The memory plan's prediction against the measured peak, for full, LoRA and QLoRA at two
-sequence lengths and two batch sizes, each in a fresh process (benchmarks/memory_probe.py).
+sequence lengths, each configuration in a fresh process (benchmarks/memory_probe.py).
 
-    python benchmarks/memory_plan.py [--model small] [--lengths 256,512] [--batches 2,4] [--quick]
+    python benchmarks/memory_plan.py [--model smollm2-135m-instruct] [--methods full,lora,qlora]
+        [--lengths 256,512] [--batches 8] [--precision fp32] [--steps 3] [--checkpointing off]
+    python benchmarks/memory_plan.py --small    # built-in `small`: batches 2,4 (fast)
+    python benchmarks/memory_plan.py --quick    # smoke test: tiny model, LoRA, length 64, batch 2
 
+The default is the real model (SmolLM2-135M-Instruct) at the throughput job's micro-batch.
 Measured: peak RSS increase over the process just before the model loads (CPU), or
-``torch.cuda.max_memory_allocated`` (GPU). Target: every prediction within 15%.
+``torch.cuda.max_memory_allocated`` (GPU). Target: every prediction within 15%. Each model and
+precision writes its own section of RESULTS.md.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from benchmarks.common import (  # noqa: E402
     machine_info,
     machine_lines,
     markdown_table,
+    model_folder,
+    model_label,
     require_ok,
     run_child,
     write_section,
@@ -34,63 +41,107 @@ PROBE = str(REPO / "benchmarks" / "memory_probe.py")
 TARGET = 0.15
 
 
+REAL_MODEL = "smollm2-135m-instruct"
+PRESETS = {
+    "real": {"model": REAL_MODEL, "methods": "full,lora,qlora", "lengths": "256,512", "batches": "8"},
+    "small": {"model": "small", "methods": "full,lora,qlora", "lengths": "256,512", "batches": "2,4"},
+    "quick": {"model": "tiny", "methods": "lora", "lengths": "64", "batches": "2"},
+}
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="small", help="built-in model or model folder")
-    parser.add_argument("--methods", default="full,lora,qlora", help="comma-separated training methods")
-    parser.add_argument("--lengths", default="256,512", help="comma-separated sequence lengths")
-    parser.add_argument("--batches", default="2,4", help="comma-separated micro-batch sizes")
+    parser.add_argument("--model", default=None, help=f"registry name, built-in or folder (default {REAL_MODEL})")
+    parser.add_argument("--small", action="store_true", help="the built-in small at batches 2 and 4 (fast)")
+    parser.add_argument("--methods", default=None, help="comma-separated training methods (full,lora,qlora)")
+    parser.add_argument("--lengths", default=None, help="comma-separated sequence lengths (256,512)")
+    parser.add_argument("--batches", default=None, help="comma-separated micro-batch sizes (8; --small 2,4)")
+    parser.add_argument("--precision", default="fp32", help="training_config precision: fp32, bf16 or auto")
+    parser.add_argument("--steps", type=int, default=3, help="optimizer steps per configuration (at least 2)")
+    parser.add_argument("--checkpointing", default="off", help="gradient checkpointing: off, on or off,on")
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny model, LoRA, length 64, batch 2")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
-    return parser.parse_args()
+    args = parser.parse_args()
+    preset = PRESETS["quick" if args.quick else "small" if args.small else "real"]
+    for name, value in preset.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.quick:
+        args.steps, args.no_write = 2, True
+    return args
 
 
-def measure(model: str, method: str, length: int, batch: int) -> dict:
+def measure(model: str, method: str, length: int, batch: int, precision: str, steps: int, checkpointing: str) -> dict:
     work = Path(tempfile.mkdtemp(prefix="memory-plan-bench-"))
-    child = run_child([PYTHON, PROBE, model, method, str(length), str(batch), str(work)])
+    command = [PYTHON, PROBE, model, method, str(length), str(batch), str(work), precision, str(steps), checkpointing]
+    child = run_child(command)
     require_ok(child, f"the memory probe ({method}, length {length}, batch {batch})")
     line = next(line for line in child.output.splitlines() if line.startswith("RESULT "))
-    return json.loads(line.removeprefix("RESULT "))
+    return {**json.loads(line.removeprefix("RESULT ")), "wall_seconds": child.wall_seconds}
 
 
 def main() -> None:
     args = parse_args()
-    if args.quick:
-        args.model, args.methods, args.lengths, args.batches, args.no_write = "tiny", "lora", "64", "2", True
     load_start = load_average()
     print(f"load average at start: {load_start}")
-    rows, worst = [], 0.0
+    model_folder(args.model)  # builds a built-in, or converts a registry GGUF, once before any probe
+    rows, worst, precisions, details = [], 0.0, set(), []
     for method in args.methods.split(","):
         for length in (int(x) for x in args.lengths.split(",")):
             for batch in (int(x) for x in args.batches.split(",")):
-                figures = measure(args.model, method, length, batch)
-                error = figures["estimate"] / figures["measured"] - 1
-                worst = max(worst, abs(error))
-                rows.append(
-                    [
-                        method,
-                        length,
-                        batch,
-                        f"{figures['estimate'] / 2**20:.0f}",
-                        f"{figures['measured'] / 2**20:.0f}",
-                        f"{100 * error:+.0f}%",
-                        "yes" if abs(error) <= TARGET else "**no**",
-                    ]
-                )
-                print(" | ".join(str(cell) for cell in rows[-1]), flush=True)
+                for checkpointing in args.checkpointing.split(","):
+                    figures = measure(args.model, method, length, batch, args.precision, args.steps, checkpointing)
+                    precisions.add(figures.get("precision", args.precision))
+                    error = figures["estimate"] / figures["measured"] - 1
+                    worst = max(worst, abs(error))
+                    rows.append(
+                        [
+                            method,
+                            length,
+                            batch,
+                            checkpointing,
+                            f"{figures['estimate'] / 2**20:.0f}",
+                            f"{figures['measured'] / 2**20:.0f}",
+                            f"{100 * error:+.0f}%",
+                            "yes" if abs(error) <= TARGET else "**no**",
+                        ]
+                    )
+                    parts = ", ".join(f"{k} {v / 2**20:.0f}" for k, v in figures["components"].items() if v)
+                    details.append(f"- {method} {length}x{batch}, checkpointing {checkpointing}: {parts} MiB")
+                    print(
+                        " | ".join(str(cell) for cell in rows[-1]) + f" ({figures['wall_seconds']:.0f} s)", flush=True
+                    )
     load_end = load_average()
     print(f"load average at end: {load_end}")
+    precision = ", ".join(sorted(precisions))
     report = "\n".join(
         [
-            "## Memory plan vs measured peak (benchmarks/memory_plan.py)",
+            f"## Memory plan vs measured peak, `{model_label(args.model)}` in {precision} (benchmarks/memory_plan.py)",
             "",
-            f"Model `{args.model}`, fp32 on CPU, full packed rows, no gradient checkpointing, LoRA r16 all-linear "
-            "without dropout, 3 steps, each configuration a fresh process. Measured = peak RSS increase over the "
-            "process just before the model loads (after the imports).",
+            f"Model `{args.model}`, precision {args.precision} (resolved: {precision}) on CPU, full packed rows "
+            f"(two samples each), LoRA r16 all-linear without dropout, {args.steps} steps, each configuration a "
+            "fresh process. Measured = peak RSS increase over the process just before the model loads (after "
+            "the imports).",
             "",
-            markdown_table(["method", "length", "batch", "predicted MiB", "measured MiB", "error", "within 15%"], rows),
+            markdown_table(
+                [
+                    "method",
+                    "length",
+                    "batch",
+                    "checkpointing",
+                    "predicted MiB",
+                    "measured MiB",
+                    "error",
+                    "within 15%",
+                ],
+                rows,
+            ),
             "",
             f"Worst error: {100 * worst:.0f}% (target 15%).",
+            "",
+            "The plan's components (MiB):",
+            "",
+            *details,
             "",
             "### Machine",
             "",
@@ -99,7 +150,7 @@ def main() -> None:
     )
     print(report)
     if not args.no_write:
-        write_section("memory_plan", report)
+        write_section(f"memory_plan-{model_label(args.model)}-{args.precision}", report)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """One training run of the memory-plan benchmark, in its own process: the plan's prediction and
 the measured peak-RSS increase (or CUDA peak allocation) over the process before the model loads.
 
-    python benchmarks/memory_probe.py MODEL METHOD SEQ BATCH WORKDIR
+    python benchmarks/memory_probe.py MODEL METHOD SEQ BATCH WORKDIR [PRECISION [STEPS [CHECKPOINTING]]]
 
-Prints ``RESULT {"estimate": ..., "measured": ...}``. The rows are full: BATCH packed rows of SEQ
-tokens (two samples each), what the plan assumes.
+PRECISION is training_config's (auto by default: bf16 on a CPU with native bf16), STEPS the
+optimizer steps (3; the peak comes with the first, when the optimizer states appear), CHECKPOINTING
+``on`` or ``off`` (default off). Prints ``RESULT {"estimate": ..., "measured": ...}``. The rows are
+full: BATCH packed rows of SEQ tokens (two samples each), what the plan assumes.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ def synthetic_split(folder: Path, rows: int, length: int, vocab: int) -> str:
 
 def main() -> None:
     model, method, seq, batch, work = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])
+    precision = sys.argv[6] if len(sys.argv) > 6 else "auto"
+    steps = int(sys.argv[7]) if len(sys.argv) > 7 else STEPS
+    checkpointing = len(sys.argv) > 8 and sys.argv[8] == "on"
     import peft  # noqa: F401  (imports are part of the baseline, not of the plan)
     import psutil
     import torch
@@ -58,16 +63,17 @@ def main() -> None:
             "model_name_or_path": model,
             "training_method": method,
             "batch_size": batch,
-            "max_steps": STEPS,
+            "max_steps": steps,
             "save_steps": None,
-            "gradient_checkpointing": False,
+            "gradient_checkpointing": checkpointing,
+            "precision": precision,
             "auto_fit": False,
             "lora_dropout": 0.0,
         }
     ).resolve(seed=0, log=lambda message: None)
     plan = plan_for_config(config, seq)
     vocab = load_model_config(model).vocab_size
-    data = synthetic_split(work / "train", batch * STEPS, seq, vocab)
+    data = synthetic_split(work / "train", batch * steps, seq, vocab)
     torch.manual_seed(0)
     on_cuda = torch.cuda.is_available()
     process, peak, stop = psutil.Process(), [0], threading.Event()
@@ -81,14 +87,14 @@ def main() -> None:
     maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    loaded = load_model_for_training(config, gradient_checkpointing=False)
+    loaded = load_model_for_training(config, gradient_checkpointing=checkpointing)
     args = training_arguments(
         config,
         checkpoint_dir=work / "checkpoints",
         has_validation=False,
         batch_size=batch,
         gradient_accumulation_steps=1,
-        gradient_checkpointing=False,
+        gradient_checkpointing=checkpointing,
     )
     PackedTrainer(
         model=loaded.model,
@@ -106,7 +112,16 @@ def main() -> None:
     else:
         maxrss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         measured = max(maxrss_after if maxrss_after > maxrss_before else 0, peak[0]) - baseline
-    print("RESULT " + json.dumps({"estimate": plan.peak_bytes, "measured": measured, "components": plan.components}))
+    result = {
+        "estimate": plan.peak_bytes,
+        "measured": measured,
+        "baseline": baseline,
+        "components": plan.components,
+        "precision": config["precision"],
+        "steps": steps,
+        "gradient_checkpointing": checkpointing,
+    }
+    print("RESULT " + json.dumps(result))
 
 
 if __name__ == "__main__":

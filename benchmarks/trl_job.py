@@ -108,6 +108,8 @@ def main() -> None:
         "train_seconds": train_seconds,
         "trained_tokens": trained[0],
         "steps": int(trainer.state.global_step),
+        "train_rows": len(dataset),  # samples (prompt/completion rows) given to TRL
+        "packed_rows": len(trainer.train_dataset),  # rows after TRL's packing (= samples without it)
         "train_loss": float(output.training_loss),
         "bf16": bool(config.bf16),
         "gradient_checkpointing": bool(config.gradient_checkpointing),

@@ -81,3 +81,47 @@ def test_loss_memory_quick_trains_both_losses_to_the_same_value():
     output = run_script("loss_memory.py")
     rows = {line.split("|")[1].strip(): line.split("|")[4].strip() for line in output.splitlines() if "| " in line}
     assert rows["plain"] == rows["chunked"]
+
+
+def test_presets_default_to_the_real_model_and_keep_small_and_quick(monkeypatch):
+    sys.path.insert(0, str(REPO))
+    from benchmarks import memory_plan, throughput
+
+    monkeypatch.setattr(sys, "argv", ["throughput.py"])
+    args = throughput.parse_args()
+    assert (args.model, args.rows, args.variants) == ("smollm2-135m-instruct", 64, "a,b,h")
+    monkeypatch.setattr(sys, "argv", ["throughput.py", "--small"])
+    assert throughput.parse_args().model == "small"
+    monkeypatch.setattr(sys, "argv", ["throughput.py", "--quick", "--rows", "4"])
+    args = throughput.parse_args()
+    assert (args.model, args.rows, args.no_full, args.no_write) == ("tiny", 4, True, True)
+    monkeypatch.setattr(sys, "argv", ["memory_plan.py"])
+    args = memory_plan.parse_args()
+    assert (args.model, args.methods, args.lengths, args.precision) == (
+        "smollm2-135m-instruct",
+        "full,lora,qlora",
+        "256,512",
+        "fp32",
+    )
+
+
+def test_training_flops_count_the_head_on_every_token_below_the_chunked_loss_vocabulary():
+    sys.path.insert(0, str(REPO))
+    from benchmarks.flops import training_flops
+    from benchmarks.jobs import Job
+    from plugins.models import load_tokenizer
+
+    tokenizer = load_tokenizer("tiny")
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": "Say hello to the world, please."}],
+            "completion": [{"role": "assistant", "content": "Hello, world! " * 5}],
+        }
+    ]
+    job = Job(dataset=Path("unused"), rows=1, model="tiny")
+    full = training_flops(job, tokenizer, rows, method="full")
+    lora = training_flops(job, tokenizer, rows, method="lora")
+    assert 0 < full["trained_tokens"] < full["tokens"]
+    assert not full["chunked_head"]  # tiny's vocabulary is below 32k: the head runs on every token
+    assert full["dense"] == 6 * full["params"] * full["tokens"]
+    assert lora["total"] < full["total"]
