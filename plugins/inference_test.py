@@ -92,13 +92,14 @@ class InferenceTestPlugin(Plugin):
                 max_new_tokens=self.config.max_new_tokens,
                 base_model=result.get("base_model"),
                 permissions=permissions,
-                chat_prompts=behaviour.prompts if behaviour else (),
+                # The evaluation already scored the base model on these prompts.
+                chat_prompts=behaviour.prompts if behaviour and name != "base" else (),
                 chat_max_new_tokens=behaviour.max_new_tokens if behaviour else 0,
             ).to_dict()
             answers, chat_template = row.pop("chat_answers"), row.pop("chat_template")
             row["behaviour"] = (
                 behaviour.score(answers, self.config.agreement_words) | {"chat_template": chat_template}
-                if behaviour
+                if behaviour and answers
                 else None
             )
             results.append(row)

@@ -129,7 +129,7 @@ def benchmark(
             text, count, elapsed = runner.answer(prompt, max_new_tokens)
             tokens, seconds = tokens + count, seconds + elapsed
             first = text if i == 0 else first
-        chat_answers = [runner.answer_chat(prompt, chat_max_new_tokens) for prompt in chat_prompts]
+        chat_answers = runner.answer_chats(list(chat_prompts), chat_max_new_tokens) if chat_prompts else []
         runner.close()
     return BenchmarkResult(
         name=name,
@@ -172,8 +172,12 @@ class _HFRunner:
         result = generate(self.model, self.tokenizer, prompt, settings, self.stops)
         return result.text, result.new_tokens, result.seconds
 
-    def answer_chat(self, prompt: ChatPrompt, max_new_tokens: int) -> str:
-        return self.answer(prompt.text, max_new_tokens)[0]
+    def answer_chats(self, prompts: list[ChatPrompt], max_new_tokens: int) -> list[str]:
+        from plugins.eval.generation import generate_many
+
+        settings = {"max_new_tokens": max_new_tokens, "do_sample": False, "seed": 0}
+        answers = generate_many(self.model, self.tokenizer, [p.text for p in prompts], settings, self.stops)
+        return [answer.text for answer in answers]
 
     def close(self) -> None:
         self.model = None
@@ -200,7 +204,10 @@ class _GGUFRunner:
         elapsed = time.perf_counter() - started
         return output["choices"][0]["text"].strip(), int(output["usage"]["completion_tokens"]), elapsed
 
-    def answer_chat(self, prompt: ChatPrompt, max_new_tokens: int) -> str:
+    def answer_chats(self, prompts: list[ChatPrompt], max_new_tokens: int) -> list[str]:
+        return [self._answer_chat(prompt, max_new_tokens) for prompt in prompts]
+
+    def _answer_chat(self, prompt: ChatPrompt, max_new_tokens: int) -> str:
         if not self.own_template:
             return self.answer(prompt.text, max_new_tokens)[0]
         output = self.llm.create_chat_completion(prompt.messages, max_tokens=max_new_tokens, temperature=0.0, top_k=1)
