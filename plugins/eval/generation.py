@@ -29,25 +29,7 @@ def stop_token_ids(tokenizer: Any, chat_template: str | None) -> list[int]:
 
 def generate(model: Any, tokenizer: Any, prompt: str, settings: dict[str, Any], stop_ids: list[int]) -> Generated:
     """One answer; ``settings`` holds max_new_tokens, do_sample, temperature, top_p, seed."""
-    import torch
-
-    device = next(model.parameters()).device
-    encoded = tokenizer(prompt, return_tensors="pt").to(device)
-    torch.manual_seed(int(settings.get("seed", 0)))
-    options: dict[str, Any] = {
-        "max_new_tokens": int(settings["max_new_tokens"]),
-        "do_sample": bool(settings["do_sample"]),
-    }
-    if options["do_sample"]:
-        options |= {"temperature": float(settings["temperature"]), "top_p": float(settings["top_p"])}
-    started = time.perf_counter()
-    with torch.no_grad():
-        output = model.generate(
-            **encoded, eos_token_id=stop_ids or None, pad_token_id=tokenizer.pad_token_id, **options
-        )
-    seconds = time.perf_counter() - started
-    new = output[0, encoded["input_ids"].shape[1] :]
-    return Generated(tokenizer.decode(new, skip_special_tokens=True).strip(), int(new.shape[0]), seconds)
+    return generate_many(model, tokenizer, [prompt], settings, stop_ids)[0]
 
 
 def generate_many(
