@@ -24,7 +24,7 @@ if TYPE_CHECKING:
         ReviewFailed,
         RunInterrupted,
     )
-    from entity_training.plugin import Plugin, PluginConfig, ToolPlugin, tool
+    from entity_training.plugin import Finding, Plugin, PluginConfig, ToolPlugin, tool
     from entity_training.stages import Stage
 
 __version__ = "0.1.0"
@@ -39,6 +39,7 @@ _PUBLIC_NAMES: dict[str, str] = {
     "Problem": "errors",
     "ReviewFailed": "errors",
     "RunInterrupted": "errors",
+    "Finding": "plugin",
     "Plugin": "plugin",
     "PluginConfig": "plugin",
     "ToolPlugin": "plugin",
@@ -49,6 +50,7 @@ _PUBLIC_NAMES: dict[str, str] = {
 __all__ = [  # spelled out, not derived, so that linters and type checkers see the public names
     "ConfigError",
     "EntityTrainingError",
+    "Finding",
     "InputError",
     "Plugin",
     "PluginConfig",
