@@ -18,6 +18,8 @@ import argparse
 import json
 import sys
 import tempfile
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -59,6 +61,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--precision", default="fp32", help="training_config precision: fp32, bf16 or auto")
     parser.add_argument("--steps", type=int, default=3, help="optimizer steps per configuration (at least 2)")
     parser.add_argument("--checkpointing", default="off", help="gradient checkpointing: off, on or off,on")
+    parser.add_argument(
+        "--keep", default=None, help="folder of probe results: a configuration measured there before is not rerun"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny model, LoRA, length 64, batch 2")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args()
@@ -71,13 +76,49 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def measure(model: str, method: str, length: int, batch: int, precision: str, steps: int, checkpointing: str) -> dict:
+def utc_time(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def measure(
+    model: str,
+    method: str,
+    length: int,
+    batch: int,
+    precision: str,
+    steps: int,
+    checkpointing: str,
+    keep: str | None = None,
+) -> dict:
+    kept = None
+    if keep:
+        name = f"{model_label(model)}-{method}-{length}x{batch}-{precision}-{steps}steps-checkpointing-{checkpointing}"
+        kept = Path(keep) / f"{name}.json"
+        if kept.is_file():
+            # The measurement is kept; the prediction is the current plan's.
+            from benchmarks.memory_probe import probe_config
+            from plugins.training.memory_plan import plan_for_config
+
+            config = probe_config(model, method, batch, precision, steps, checkpointing == "on")
+            plan = plan_for_config(config, length)
+            figures = json.loads(kept.read_text(encoding="utf-8"))
+            figures.setdefault("measured_at", utc_time(kept.stat().st_mtime))
+            return {**figures, "estimate": plan.peak_bytes, "components": plan.components, "kept": True}
     work = Path(tempfile.mkdtemp(prefix="memory-plan-bench-"))
     command = [PYTHON, PROBE, model, method, str(length), str(batch), str(work), precision, str(steps), checkpointing]
     child = run_child(command)
     require_ok(child, f"the memory probe ({method}, length {length}, batch {batch})")
     line = next(line for line in child.output.splitlines() if line.startswith("RESULT "))
-    return {**json.loads(line.removeprefix("RESULT ")), "wall_seconds": child.wall_seconds}
+    result = {
+        **json.loads(line.removeprefix("RESULT ")),
+        "wall_seconds": child.wall_seconds,
+        "load": load_average(),
+        "measured_at": utc_time(time.time()),
+    }
+    if kept is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(json.dumps(result), encoding="utf-8")
+    return result
 
 
 def main() -> None:
@@ -90,7 +131,9 @@ def main() -> None:
         for length in (int(x) for x in args.lengths.split(",")):
             for batch in (int(x) for x in args.batches.split(",")):
                 for checkpointing in args.checkpointing.split(","):
-                    figures = measure(args.model, method, length, batch, args.precision, args.steps, checkpointing)
+                    figures = measure(
+                        args.model, method, length, batch, args.precision, args.steps, checkpointing, args.keep
+                    )
                     precisions.add(figures.get("precision", args.precision))
                     error = figures["estimate"] / figures["measured"] - 1
                     worst = max(worst, abs(error))
@@ -104,6 +147,8 @@ def main() -> None:
                             f"{figures['measured'] / 2**20:.0f}",
                             f"{100 * error:+.0f}%",
                             "yes" if abs(error) <= TARGET else "**no**",
+                            f"{figures['measured_at'][11:]}, load {figures.get('load', '?').split()[0]}"
+                            + (" (kept)" if figures.get("kept") else ""),
                         ]
                     )
                     parts = ", ".join(f"{k} {v / 2**20:.0f}" for k, v in figures["components"].items() if v)
@@ -121,7 +166,8 @@ def main() -> None:
             f"Model `{args.model}`, precision {args.precision} (resolved: {precision}) on CPU, full packed rows "
             f"(two samples each), LoRA r16 all-linear without dropout, {args.steps} steps, each configuration a "
             "fresh process. Measured = peak RSS increase over the process just before the model loads (after "
-            "the imports).",
+            'the imports). "kept": measured by an earlier run of this script (--keep), one probe at a time; the '
+            "prediction is the current plan's. Peak RSS does not depend on the machine's load.",
             "",
             markdown_table(
                 [
@@ -133,6 +179,7 @@ def main() -> None:
                     "measured MiB",
                     "error",
                     "within 15%",
+                    "measured at (1-min load)",
                 ],
                 rows,
             ),

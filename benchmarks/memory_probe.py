@@ -39,6 +39,25 @@ def synthetic_split(folder: Path, rows: int, length: int, vocab: int) -> str:
     return str(folder)
 
 
+def probe_config(model: str, method: str, batch: int, precision: str, steps: int, checkpointing: bool) -> dict:
+    """The resolved training config a probe trains with (memory_plan.py plans kept results with it)."""
+    from plugins.training_config import TrainingConfigPlugin
+
+    return TrainingConfigPlugin(
+        {
+            "model_name_or_path": model,
+            "training_method": method,
+            "batch_size": batch,
+            "max_steps": steps,
+            "save_steps": None,
+            "gradient_checkpointing": checkpointing,
+            "precision": precision,
+            "auto_fit": False,
+            "lora_dropout": 0.0,
+        }
+    ).resolve(seed=0, log=lambda message: None)
+
+
 def main() -> None:
     model, method, seq, batch, work = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])
     precision = sys.argv[6] if len(sys.argv) > 6 else "auto"
@@ -56,21 +75,8 @@ def main() -> None:
     from plugins.training.memory_plan import plan_for_config
     from plugins.training.model_setup import load_model_for_training
     from plugins.training.trainer import PackedRows, PackedTrainer, training_arguments
-    from plugins.training_config import TrainingConfigPlugin
 
-    config = TrainingConfigPlugin(
-        {
-            "model_name_or_path": model,
-            "training_method": method,
-            "batch_size": batch,
-            "max_steps": steps,
-            "save_steps": None,
-            "gradient_checkpointing": checkpointing,
-            "precision": precision,
-            "auto_fit": False,
-            "lora_dropout": 0.0,
-        }
-    ).resolve(seed=0, log=lambda message: None)
+    config = probe_config(model, method, batch, precision, steps, checkpointing)
     plan = plan_for_config(config, seq)
     vocab = load_model_config(model).vocab_size
     data = synthetic_split(work / "train", batch * steps, seq, vocab)

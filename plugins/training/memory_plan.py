@@ -37,12 +37,19 @@ _OPTIMIZER_STATE_BYTES = {
 # Framework memory that does not scale with the model: allocator pools, kernels' workspaces,
 # the Trainer's own buffers (CPU, measured: 15-30 MiB), and the CUDA context (GPU).
 _OVERHEAD_BYTES = {"cpu": 24 * MIB, "cuda": 600 * MIB, "mps": 300 * MIB}
-# bitsandbytes' 4-bit path on a CPU: its first quantization allocates ~9 MiB of workspace, and the
-# allocator keeps what loading-then-quantizing freed, up to a cap (large tensors are mmapped and
-# go back to the system when freed). Measured on `small`: 40-75 MiB more resident than a LoRA
-# load after loading, 41-83 MiB under-estimated in training (benchmarks/RESULTS.md).
+# bitsandbytes' 4-bit path on a CPU: its first quantization allocates ~9 MiB of workspace, and
+# glibc's malloc keeps what loading-then-quantizing freed (each weight loaded at the load dtype,
+# then the quantization's own copy) and what dequantizing each layer in every forward and
+# backward pass frees between the activations. malloc serves a request below its mmap threshold
+# from its heaps and keeps the memory when it is freed; the threshold rises with use up to 32 MiB
+# on 64-bit Linux, and larger requests are mmapped and go back to the system when freed. So the
+# weights smaller than that count, and a 7B model's (64+ MiB each in fp32) do not. Measured, fp32
+# on a CPU: 2.7x the quantized weights' bytes more resident than LoRA of SmolLM2-135M (106M
+# quantized weights of <= 3.4 MiB, batch 8 at 256 and 512 tokens), 1.7-5x for `small` (5.6M, 21
+# MiB: 15-85 MiB more), 1.4-2.1x of them resident right after loading SmolLM2 (benchmarks/RESULTS.md).
 _QLORA_CPU_WORKSPACE_BYTES = 9 * MIB
-_QLORA_CPU_RETAINED_CAP_BYTES = 64 * MIB
+_QLORA_CPU_RETAINED_PER_WEIGHT_BYTE = 2.5
+_MALLOC_MMAP_THRESHOLD_MAX_BYTES = 32 * MIB
 # Bytes per saved activation of full training or QLoRA under bf16/fp16 autocast: half of them are
 # products (2 bytes), half residual-stream and norm tensors kept in fp32 (see _activation_bytes).
 _MIXED_PRECISION_ACTIVATION_BYTES = 3
@@ -189,6 +196,18 @@ def _quantized_params(shape: ModelShape) -> int:
     return sum(layer.in_features * layer.out_features for layer in shape.per_layer_linears())
 
 
+def _qlora_cpu_retained_bytes(shape: ModelShape, settings: TrainingShape) -> int:
+    """What the allocator keeps of loading, quantizing and dequantizing the 4-bit weights on a CPU:
+    a multiple of the bytes, at the load dtype, of the weights under malloc's mmap ceiling."""
+    load_bytes = FP32 if settings.precision == "fp32" else 2
+    kept = 0
+    for layer in shape.per_layer_linears():
+        size = layer.in_features * layer.out_features * load_bytes
+        if size < _MALLOC_MMAP_THRESHOLD_MAX_BYTES:
+            kept += size
+    return int(kept * _QLORA_CPU_RETAINED_PER_WEIGHT_BYTE)
+
+
 def _weight_bytes(shape: ModelShape, settings: TrainingShape) -> int:
     if settings.method == "qlora":
         quantized = _quantized_params(shape)
@@ -215,8 +234,7 @@ def estimate_peak_memory(
     optimizer_bytes = _OPTIMIZER_STATE_BYTES.get(settings.optim, 8)
     overhead = _OVERHEAD_BYTES.get(settings.device_kind, _OVERHEAD_BYTES["cpu"])
     if settings.method == "qlora" and settings.device_kind == "cpu":
-        retained = min(_quantized_params(shape) * FP32, _QLORA_CPU_RETAINED_CAP_BYTES)
-        overhead += _QLORA_CPU_WORKSPACE_BYTES + retained
+        overhead += _QLORA_CPU_WORKSPACE_BYTES + _qlora_cpu_retained_bytes(shape, settings)
     components = {
         "weights": _weight_bytes(shape, settings),
         "adapter weights": adapter * FP32,
