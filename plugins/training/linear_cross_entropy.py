@@ -27,10 +27,14 @@ class LinearCrossEntropy(torch.autograd.Function):
             rows = states[chunk]
             expected = targets[chunk]
             logits = torch.nn.functional.linear(rows, weight, bias).float()
-            log_norm = torch.logsumexp(logits, dim=-1, keepdim=True)
             picked = logits.gather(1, expected.unsqueeze(1))
-            total += (log_norm - picked).sum()
-            gradient = logits.sub_(log_norm).exp_()  # the softmax, in place of the logits
+            # logsumexp by hand, in place: torch.logsumexp allocates two more [tokens, vocab]
+            # temporaries and the softmax below would exponentiate the chunk a second time.
+            maxes = logits.amax(dim=-1, keepdim=True)
+            exps = logits.sub_(maxes).exp_()
+            sums = exps.sum(dim=-1, keepdim=True)
+            total += (sums.log() + maxes - picked).sum()
+            gradient = exps.div_(sums)  # the softmax, in place of the logits
             gradient.scatter_add_(1, expected.unsqueeze(1), torch.full_like(picked, -1.0))
             gradient = gradient.to(rows.dtype)
             grad_states[chunk] = gradient @ weight
