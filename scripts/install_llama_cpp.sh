@@ -11,7 +11,7 @@
 #   one machine is reused on another whose CPU lacks some of its instructions.
 # So the wheel is built once with GGML_NATIVE=OFF (AVX2/FMA/F16C kernels, which run on any x86-64
 # CPU of the last decade), kept in our own cache, and installed from there. The first build takes
-# about 10 minutes on 2 cores. LLAMA_CPP_CMAKE_ARGS replaces the build flags, e.g. for CUDA:
+# 4 minutes on 2 idle cores (measured). LLAMA_CPP_CMAKE_ARGS replaces the build flags, e.g. for CUDA:
 #   LLAMA_CPP_CMAKE_ARGS="-DGGML_CUDA=on" bash scripts/install_llama_cpp.sh
 set -euo pipefail
 
@@ -28,7 +28,7 @@ if [ "${installed}" = "${VERSION}" ] && [ "${marker}" = "${FLAGS_ID}" ]; then
 fi
 
 if ! ls "${WHEELS}"/llama_cpp_python-*.whl >/dev/null 2>&1; then
-  echo "Building llama-cpp-python ${VERSION} (portable: ${CMAKE_FLAGS}); about 10 minutes the first time ..."
+  echo "Building llama-cpp-python ${VERSION} (portable: ${CMAKE_FLAGS}); a few minutes the first time ..."
   mkdir -p "${WHEELS}"
   staging="$(mktemp -d "${WHEELS}.XXXXXX")"
   CMAKE_ARGS="${CMAKE_FLAGS}" "${PYTHON}" -m pip wheel --quiet --no-cache-dir --no-deps -w "${staging}" \
