@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
@@ -83,6 +84,15 @@ def model_folder(name: str) -> Path:
 def model_label(name: str) -> str:
     """A short name for headings: the registry name, or a path's last component."""
     return Path(name).name if ("/" in name or "\\" in name) else name
+
+
+def fill_from_preset(args: Any, presets: dict[str, dict[str, Any]]) -> None:
+    """Set the options left at None from the run's preset: ``quick`` (--quick), ``small`` (--small)
+    or ``real`` (the default job on the real model)."""
+    preset = presets["quick" if args.quick else "small" if args.small else "real"]
+    for name, value in preset.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
 
 
 def load_average() -> str:

@@ -28,6 +28,7 @@ if __package__ in (None, ""):
 from benchmarks.common import (  # noqa: E402
     PYTHON,
     REPO,
+    fill_from_preset,
     load_average,
     machine_info,
     machine_lines,
@@ -67,10 +68,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny model, LoRA, length 64, batch 2")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args()
-    preset = PRESETS["quick" if args.quick else "small" if args.small else "real"]
-    for name, value in preset.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    fill_from_preset(args, PRESETS)
     if args.quick:
         args.steps, args.no_write = 2, True
     return args

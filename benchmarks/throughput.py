@@ -48,6 +48,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (  # noqa: E402
+    fill_from_preset,
     load_average,
     machine_info,
     machine_lines,
@@ -99,10 +100,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny model, 8 rows, 1 round, a and b")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args()
-    preset = PRESETS["quick" if args.quick else "small" if args.small else "real"]
-    for name, value in preset.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    fill_from_preset(args, PRESETS)
     if args.quick:
         args.repeats, args.no_full, args.no_write = 1, True, True
     return args
