@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from training_helpers import build_tiny_model_dir, packed_rows
+from training_helpers import build_tiny_model_dir, packed_rows, packed_trainer
 
 from plugins.data.collator import PackedCollator
 from plugins.training.chunked_loss import (
@@ -139,10 +139,7 @@ def test_small_vocabularies_and_post_processed_logits_keep_the_models_loss(tmp_p
 def test_packed_trainer_trains_and_evaluates_through_the_chunked_loss(large_vocab_model, tmp_path, monkeypatch):
     import copy
 
-    from transformers import TrainingArguments
-
     from plugins.training import trainer as trainer_module
-    from plugins.training.callbacks import TokenCounter
 
     calls = []
 
@@ -156,27 +153,10 @@ def test_packed_trainer_trains_and_evaluates_through_the_chunked_loss(large_voca
     monkeypatch.setattr(trainer_module, "chunked_causal_lm_loss", counted(chunked_causal_lm_loss))
     monkeypatch.setattr(trainer_module, "chunked_row_losses", counted(chunked_row_losses))
     rows = packed_rows(4, length=64)
-    trainer = trainer_module.PackedTrainer(
-        model=copy.deepcopy(large_vocab_model),
-        args=TrainingArguments(
-            output_dir=str(tmp_path / "out"),
-            per_device_train_batch_size=2,
-            max_steps=4,
-            learning_rate=1e-2,
-            use_cpu=True,
-            report_to=[],
-            save_strategy="no",
-            remove_unused_columns=False,
-            prediction_loss_only=True,
-            disable_tqdm=True,
-        ),
-        train_dataset=rows,
-        eval_dataset=rows,
-        data_collator=PackedCollator(pad_token_id=0),
-        tokens=TokenCounter(),
-        checkpoint_dir=tmp_path / "checkpoints",
-        save_total_limit=1,
-    )
+    trainer = packed_trainer(
+        copy.deepcopy(large_vocab_model), tmp_path, rows, train=True,
+        per_device_train_batch_size=2, max_steps=4, learning_rate=1e-2,
+    )  # fmt: skip
     before = trainer.evaluate()["eval_loss"]
     trainer.train()
     after = trainer.evaluate()["eval_loss"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from training_helpers import build_tiny_model_dir, packed_rows
+from training_helpers import build_tiny_model_dir, packed_rows, packed_trainer
 
 from plugins.data.collator import PackedCollator
 from plugins.eval.metrics import token_loss
@@ -19,29 +19,7 @@ UNEVEN_ROWS = packed_rows(2, length=64, seed=3) + packed_rows(1, length=8, sampl
 
 
 def _trainer(model, tmp_path, rows, eval_batch_size: int):
-    from transformers import TrainingArguments
-
-    from plugins.training.callbacks import TokenCounter
-    from plugins.training.trainer import PackedTrainer
-
-    return PackedTrainer(
-        model=model,
-        args=TrainingArguments(
-            output_dir=str(tmp_path / "out"),
-            per_device_eval_batch_size=eval_batch_size,
-            use_cpu=True,
-            report_to=[],
-            save_strategy="no",
-            remove_unused_columns=False,
-            prediction_loss_only=True,
-            disable_tqdm=True,
-        ),
-        eval_dataset=rows,
-        data_collator=PackedCollator(pad_token_id=0),
-        tokens=TokenCounter(),
-        checkpoint_dir=tmp_path / "checkpoints",
-        save_total_limit=1,
-    )
+    return packed_trainer(model, tmp_path, rows, per_device_eval_batch_size=eval_batch_size)
 
 
 @pytest.mark.parametrize("vocab", [None, CHUNKED_LOSS_MIN_VOCAB], ids=["full-logits", "chunked"])

@@ -146,3 +146,33 @@ def make_context(
         cancel_event=cancel_event or threading.Event(),
         resume=resume,
     )
+
+
+def packed_trainer(model, tmp_path: Path, rows: list[dict], *, train: bool = False, **arguments):
+    """A PackedTrainer on CPU over packed ``rows`` (the evaluation set, and with ``train`` the
+    training set too), no checkpoints or reports; ``arguments`` go to TrainingArguments."""
+    from transformers import TrainingArguments
+
+    from plugins.data.collator import PackedCollator
+    from plugins.training.callbacks import TokenCounter
+    from plugins.training.trainer import PackedTrainer
+
+    return PackedTrainer(
+        model=model,
+        args=TrainingArguments(
+            output_dir=str(tmp_path / "out"),
+            use_cpu=True,
+            report_to=[],
+            save_strategy="no",
+            remove_unused_columns=False,
+            prediction_loss_only=True,
+            disable_tqdm=True,
+            **arguments,
+        ),
+        train_dataset=rows if train else None,
+        eval_dataset=rows,
+        data_collator=PackedCollator(pad_token_id=0),
+        tokens=TokenCounter(),
+        checkpoint_dir=tmp_path / "checkpoints",
+        save_total_limit=1,
+    )
