@@ -12,8 +12,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-IGNORE_INDEX = -100
-
 
 def token_loss(
     model: Any,
@@ -31,6 +29,8 @@ def token_loss(
     """
     import torch
 
+    from plugins.training.validation_loss import row_losses
+
     device = next(model.parameters()).device
     count = min(len(rows), max_rows) if max_rows else len(rows)
     total_loss, total_tokens = 0.0, 0
@@ -40,16 +40,9 @@ def token_loss(
             batch = collator([rows[i] for i in range(start, min(start + batch_size, count))])
             batch = {k: v.to(device) for k, v in batch.items()}
             labels = batch.pop("labels")
-            logits = model(**batch).logits.float()
-            shifted = labels[:, 1:]
-            loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]),
-                shifted.reshape(-1),
-                ignore_index=IGNORE_INDEX,
-                reduction="sum",
-            )
-            total_loss += float(loss)
-            total_tokens += int((shifted != IGNORE_INDEX).sum())
+            sums, counts = row_losses(model(**batch).logits, labels)
+            total_loss += float(sums.sum(dtype=torch.float64))
+            total_tokens += int(counts.sum())
             if on_batch:
                 on_batch(min(start + batch_size, count), count)
     if total_tokens == 0:
