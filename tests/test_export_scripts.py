@@ -87,3 +87,14 @@ def test_merge_script_refuses_a_pickle_base_unless_allowed(tmp_path, trained_mod
     assert not (tmp_path / "refused").exists()
     code = merge([str(adapter), "--output", str(tmp_path / "merged"), "--allow-pickle"])
     assert code == 0 and json.loads(capsys.readouterr().out)["verification"]["saved_float16"]["passed"]
+
+
+def test_benchmark_an_adapter_against_its_base(tmp_path, trained_model_dir, capsys):  # noqa: F811
+    adapter = make_lora_adapter(trained_model_dir, tmp_path / "final-model")
+    code = load_script("benchmark").main(
+        [str(adapter), "--base-model", str(trained_model_dir), "--max-new-tokens", "2", "--prompt", "Hi there"]
+    )
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [(row["name"], row["kind"]) for row in result["models"]] == [("base", "hf"), ("final-model", "adapter")]
+    assert result["prompts"][0] != "Hi there" and "Hi there" in result["prompts"][0]  # in the chat template
