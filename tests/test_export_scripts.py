@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,20 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_every_built_in_tool_is_called_by_a_script_through_the_router():
+    from plugins import AVAILABLE_PLUGINS, get_plugin
+
+    offered = {
+        (plugin, name) for plugin in AVAILABLE_PLUGINS for name in getattr(get_plugin(plugin), "tool_names", list)()
+    }
+    called = {
+        match.groups()
+        for script in SCRIPTS.glob("*.py")
+        for match in re.finditer(r'call_tool\(\s*"(\w+)",\s*"(\w+)"', script.read_text(encoding="utf-8"))
+    }
+    assert offered and offered == called
 
 
 @pytest.mark.parametrize("name", ["merge_adapter", "convert_to_gguf", "benchmark"])
