@@ -236,7 +236,6 @@ class ModelExportPlugin(ToolPlugin):
         from plugins.export.gguf_export import export_gguf_file
         from plugins.export.quantize import check_quantizer_available
 
-        check_quantizer_available([quantization], llama_cpp_dir)  # before a possibly long merge
         output = Path(output_file)
         options = {
             "llama_cpp_dir": llama_cpp_dir,
@@ -247,6 +246,7 @@ class ModelExportPlugin(ToolPlugin):
         }
         if not is_adapter_folder(model_dir):
             return export_gguf_file(Path(model_dir), output, quantization, **options)
+        check_quantizer_available([quantization], llama_cpp_dir)  # before a possibly long merge
         output.resolve().parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="merge-", dir=output.resolve().parent) as scratch:
             merged = Path(scratch) / "merged"
