@@ -23,14 +23,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from entity_training import PluginConfig, Stage
-from entity_training.plugin import Plugin
+from entity_training import PluginConfig, Stage, ToolPlugin, tool
 from plugins import memory_keys as keys
 
 TestedFormat = Literal["huggingface", "merged", "safetensors", "gguf"]
 
 
-class InferenceTestPlugin(Plugin):
+class InferenceTestPlugin(ToolPlugin):
     name = "inference_test"
     description = "Run the exported models on sample prompts; tokens/s and peak memory vs the base model."
     supported_stages = (Stage.OUTPUT,)
@@ -146,6 +145,16 @@ class InferenceTestPlugin(Plugin):
         else:
             conversations = context.recall(keys.DATASET_VALIDATION) or context.recall(keys.DATASET_TRAIN) or []
         return [p.text for p in chat_prompts(conversations, tokenizer, template, self.config.num_prompts)]
+
+    # -- tools ---------------------------------------------------------------------------------
+    @tool("benchmark")
+    def benchmark(
+        self, paths: list[str], messages: list[str], max_new_tokens: int = 32, base_model: str | None = None
+    ) -> dict[str, Any]:
+        """Load time, greedy tokens/s and peak memory of model folders, adapter folders or .gguf files."""
+        from plugins.eval.benchmark import benchmark_artefacts
+
+        return benchmark_artefacts(paths, messages, max_new_tokens=max_new_tokens, base_model=base_model)
 
 
 @dataclass(frozen=True)

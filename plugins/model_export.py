@@ -4,8 +4,9 @@ Formats: ``huggingface`` (the adapter or full model + tokenizer, as trained), ``
 merged into a 16-bit base on CPU), ``safetensors`` (merged/full weights in one 16-bit file),
 ``gguf`` (written with the gguf package; K-quants through llama.cpp) and ``ollama`` (a Modelfile
 next to the first GGUF). Every folder gets a model card, is written to a staging folder and
-renamed into place only when complete and verified against the trained model. Tools
-``merge_adapter``, ``convert_to_gguf`` and ``write_modelfile`` serve other plugins and scripts/.
+renamed into place only when complete and verified against the trained model. Its tools
+``merge_adapter``, ``convert_to_gguf`` and ``write_modelfile`` run the same code on folders given by
+path: scripts/ call them through ``entity_training.tools.call_tool``, plugins through ``context.use_tool``.
 
 Contradictions with the training, found when the workflow is loaded (``check_workflow``):
 ``merged`` of a full fine-tune is skipped (the ``huggingface`` export already holds the whole
@@ -23,6 +24,7 @@ Raises:
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -181,7 +183,7 @@ class ModelExportPlugin(ToolPlugin):
         context.summarize("export_path", str(job.root))
         return f"exported {', '.join(sorted(paths))} to {job.root}"
 
-    # -- tools (also what scripts/ call) ------------------------------------------------------
+    # -- tools ---------------------------------------------------------------------------------
     @tool("merge_adapter")
     def merge_adapter(
         self,
@@ -229,19 +231,27 @@ class ModelExportPlugin(ToolPlugin):
         verify: bool = True,
         prompts: list[str] | None = None,
     ) -> dict[str, Any]:
-        """Write a full-weight HF model folder as one GGUF file (renamed into place when verified)."""
+        """Write a model folder as one GGUF file (renamed into place when verified); a LoRA adapter is merged first."""
+        from plugins.eval.loading import is_adapter_folder
         from plugins.export.gguf_export import export_gguf_file
+        from plugins.export.quantize import check_quantizer_available
 
-        return export_gguf_file(
-            Path(model_dir),
-            Path(output_file),
-            quantization,
-            llama_cpp_dir=llama_cpp_dir,
-            chat_template=chat_template,
-            pre_tokenizer=pre_tokenizer,
-            verify=verify,
-            prompts=prompts,
-        )
+        output = Path(output_file)
+        options = {
+            "llama_cpp_dir": llama_cpp_dir,
+            "chat_template": chat_template,
+            "pre_tokenizer": pre_tokenizer,
+            "verify": verify,
+            "prompts": prompts,
+        }
+        if not is_adapter_folder(model_dir):
+            return export_gguf_file(Path(model_dir), output, quantization, **options)
+        check_quantizer_available([quantization], llama_cpp_dir)  # before a possibly long merge
+        output.resolve().parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="merge-", dir=output.resolve().parent) as scratch:
+            merged = Path(scratch) / "merged"
+            self.merge_adapter(model_dir, str(merged), prompts=prompts)
+            return export_gguf_file(merged, output, quantization, **options)
 
     @tool("write_modelfile")
     def write_modelfile(
@@ -254,14 +264,16 @@ class ModelExportPlugin(ToolPlugin):
         sampling: dict[str, Any] | None = None,
     ) -> str:
         """Write an Ollama Modelfile next to gguf_file from the training chat template; return its path."""
-        from entity_training.memory import atomic_write_text
         from plugins.eval.loading import load_saved_tokenizer
-        from plugins.export.chat_template import analyze_chat_template
-        from plugins.export.modelfile import build_modelfile
+        from plugins.export import modelfile
 
         gguf = Path(gguf_file)
-        turn_format = analyze_chat_template(load_saved_tokenizer(tokenizer_dir), chat_template)
-        text = build_modelfile(gguf.name, turn_format, num_ctx=num_ctx, system_prompt=system_prompt, sampling=sampling)
-        path = gguf.parent / "Modelfile"
-        atomic_write_text(path, text)
-        return str(path)
+        modelfile.write_modelfile(
+            gguf,
+            load_saved_tokenizer(tokenizer_dir),
+            chat_template,
+            num_ctx=num_ctx,
+            system_prompt=system_prompt,
+            sampling=sampling,
+        )
+        return str(gguf.parent / "Modelfile")

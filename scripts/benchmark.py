@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from entity_training.tools import call_tool  # noqa: E402
 from plugins.export.script_support import run_script  # noqa: E402
 
 DEFAULT_PROMPTS = ["Hello! Who are you?", "Write one sentence about the sea.", "What is 2 + 3?"]
@@ -35,44 +36,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def render_prompts(paths: list[str], messages: list[str]) -> list[str]:
-    """Chat-formatted prompts, with the template of the first model that has one."""
-    from plugins.eval.loading import load_saved_tokenizer
-
-    conversations = [[{"role": "user", "content": m}] for m in messages]
-    for path in paths:
-        if Path(path).suffix != ".gguf":
-            tokenizer = load_saved_tokenizer(path)
-            return [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
-    from gguf import GGUFReader
-    from transformers.utils.chat_template_utils import render_jinja_template
-
-    field = GGUFReader(paths[0]).get_field("tokenizer.chat_template")
-    template = field.contents() if field else None
-    if not template:
-        return messages
-    rendered, _generation_spans = render_jinja_template(
-        conversations=conversations, chat_template=template, add_generation_prompt=True
-    )
-    return rendered
-
-
 def run(args: argparse.Namespace) -> dict:
-    from plugins.eval.benchmark import benchmark
-
-    targets = ([("base", args.base_model)] if args.base_model else []) + [(Path(p).name, p) for p in args.paths]
-    prompts = render_prompts([p for _, p in targets], args.prompt or DEFAULT_PROMPTS)
-    rows = [
-        benchmark(name, path, prompts, max_new_tokens=args.max_new_tokens, base_model=args.base_model).to_dict()
-        for name, path in targets
-    ]
+    result = call_tool(
+        "inference_test",
+        "benchmark",
+        paths=args.paths,
+        messages=args.prompt or DEFAULT_PROMPTS,
+        max_new_tokens=args.max_new_tokens,
+        base_model=args.base_model,
+    )
     print(f"{'model':<28} {'kind':<8} {'load s':>8} {'tokens/s':>10} {'peak MiB':>10}", file=sys.stderr)
-    for row in rows:
+    for row in result["models"]:
         print(
             f"{row['name']:<28} {row['kind']:<8} {row['load_seconds']:>8.2f} {row['tokens_per_second']:>10.1f} {row['peak_memory_bytes'] / 2**20:>10.1f}",
             file=sys.stderr,
         )
-    return {"prompts": prompts, "models": rows}
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,12 +13,12 @@ Exit codes: 0 ok, 2 bad input, 1 failure.
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from plugins.export.script_support import call_export_tool, run_script  # noqa: E402
+from entity_training.tools import call_tool  # noqa: E402
+from plugins.export.script_support import run_script  # noqa: E402
 
 QUANTIZATIONS = [
     "f32",
@@ -64,38 +64,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def convert(args: argparse.Namespace) -> dict:
-    from plugins.export.quantize import check_quantizer_available
-
-    check_quantizer_available([args.quantization], args.llama_cpp_dir)  # before a possibly long merge
-    source = Path(args.model_dir)
-    with tempfile.TemporaryDirectory(prefix="merge-", dir=Path(args.output).resolve().parent) as scratch:
-        if (source / "adapter_config.json").is_file():
-            merged = Path(scratch) / "merged"
-            call_export_tool("merge_adapter", adapter_dir=str(source), output_dir=str(merged))
-            source = merged
-        result = call_export_tool(
-            "convert_to_gguf",
-            model_dir=str(source),
-            output_file=args.output,
-            quantization=args.quantization,
-            llama_cpp_dir=args.llama_cpp_dir,
-            pre_tokenizer=args.pre_tokenizer,
-            verify=not args.no_verify,
+    result = call_tool(
+        "model_export",
+        "convert_to_gguf",
+        model_dir=args.model_dir,
+        output_file=args.output,
+        quantization=args.quantization,
+        llama_cpp_dir=args.llama_cpp_dir,
+        pre_tokenizer=args.pre_tokenizer,
+        verify=not args.no_verify,
+    )
+    if args.modelfile:
+        result["modelfile"] = call_tool(
+            "model_export",
+            "write_modelfile",
+            gguf_file=args.output,
+            tokenizer_dir=args.model_dir,
+            num_ctx=args.num_ctx,
+            system_prompt=args.system,
         )
-        if args.modelfile:
-            result["modelfile"] = call_export_tool(
-                "write_modelfile",
-                gguf_file=args.output,
-                tokenizer_dir=str(source),
-                num_ctx=args.num_ctx,
-                system_prompt=args.system,
-            )
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    Path(args.output).resolve().parent.mkdir(parents=True, exist_ok=True)
     return run_script(lambda: convert(args))
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from plugins.export.script_support import call_export_tool, run_script  # noqa: E402
+from entity_training.tools import call_tool  # noqa: E402
+from plugins.export.script_support import run_script  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     return run_script(
-        lambda: call_export_tool(
+        lambda: call_tool(
+            "model_export",
             "merge_adapter",
             adapter_dir=args.adapter_dir,
             output_dir=args.output,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,20 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_every_built_in_tool_is_called_by_a_script_through_the_router():
+    from plugins import AVAILABLE_PLUGINS, get_plugin
+
+    offered = {
+        (plugin, name) for plugin in AVAILABLE_PLUGINS for name in getattr(get_plugin(plugin), "tool_names", list)()
+    }
+    called = {
+        match.groups()
+        for script in SCRIPTS.glob("*.py")
+        for match in re.finditer(r'call_tool\(\s*"(\w+)",\s*"(\w+)"', script.read_text(encoding="utf-8"))
+    }
+    assert offered and offered == called
 
 
 @pytest.mark.parametrize("name", ["merge_adapter", "convert_to_gguf", "benchmark"])
@@ -87,3 +102,14 @@ def test_merge_script_refuses_a_pickle_base_unless_allowed(tmp_path, trained_mod
     assert not (tmp_path / "refused").exists()
     code = merge([str(adapter), "--output", str(tmp_path / "merged"), "--allow-pickle"])
     assert code == 0 and json.loads(capsys.readouterr().out)["verification"]["saved_float16"]["passed"]
+
+
+def test_benchmark_an_adapter_against_its_base(tmp_path, trained_model_dir, capsys):  # noqa: F811
+    adapter = make_lora_adapter(trained_model_dir, tmp_path / "final-model")
+    code = load_script("benchmark").main(
+        [str(adapter), "--base-model", str(trained_model_dir), "--max-new-tokens", "2", "--prompt", "Hi there"]
+    )
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [(row["name"], row["kind"]) for row in result["models"]] == [("base", "hf"), ("final-model", "adapter")]
+    assert result["prompts"][0] != "Hi there" and "Hi there" in result["prompts"][0]  # in the chat template

@@ -4,7 +4,7 @@ Optionally the same loaded model also answers chat prompts (the behavioural chec
 timing: a GGUF through the chat template stored in the file, other artefacts from the prompt text
 rendered with the training template.
 
-Used by the inference test (OUTPUT) and ``scripts/benchmark.py``. Peak memory is the GPU's peak
+Used by the inference test (OUTPUT) and its ``benchmark`` tool (``scripts/benchmark.py``). Peak memory is the GPU's peak
 allocation on CUDA, else the process's peak resident memory above its level before loading
 (sampled every few milliseconds), so it includes the weights.
 """
@@ -146,6 +146,42 @@ def benchmark(
         chat_answers=chat_answers,
         chat_template=runner.chat_template if chat_prompts else None,
     )
+
+
+def benchmark_artefacts(
+    paths: Sequence[str], messages: Sequence[str], *, max_new_tokens: int = 32, base_model: str | None = None
+) -> dict[str, Any]:
+    """Measure each artefact on ``messages`` as chat prompts; the base model first when given."""
+    targets = ([("base", base_model)] if base_model else []) + [(Path(p).name, str(p)) for p in paths]
+    prompts = user_prompts([path for _, path in targets], messages)
+    rows = [
+        benchmark(name, path, prompts, max_new_tokens=max_new_tokens, base_model=base_model).to_dict()
+        for name, path in targets
+    ]
+    return {"prompts": prompts, "models": rows}
+
+
+def user_prompts(paths: Sequence[str], messages: Sequence[str]) -> list[str]:
+    """``messages`` as chat prompts, in the template of the first model folder (else the first GGUF's)."""
+    from plugins.eval.loading import load_saved_tokenizer
+    from plugins.eval.prompts import render_chat_prompt
+
+    conversations = [[{"role": "user", "content": m}] for m in messages]
+    for path in paths:
+        if artefact_kind(path) != "gguf":
+            tokenizer = load_saved_tokenizer(path)
+            return [render_chat_prompt(c, tokenizer, None).text for c in conversations]
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    from plugins.models.gguf_source import gguf_fields
+
+    template = gguf_fields(paths[0], "tokenizer.chat_template")["tokenizer.chat_template"]
+    if not template:
+        return list(messages)
+    rendered, _generation_spans = render_jinja_template(
+        conversations=conversations, chat_template=template, add_generation_prompt=True
+    )
+    return rendered
 
 
 class _HFRunner:

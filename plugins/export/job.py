@@ -242,21 +242,18 @@ class ExportJob:
         return build_reference(model, self.tokenizer, self.prompts)
 
     def _write_modelfile(self, folder: Path, gguf_name: str) -> dict[str, Any]:
-        from entity_training.memory import atomic_write_text
-        from plugins.export.chat_template import analyze_chat_template
-        from plugins.export.modelfile import build_modelfile, sampling_parameters
+        from plugins.export.modelfile import sampling_parameters, write_modelfile
 
         evaluation = self.context.recall(keys.EVALUATION_REPORT) or {}
-        turn_format = analyze_chat_template(self.tokenizer, self.chat_template)
         num_ctx = int(self.tokenized.get("max_seq_length") or self.training_config.get("max_seq_length") or 2048)
-        text = build_modelfile(
-            gguf_name,
-            turn_format,
+        turn_format = write_modelfile(
+            folder / gguf_name,
+            self.tokenizer,
+            self.chat_template,
             num_ctx=num_ctx,
             system_prompt=self.config.system_prompt,
             sampling=sampling_parameters(evaluation.get("generation")),
         )
-        atomic_write_text(folder / "Modelfile", text)
         return {
             "path": str(self.root / "gguf" / "Modelfile"),
             "stop": turn_format.end_of_turn_tokens,

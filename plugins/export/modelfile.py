@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from entity_training import PluginError
-from plugins.export.chat_template import TurnFormat
+from entity_training.memory import atomic_write_text
+from plugins.export.chat_template import TurnFormat, analyze_chat_template
 from plugins.export.gotemplate import go_string, ollama_template, render_go_template
 
 SAMPLE_CONVERSATION = [
@@ -40,6 +41,23 @@ def build_modelfile(
     for name, value in (sampling or {}).items():
         lines.append(f"PARAMETER {name} {value}")
     return "\n".join(lines) + "\n"
+
+
+def write_modelfile(
+    gguf_file: Path,
+    tokenizer: Any,
+    chat_template: str | None,
+    *,
+    num_ctx: int,
+    system_prompt: str | None = None,
+    sampling: dict[str, Any] | None = None,
+) -> TurnFormat:
+    """Write ``Modelfile`` next to ``gguf_file``, its TEMPLATE checked against the chat template (the
+    tokenizer's when None); return the turn format it reproduces."""
+    turn_format = analyze_chat_template(tokenizer, chat_template)
+    text = build_modelfile(gguf_file.name, turn_format, num_ctx=num_ctx, system_prompt=system_prompt, sampling=sampling)
+    atomic_write_text(gguf_file.parent / "Modelfile", text)
+    return turn_format
 
 
 def ollama_messages(messages: list[dict[str, Any]]) -> dict[str, Any]:

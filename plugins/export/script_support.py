@@ -1,9 +1,8 @@
 """What scripts/merge_adapter.py, convert_to_gguf.py and benchmark.py share: the same error
-handling as the CLI (a message, no traceback, the engine's exit codes) and the export tools."""
+handling as the CLI (a message, no traceback, the engine's exit codes)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Callable
@@ -25,10 +24,3 @@ def run_script(body: Callable[[], Any]) -> int:
     if result is not None:
         print(json.dumps(result, indent=2, default=str))
     return 0
-
-
-def call_export_tool(name: str, **arguments: Any) -> Any:
-    """Call one of ModelExportPlugin's tools: the scripts run exactly the plugin's code."""
-    from plugins.model_export import ModelExportPlugin
-
-    return asyncio.run(ModelExportPlugin().call_tool(name, **arguments))

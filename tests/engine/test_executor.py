@@ -173,6 +173,18 @@ async def test_unknown_tool_is_a_clear_failure(tmp_path):
     assert result.status == "failed" and "no plugin in this workflow offers the tool 'double'" in str(result.error)
 
 
+def test_a_script_calls_a_tool_through_the_router():
+    from entity_training.errors import ConfigError, PluginError
+    from entity_training.tools import call_tool
+
+    assert call_tool("sample_plugins.Calculator", "double", x=21) == 42
+    assert call_tool("sample_plugins.Calculator", "add_async", a=1, b=2) == 3
+    with pytest.raises(PluginError, match="offers the tool 'triple'; available: \\['add_async', 'double'\\]"):
+        call_tool("sample_plugins.Calculator", "triple", x=1)
+    with pytest.raises(ConfigError, match="unknown plugin 'no_such_plugin'"):
+        call_tool("no_such_plugin", "double", x=1)
+
+
 def test_stop_after_runs_only_the_first_stages(tmp_path):
     text = "workflow:\n" + recorder("input", "i") + recorder("THINK", "t") + recorder("DO", "d")
     workflow = load(tmp_path, text)
