@@ -27,12 +27,15 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, PositiveInt
 
 from entity_training import ConfigError, Plugin, PluginConfig, PluginError, Problem, RunInterrupted, Stage
 from plugins import memory_keys
+
+if TYPE_CHECKING:
+    from plugins.training_config import ResolvedTrainingConfig
 
 CHECKPOINT_DIR = "checkpoints"
 FINAL_MODEL_DIR = "final-model"
@@ -156,7 +159,7 @@ class FineTuningPlugin(Plugin):
     def _resume_checkpoint(self, context, config, checkpoint_dir: Path) -> str | None:
         from plugins.training.checkpoints import checkpoint_problems, newest_complete_checkpoint
 
-        requested = config["resume_from_checkpoint"]
+        requested = config.resume_from_checkpoint
         if requested not in (None, "auto"):
             problems = checkpoint_problems(Path(requested))
             if problems:
@@ -185,7 +188,9 @@ class FineTuningPlugin(Plugin):
         other_cpu_use = OtherCpuUse() if self.config.torch_threads == "auto" else None
         # Unused libraries stay hidden while the others are imported and the model is wrapped (peft
         # imports bitsandbytes on both).
-        with training_imports(hide_bitsandbytes=not needs_bitsandbytes(config)):
+        with training_imports(
+            hide_bitsandbytes=not needs_bitsandbytes(load_in_4bit=config.load_in_4bit, optim=config.optim)
+        ):
             import torch
             from transformers import set_seed
 
@@ -196,7 +201,7 @@ class FineTuningPlugin(Plugin):
             from plugins.training.trainer import PackedRows, PackedTrainer, tensorboard_callback, training_arguments
 
             threads_before = torch.get_num_threads()
-            set_seed(config["seed"])
+            set_seed(config.seed)
             loaded = load_model_for_training(
                 config, gradient_checkpointing=settings.gradient_checkpointing, device_map=_device_map(config)
             )
@@ -204,7 +209,7 @@ class FineTuningPlugin(Plugin):
         checkpoint_dir = Path(context.run_dir) / CHECKPOINT_DIR
         main = context.is_main_process
         context.log(
-            f"model {config['model_name_or_path']}: {loaded.total_params:,} parameters, "
+            f"model {config.model_name_or_path}: {loaded.total_params:,} parameters, "
             f"{loaded.trainable_params:,} trainable ({100 * loaded.trainable_params / max(loaded.total_params, 1):.2f}%), "
             f"memory after loading {current_memory_bytes() / 2**20:.0f} MiB"
         )
@@ -218,9 +223,9 @@ class FineTuningPlugin(Plugin):
         files = MetricsFiles(context.run_dir) if main else None
         reporting = EngineReportingCallback(context, tokens, files)
         callbacks = [reporting]
-        if config["early_stopping_patience"] and eval_rows is not None:
-            callbacks.append(EarlyStopping(config["early_stopping_patience"]))
-        if config["report_to"] == "tensorboard" and main:
+        if config.early_stopping_patience and eval_rows is not None:
+            callbacks.append(EarlyStopping(config.early_stopping_patience))
+        if config.report_to == "tensorboard" and main:
             callbacks.append(tensorboard_callback(context.run_dir))
         trainer = PackedTrainer(
             model=loaded.model,
@@ -240,7 +245,7 @@ class FineTuningPlugin(Plugin):
             callbacks=callbacks,
             tokens=tokens,
             checkpoint_dir=checkpoint_dir,
-            save_total_limit=config["save_total_limit"],
+            save_total_limit=config.save_total_limit,
         )
         try:
             started = time.perf_counter()
@@ -276,8 +281,8 @@ class FineTuningPlugin(Plugin):
             train_losses = [r["loss"] for r in history if "loss" in r]
             return {
                 "final_model_path": str(final_dir),
-                "method": config["training_method"],
-                "base_model": config["model_name_or_path"],
+                "method": config.training_method,
+                "base_model": config.model_name_or_path,
                 "train_loss": train_losses[-1] if train_losses else _average_loss(output),
                 "average_train_loss": _average_loss(output),
                 # Validation losses, per trained token (plugins/training/validation_loss.py): the
@@ -321,11 +326,11 @@ class FineTuningPlugin(Plugin):
             torch.set_num_threads(requested)
 
 
-def _device_map(config: dict[str, Any]):
+def _device_map(config: ResolvedTrainingConfig):
     """Place a 4-bit model on this process's GPU at load time; the Trainer moves other models."""
     import os
 
-    if config["device"] == "cuda" and config["load_in_4bit"]:
+    if config.device == "cuda" and config.load_in_4bit:
         return {"": int(os.environ.get("LOCAL_RANK", "0"))}
     return None
 
@@ -358,8 +363,10 @@ def _sum_over_ranks(value: int) -> int:
     return value
 
 
-def _save_final_model(trainer, tokenizer, config: dict[str, Any], final_dir: Path) -> None:
+def _save_final_model(trainer, tokenizer, config: ResolvedTrainingConfig, final_dir: Path) -> None:
     """Adapter or full weights, the tokenizer with the training chat template, the resolved config."""
     trainer.save_model(str(final_dir))
     tokenizer.save_pretrained(str(final_dir))
-    (final_dir / "training_config.json").write_text(json.dumps(config, indent=2, default=str), encoding="utf-8")
+    (final_dir / "training_config.json").write_text(
+        json.dumps(config.model_dump(mode="json"), indent=2), encoding="utf-8"
+    )

@@ -10,7 +10,7 @@ DATASET_VALIDATION = "dataset.validation"  # same shape; may be empty
 DATASET_STATS = "dataset.stats"  # rows, turns, characters, detected format, per-file counts
 
 # PARSE: TrainingConfigPlugin
-TRAINING_CONFIG = "training.config"  # the resolved training configuration (dict)
+TRAINING_CONFIG = "training.config"  # the resolved training configuration (ResolvedTrainingConfig)
 TRAINING_MEMORY_PLAN = "training.memory_plan"  # the peak-memory estimate and what auto-fit changed
 
 # THINK: data preparation

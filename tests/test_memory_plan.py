@@ -112,7 +112,7 @@ def test_render_plan_prints_every_component_and_the_verdict():
 
 
 def test_plan_for_config_uses_the_memory_budget(tiny_training_config):
-    config = dict(tiny_training_config, batch_size=16, memory_budget_gb=60 * MIB / GIB)
+    config = tiny_training_config.model_copy(update={"batch_size": 16, "memory_budget_gb": 60 * MIB / GIB})
     plan = plan_for_config(config, 512)
     assert plan.available_bytes == int(60 * MIB)
     assert plan.changes, "a 60 MiB budget must force auto-fit"

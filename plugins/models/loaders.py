@@ -141,12 +141,12 @@ def load_model(name: str | os.PathLike, **options: Any):
     return load_causal_lm(name, **options), load_tokenizer(name, trust_remote_code=trust)
 
 
-def user_model_options(training_config: dict[str, Any] | None) -> dict[str, bool]:
-    """The loading permissions the user gave in training_config, for every later load of their model."""
-    config = training_config or {}
+def user_model_options(training_config: Any) -> dict[str, bool]:
+    """The loading permissions the user gave in training_config (a ``ResolvedTrainingConfig``, or None
+    when the workflow has none), for every later load of their model."""
     return {
-        "trust_remote_code": bool(config.get("trust_remote_code", False)),
-        "allow_pickle": bool(config.get("allow_pickle", False)),
+        "trust_remote_code": bool(training_config and training_config.trust_remote_code),
+        "allow_pickle": bool(training_config and training_config.allow_pickle),
     }
 
 

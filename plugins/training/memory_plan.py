@@ -16,10 +16,13 @@ same), and records every change.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plugins.training.chunked_loss import chunk_tokens, uses_chunked_loss
 from plugins.training.model_shape import ModelShape, lora_target_layers
+
+if TYPE_CHECKING:
+    from plugins.training_config import ResolvedTrainingConfig
 
 GIB = 1024**3
 MIB = 1024**2
@@ -320,8 +323,10 @@ def render_plan(plan: MemoryPlan, console) -> None:
         console.print(f"  auto-fit: {change}")
 
 
-def plan_for_config(config: dict[str, Any], max_seq_length: int, *, available_bytes: int | None = None) -> MemoryPlan:
-    """The plan of a resolved ``training.config`` dict (see TrainingConfigPlugin.resolve).
+def plan_for_config(
+    config: ResolvedTrainingConfig, max_seq_length: int, *, available_bytes: int | None = None
+) -> MemoryPlan:
+    """The plan of a resolved ``training.config`` (see TrainingConfigPlugin.resolve).
 
     Applies auto-fit when the config allows it. ``available_bytes`` defaults to
     ``memory_budget_gb`` if set, else the device's free memory.
@@ -332,32 +337,32 @@ def plan_for_config(config: dict[str, Any], max_seq_length: int, *, available_by
 
     device = detect_device()
     if available_bytes is None:
-        budget = config.get("memory_budget_gb")
+        budget = config.memory_budget_gb
         available_bytes = int(budget * GIB) if budget else device.free_memory_bytes
-    shape = model_shape(load_model_config(config["model_name_or_path"], trust_remote_code=config["trust_remote_code"]))
+    shape = model_shape(load_model_config(config.model_name_or_path, trust_remote_code=config.trust_remote_code))
     settings = TrainingShape(
-        method=config["training_method"],
-        precision=config["precision"],
-        batch_size=config["batch_size"],
-        gradient_accumulation_steps=config["gradient_accumulation_steps"],
+        method=config.training_method,
+        precision=config.precision,
+        batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
         max_seq_length=max_seq_length,
-        gradient_checkpointing=config["gradient_checkpointing"] is True,
-        lora_r=config["lora_r"],
-        lora_dropout=config["lora_dropout"],
-        target_modules=config["target_modules"],
-        optim=config["optim"],
+        gradient_checkpointing=config.gradient_checkpointing is True,
+        lora_r=config.lora_r,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules,
+        optim=config.optim,
         device_kind=device.kind,
-        modules_to_save=tuple(config["modules_to_save"]),
+        modules_to_save=tuple(config.modules_to_save),
         distributed=distributed_launch(),
     )
-    if not config["auto_fit"]:
+    if not config.auto_fit:
         return estimate_peak_memory(shape, settings, available_bytes=available_bytes, device_name=device.name)
     return fit_to_memory(
         shape,
         settings,
         available_bytes=available_bytes,
         device_name=device.name,
-        allow_gradient_checkpointing=config["gradient_checkpointing"] != False,  # noqa: E712 ("auto" allows it)
+        allow_gradient_checkpointing=config.gradient_checkpointing != False,  # noqa: E712 ("auto" allows it)
     )
 
 
