@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_runner import run_train
 from pydantic import ValidationError
 from training_helpers import build_tiny_model_dir, make_context
 
@@ -55,6 +56,16 @@ async def test_execute_stores_the_resolved_config(tiny_model, tmp_path):
     assert config.seed == 42  # the run's seed when the block sets none
     assert config.total_params > 0
     json.dumps(config.model_dump(mode="json"))  # persisted for --resume
+
+
+def test_parse_and_plan_on_a_builtin_model_build_nothing(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ENTITY_TRAINING_CACHE", str(cache))
+    assert resolve(model_name_or_path="small").total_params > 10_000_000
+    done = run_train("plan", str(CONFIGS / "lora_training.yaml"), "--model", "small", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "estimated peak" in done.stdout
+    assert not (cache / "models").exists() or not any((cache / "models").iterdir())
 
 
 def test_auto_precision_is_fp32_on_a_cpu_without_bf16(tiny_model, monkeypatch):
