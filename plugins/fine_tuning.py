@@ -2,9 +2,8 @@
 
 Features:
 - full, LoRA, DoRA and QLoRA training with the transformers Trainer on padding-free packed
-  rows (block-diagonal attention, no gradient checkpointing unless the memory plan needs it);
-- the memory plan (needs the sequence length, known only now) with auto-fit, in
-  ``training.memory_plan``;
+  rows (block-diagonal attention), with the batch size, accumulation and gradient checkpointing
+  of the memory plan (``training.memory_plan``, made in THINK by the memory_plan plugin);
 - metrics to the engine (loss, learning rate, grad norm, tokens/s, memory, ETA), to
   ``metrics.jsonl``/``metrics.csv`` and optionally TensorBoard;
 - atomic, verified checkpoints in ``checkpoints/``; resume from the newest complete one
@@ -25,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -63,21 +61,22 @@ class FineTuningPlugin(Plugin):
     name = "fine_tuning"
     description = "Train the model (full, LoRA, DoRA or QLoRA) on the tokenized data, with checkpoints."
     supported_stages = (Stage.DO,)
-    dependencies = (memory_keys.TRAINING_CONFIG, memory_keys.DATASET_TOKENIZED)
-    provides = (memory_keys.TRAINING_RESULT, memory_keys.TRAINING_MEMORY_PLAN)
+    dependencies = (memory_keys.TRAINING_CONFIG, memory_keys.DATASET_TOKENIZED, memory_keys.TRAINING_MEMORY_PLAN)
+    provides = (memory_keys.TRAINING_RESULT,)
 
     ConfigModel = FineTuningConfig
 
     async def _execute_impl(self, context) -> str:
         config = context.recall(memory_keys.TRAINING_CONFIG)
         tokenized = context.recall(memory_keys.DATASET_TOKENIZED)
-        if config is None or tokenized is None:
+        plan = context.recall(memory_keys.TRAINING_MEMORY_PLAN)
+        if config is None or tokenized is None or plan is None:
             raise PluginError(
-                "needs training.config (training_config in PARSE) and dataset.tokenized (data_preparation in THINK)",
+                "needs training.config (training_config in PARSE), dataset.tokenized (data_preparation in THINK) "
+                "and training.memory_plan (memory_plan in THINK)",
                 plugin=self.plugin_name(),
                 stage=context.stage.value,
             )
-        plan = await asyncio.to_thread(self._plan, context, config, tokenized["max_seq_length"])
         result = await asyncio.to_thread(self._train_with_retries, context, config, tokenized, plan.settings)
         context.remember(memory_keys.TRAINING_RESULT, result)
         context.summarize("train_loss", result["train_loss"])
@@ -101,25 +100,6 @@ class FineTuningPlugin(Plugin):
         from plugins.training.resources import release_memory
 
         release_memory()
-
-    # -- planning -----------------------------------------------------------------------------
-    def _plan(self, context, config: dict[str, Any], max_seq_length: int):
-        from plugins.training.memory_plan import format_bytes, plan_for_config
-
-        plan = plan_for_config(config, max_seq_length)
-        context.remember(memory_keys.TRAINING_MEMORY_PLAN, plan.to_dict())
-        context.log(
-            f"memory plan: estimated peak {format_bytes(plan.peak_bytes)} of {format_bytes(plan.available_bytes)} "
-            f"available ({plan.device_name})"
-        )
-        for change in plan.changes:
-            context.warn(f"memory plan auto-fit: {change}")
-        if not plan.fits:
-            context.warn(
-                f"the estimated peak ({format_bytes(plan.peak_bytes)}) exceeds the memory available; training "
-                "may run out of memory. Lower max_seq_length or batch_size, or use qlora or a smaller model."
-            )
-        return plan
 
     # -- training -----------------------------------------------------------------------------
     def _train_with_retries(self, context, config, tokenized, settings) -> dict[str, Any]:
@@ -147,7 +127,9 @@ class FineTuningPlugin(Plugin):
                 )
             effective = settings.batch_size * settings.gradient_accumulation_steps
             batch = settings.batch_size // 2
-            settings = replace(settings, batch_size=batch, gradient_accumulation_steps=-(-effective // batch))
+            settings = settings.model_copy(
+                update={"batch_size": batch, "gradient_accumulation_steps": -(-effective // batch)}
+            )
             latest = newest_complete_checkpoint(checkpoint_dir, context.warn)
             resume = str(latest) if latest else None
             context.warn(

@@ -185,3 +185,10 @@ def resolved_training_config(**settings):
     resolved = {"seed": 0, "precision": "fp32", "device": "cpu", "total_params": 1}
     resolved["model_path"] = settings.get("model_name_or_path", "small")
     return ResolvedTrainingConfig(**{**resolved, **settings})
+
+
+async def plan_memory(run_dir: Path, memory: Memory, *, events: list | None = None) -> None:
+    """The memory_plan plugin (THINK) on what ``memory`` holds, as a workflow runs it before fine_tuning."""
+    from plugins.memory_planning import MemoryPlanPlugin
+
+    await MemoryPlanPlugin().execute(make_context(Stage.THINK, run_dir, memory, events=events))
