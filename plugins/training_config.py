@@ -9,7 +9,8 @@ Features:
 - at load (``check_workflow``): a precision the device cannot run and QLoRA without bitsandbytes
   are refused, settings the method overrides or never reads are announced;
 - the model is resolved (registry name, local path or hub id) and its architecture checked
-  without loading weights.
+  from its config alone: no weights are read, nothing is built or converted (a built-in model is
+  built, a GGUF file converted, where the model is first loaded).
 
 Stores the resolved configuration, a frozen ``ResolvedTrainingConfig``, in ``training.config``.
 
@@ -169,6 +170,12 @@ class ResolvedTrainingConfig(TrainingConfig):
     device: Literal["cuda", "mps", "cpu"] = Field(description="The kind of device the training runs on.")
     model_path: str = Field(min_length=1, description="Where the model's files are: a folder, a file or a hub id.")
     total_params: int = Field(gt=0, description="Parameters of the model, counted from its config.")
+
+    @model_validator(mode="after")
+    def check_qlora_loads_in_4bit(self) -> ResolvedTrainingConfig:
+        if self.training_method == "qlora" and not self.load_in_4bit:
+            raise ValueError("a resolved qlora configuration loads the base in 4-bit (load_in_4bit: true)")
+        return self
 
 
 def _has_bitsandbytes() -> bool:

@@ -33,8 +33,9 @@ def cpu(bf16: bool) -> DeviceInfo:
     )
 
 
-def test_every_field_is_described():
-    undocumented = [name for name, field in TrainingConfig.model_fields.items() if not field.description]
+@pytest.mark.parametrize("model", [TrainingConfig, ResolvedTrainingConfig])
+def test_every_field_is_described(model):
+    undocumented = [name for name, field in model.model_fields.items() if not field.description]
     assert undocumented == []
 
 
