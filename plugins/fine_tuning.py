@@ -33,6 +33,7 @@ from entity_training import ConfigError, Plugin, PluginConfig, PluginError, Prob
 from plugins import memory_keys
 
 if TYPE_CHECKING:
+    from plugins.training.memory_plan import TrainingShape
     from plugins.training_config import ResolvedTrainingConfig
 
 CHECKPOINT_DIR = "checkpoints"
@@ -102,7 +103,9 @@ class FineTuningPlugin(Plugin):
         release_memory()
 
     # -- training -----------------------------------------------------------------------------
-    def _train_with_retries(self, context, config, tokenized, settings) -> dict[str, Any]:
+    def _train_with_retries(
+        self, context, config: ResolvedTrainingConfig, tokenized, settings: TrainingShape
+    ) -> dict[str, Any]:
         from plugins.training.checkpoints import newest_complete_checkpoint
         from plugins.training.resources import is_out_of_memory, release_memory
 
@@ -138,7 +141,7 @@ class FineTuningPlugin(Plugin):
             )
         raise AssertionError("unreachable: the loop returns or raises")
 
-    def _resume_checkpoint(self, context, config, checkpoint_dir: Path) -> str | None:
+    def _resume_checkpoint(self, context, config: ResolvedTrainingConfig, checkpoint_dir: Path) -> str | None:
         from plugins.training.checkpoints import checkpoint_problems, newest_complete_checkpoint
 
         requested = config.resume_from_checkpoint
@@ -162,7 +165,9 @@ class FineTuningPlugin(Plugin):
             return str(newest)
         return None
 
-    def _train_once(self, context, config, tokenized, settings, resume: str | None) -> dict[str, Any]:
+    def _train_once(
+        self, context, config: ResolvedTrainingConfig, tokenized, settings: TrainingShape, resume: str | None
+    ) -> dict[str, Any]:
         from plugins.training.lean_imports import needs_bitsandbytes, training_imports
         from plugins.training.threads import OtherCpuUse
 
