@@ -77,7 +77,7 @@ def workflow_yaml(job: Job, *, cache_dir: Path | None = None) -> str:
                     },
                 }
             ],
-            "THINK": [{"plugin": "data_preparation", "config": preparation}],
+            "THINK": [{"plugin": "data_preparation", "config": preparation}, {"plugin": "memory_plan"}],
             "DO": [{"plugin": "fine_tuning"}],
         },
     }

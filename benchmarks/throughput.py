@@ -1,6 +1,7 @@
 """The same LoRA job several ways, alternating, repeated, medians: ours against TRL's SFTTrainer.
 
-(a) ours: dataset_loader -> training_config -> data_preparation -> fine_tuning via ``entity-train run``
+(a) ours: dataset_loader -> training_config -> data_preparation -> memory_plan -> fine_tuning via
+    ``entity-train run``
     (gradient checkpointing "auto", our default: on only when the memory plan says it must be);
 (b) TRL careful: packing=True (BFD, padding-free), bf16=False/fp16=False, LoRA r16 all-linear,
     everything else SFTConfig's default (gradient checkpointing stays on);

@@ -33,7 +33,7 @@ SUBCOMMANDS = ("run", "validate", "list-plugins", "preview", "plan", "schema")
 EPILOG = """examples:
   python train.py --config configs/default.yaml
   python train.py --config configs/lora_training.yaml --model tiny --epochs 1 --set run.seed=7
-  entity-train validate configs/default.yaml --set fine_tuning.save_steps=50
+  entity-train validate configs/default.yaml --set training_config.save_steps=50
   entity-train list-plugins
 """
 
@@ -49,7 +49,7 @@ def _add_workflow_arguments(parser: argparse.ArgumentParser, *, config_positiona
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="Override any key: PLUGIN.KEY=VALUE (e.g. fine_tuning.learning_rate=1e-4), run.seed=7, "
+        help="Override any key: PLUGIN.KEY=VALUE (e.g. training_config.learning_rate=1e-4), run.seed=7, "
         "or a bare setting name. Values are parsed as YAML scalars. Repeatable.",
     )
     group = parser.add_argument_group("shortcuts (set the named setting in every plugin that has it)")

@@ -277,8 +277,8 @@ def preview_command(args: argparse.Namespace) -> int:
     tokenized = memory.get(memory_keys.DATASET_TOKENIZED)
     if not tokenized:
         raise ConfigError(Problem("the workflow has no data preparation step (THINK) to preview", file=args.config))
-    config = memory.get(memory_keys.TRAINING_CONFIG) or {}
-    tokenizer = load_tokenizer(config.get("model_name_or_path") or tokenized.get("tokenizer"))
+    config = memory.get(memory_keys.TRAINING_CONFIG)
+    tokenizer = load_tokenizer(config.model_name_or_path if config else tokenized.get("tokenizer"))
     print_preview(tokenized, tokenizer, n=args.n, console=console)
     return 0
 

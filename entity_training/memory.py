@@ -1,18 +1,23 @@
 """The memory resource: run state shared by plugins, persisted for ``--resume``.
 
-Every JSON-serialisable entry is written atomically to ``memory.json`` after each stage. Entries
-that are not (datasets, models) live only in this process; a stage that wrote one is re-run on
-resume, because skipping it would leave its consumers without their input.
+Every JSON-serialisable entry is written atomically to ``memory.json`` after each stage; a
+pydantic model is written as its JSON dump with its class's import path, and validated into that
+class again on load. Entries that are not (datasets, models) live only in this process; a stage
+that wrote one is re-run on resume, because skipping it would leave its consumers without their
+input.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ValidationError
 
 from entity_training.errors import ConfigError, Problem
 from entity_training.secrets import redact_json_text
@@ -38,9 +43,28 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def _as_json(value: Any) -> str | None:
     """The value serialised (compact, by the C encoder), or None when it is not JSON data."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
     try:
         return json.dumps(value, allow_nan=True)
     except (TypeError, ValueError):
+        return None
+
+
+def _type_tag(value: Any) -> str:
+    return f"{type(value).__module__}:{type(value).__qualname__}"
+
+
+def _restore_model(tag: str, data: Any) -> BaseModel | None:
+    """The pydantic model ``tag`` names, validated from its JSON dump; None when the class is gone
+    or no longer accepts the data (the stage that wrote it then runs again)."""
+    module_name, _, qualname = tag.partition(":")
+    try:
+        cls: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            cls = getattr(cls, part)
+        return cls.model_validate(data)
+    except (ImportError, AttributeError, TypeError, ValidationError):
         return None
 
 
@@ -97,6 +121,7 @@ class Memory:
                 "completed_stages": list(self.completed_stages),
                 "writers": dict(self._writer),
                 "volatile": {k: self._writer.get(k) for k in self._entries if k not in persisted},
+                "models": {k: _type_tag(v) for k, v in self._entries.items() if isinstance(v, BaseModel)},
             }
         entries = ",\n".join(f"    {json.dumps(key)}: {text}" for key, text in persisted.items())
         return json.dumps(header, indent=2)[:-2] + f',\n  "entries": {{\n{entries}\n  }}\n}}'
@@ -120,6 +145,7 @@ class Memory:
             completed = list(data.get("completed_stages", []))
             writers = dict(data.get("writers", {}))
             volatile = dict(data.get("volatile", {}))
+            models = dict(data.get("models", {}))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(
                 Problem(
@@ -130,6 +156,12 @@ class Memory:
             ) from exc
         memory._entries = dict(entries)
         memory._writer = writers
+        for key, tag in models.items():
+            restored = _restore_model(tag, memory._entries.pop(key, None))
+            if restored is None:
+                volatile[key] = writers.get(key)
+            else:
+                memory._entries[key] = restored
         # Stages that produced in-process-only values must run again to rebuild them.
         rerun = set(volatile.values())
         memory.completed_stages = [s for s in completed if s not in rerun]

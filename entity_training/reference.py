@@ -90,5 +90,5 @@ def config_reference_markdown() -> str:
             continue
         stages = ", ".join(s.value for s in cls.supported_stages)
         out += [f"## `{name}` ({stages})", "", cls.description or (cls.__doc__ or "").strip().split("\n")[0], ""]
-        out += model_table(cls.ConfigModel) + [""]
+        out += (model_table(cls.ConfigModel) if cls.ConfigModel.model_fields else ["No settings."]) + [""]
     return "\n".join(out).rstrip() + "\n"

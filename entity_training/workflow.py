@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from entity_training.errors import ConfigError, Problem
 from entity_training.interpolation import interpolate
 from entity_training.plugin import Plugin
-from entity_training.registry import PluginLookupError, ToolRouter, resolve_plugin
+from entity_training.registry import PluginLookupError, ToolRouter, known_plugin_names, resolve_plugin
 from entity_training.stages import ALL_STAGES, Stage
 from entity_training.yaml_source import SourceMap, YamlPath, format_path, load_yaml_file
 
@@ -83,15 +83,17 @@ class Workflow:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class Override:
-    key: str  # as the user wrote it: "fine_tuning.learning_rate", "run.seed", or a bare field name
+    key: str  # as the user wrote it: "training_config.learning_rate", "run.seed", or a bare field name
     value: Any
-    origin: str  # "--set fine_tuning.learning_rate" or "--lr"
+    origin: str  # "--set training_config.learning_rate" or "--lr"
 
 
 def parse_set_argument(text: str) -> Override:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(Problem(f"--set expects KEY=VALUE, got {text!r} (e.g. --set fine_tuning.learning_rate=1e-4)"))
+        raise ConfigError(
+            Problem(f"--set expects KEY=VALUE, got {text!r} (e.g. --set training_config.learning_rate=1e-4)")
+        )
     try:
         parsed = yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError:
@@ -276,15 +278,31 @@ def _build_step(
     return Step(stage, index, spec.plugin, plugin, source.origin, path)
 
 
-def _check_dependencies(steps: list[Step], locate: _Locator, problems: list[Problem]) -> None:
+def _providers(dependency: str, plugin_dirs: list[Path]) -> list[str]:
+    """Known plugins that provide ``dependency``, each with the stages it can run in."""
+    found = []
+    for name in known_plugin_names(plugin_dirs):
+        try:
+            cls = resolve_plugin(name, plugin_dirs).cls
+        except PluginLookupError:
+            continue
+        if dependency in cls.provides:
+            found.append(f"`- plugin: {name}` to {' or '.join(stage.value for stage in cls.supported_stages)}")
+    return found
+
+
+def _check_dependencies(steps: list[Step], plugin_dirs: list[Path], locate: _Locator, problems: list[Problem]) -> None:
     provided: dict[str, str] = {}
     for step in steps:
         for dependency in step.plugin.dependencies:
             if dependency not in ENGINE_RESOURCES and dependency not in provided:
                 later = [s.reference for s in steps if dependency in s.plugin.provides and s is not step]
-                hint = (
-                    f"; {later[0]!r} provides it but must come earlier" if later else "; add a plugin that provides it"
-                )
+                if later:
+                    hint = f"; {later[0]!r} provides it but must come earlier"
+                else:
+                    providers = _providers(dependency, plugin_dirs)
+                    hint = f"; add {' or '.join(providers)}, before {step.reference!r}" if providers else ""
+                    hint = hint or "; add a plugin that provides it"
                 problems.append(
                     locate.problem(
                         f"plugin {step.reference!r} needs {dependency!r}, which no plugin before it provides{hint}",
@@ -377,7 +395,7 @@ def build_workflow(
     steps.sort(key=lambda s: (ALL_STAGES.index(s.stage), s.index))
     notices: list[Problem] = []
     if not problems:  # otherwise a plugin that failed validation would cascade into false errors
-        _check_dependencies([s for s in steps if s.stage != Stage.ERROR], locate, problems)
+        _check_dependencies([s for s in steps if s.stage != Stage.ERROR], plugin_dirs, locate, problems)
         notices = _check_across_plugins(steps, locate, problems)
     router = ToolRouter()
     _check_tools(steps, router, locate, problems)

@@ -12,6 +12,7 @@ AVAILABLE_PLUGINS: dict[str, str] = {
     "dataset_loader": "plugins.dataset_loader:DatasetLoaderPlugin",
     "training_config": "plugins.training_config:TrainingConfigPlugin",
     "data_preparation": "plugins.data_preparation:DataPreparationPlugin",
+    "memory_plan": "plugins.memory_planning:MemoryPlanPlugin",
     "fine_tuning": "plugins.fine_tuning:FineTuningPlugin",
     "evaluation": "plugins.evaluation:EvaluationPlugin",
     "model_export": "plugins.model_export:ModelExportPlugin",

@@ -66,14 +66,14 @@ class DataPreparationPlugin(Plugin):
         )
 
     async def _execute_impl(self, context: Any) -> str:
-        training = context.recall(memory_keys.TRAINING_CONFIG, {})
-        tokenizer_name = self.config.tokenizer or training.get("model_name_or_path")
+        training = context.recall(memory_keys.TRAINING_CONFIG)
+        tokenizer_name = self.config.tokenizer or (training.model_name_or_path if training else None)
         if not tokenizer_name:
             raise InputError(
                 Problem("no tokenizer: set data_preparation.tokenizer or model_name_or_path in training_config.")
             )
         tokenizer, tokenizer_files = await asyncio.to_thread(
-            load_tokenizer_for, tokenizer_name, trust_remote_code=bool(training.get("trust_remote_code", False))
+            load_tokenizer_for, tokenizer_name, trust_remote_code=bool(training and training.trust_remote_code)
         )
         options = PreparationOptions(
             max_seq_length=self.config.max_seq_length,

@@ -2,9 +2,8 @@
 
 Features:
 - full, LoRA, DoRA and QLoRA training with the transformers Trainer on padding-free packed
-  rows (block-diagonal attention, no gradient checkpointing unless the memory plan needs it);
-- the memory plan (needs the sequence length, known only now) with auto-fit, in
-  ``training.memory_plan``;
+  rows (block-diagonal attention), with the batch size, accumulation and gradient checkpointing
+  of the memory plan (``training.memory_plan``, made in THINK by the memory_plan plugin);
 - metrics to the engine (loss, learning rate, grad norm, tokens/s, memory, ETA), to
   ``metrics.jsonl``/``metrics.csv`` and optionally TensorBoard;
 - atomic, verified checkpoints in ``checkpoints/``; resume from the newest complete one
@@ -25,14 +24,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, PositiveInt
 
 from entity_training import ConfigError, Plugin, PluginConfig, PluginError, Problem, RunInterrupted, Stage
 from plugins import memory_keys
+
+if TYPE_CHECKING:
+    from plugins.training.memory_plan import TrainingShape
+    from plugins.training_config import ResolvedTrainingConfig
 
 CHECKPOINT_DIR = "checkpoints"
 FINAL_MODEL_DIR = "final-model"
@@ -60,21 +62,22 @@ class FineTuningPlugin(Plugin):
     name = "fine_tuning"
     description = "Train the model (full, LoRA, DoRA or QLoRA) on the tokenized data, with checkpoints."
     supported_stages = (Stage.DO,)
-    dependencies = (memory_keys.TRAINING_CONFIG, memory_keys.DATASET_TOKENIZED)
-    provides = (memory_keys.TRAINING_RESULT, memory_keys.TRAINING_MEMORY_PLAN)
+    dependencies = (memory_keys.TRAINING_CONFIG, memory_keys.DATASET_TOKENIZED, memory_keys.TRAINING_MEMORY_PLAN)
+    provides = (memory_keys.TRAINING_RESULT,)
 
     ConfigModel = FineTuningConfig
 
     async def _execute_impl(self, context) -> str:
         config = context.recall(memory_keys.TRAINING_CONFIG)
         tokenized = context.recall(memory_keys.DATASET_TOKENIZED)
-        if config is None or tokenized is None:
+        plan = context.recall(memory_keys.TRAINING_MEMORY_PLAN)
+        if config is None or tokenized is None or plan is None:
             raise PluginError(
-                "needs training.config (training_config in PARSE) and dataset.tokenized (data_preparation in THINK)",
+                "needs training.config (training_config in PARSE), dataset.tokenized (data_preparation in THINK) "
+                "and training.memory_plan (memory_plan in THINK)",
                 plugin=self.plugin_name(),
                 stage=context.stage.value,
             )
-        plan = await asyncio.to_thread(self._plan, context, config, tokenized["max_seq_length"])
         result = await asyncio.to_thread(self._train_with_retries, context, config, tokenized, plan.settings)
         context.remember(memory_keys.TRAINING_RESULT, result)
         context.summarize("train_loss", result["train_loss"])
@@ -99,27 +102,10 @@ class FineTuningPlugin(Plugin):
 
         release_memory()
 
-    # -- planning -----------------------------------------------------------------------------
-    def _plan(self, context, config: dict[str, Any], max_seq_length: int):
-        from plugins.training.memory_plan import format_bytes, plan_for_config
-
-        plan = plan_for_config(config, max_seq_length)
-        context.remember(memory_keys.TRAINING_MEMORY_PLAN, plan.to_dict())
-        context.log(
-            f"memory plan: estimated peak {format_bytes(plan.peak_bytes)} of {format_bytes(plan.available_bytes)} "
-            f"available ({plan.device_name})"
-        )
-        for change in plan.changes:
-            context.warn(f"memory plan auto-fit: {change}")
-        if not plan.fits:
-            context.warn(
-                f"the estimated peak ({format_bytes(plan.peak_bytes)}) exceeds the memory available; training "
-                "may run out of memory. Lower max_seq_length or batch_size, or use qlora or a smaller model."
-            )
-        return plan
-
     # -- training -----------------------------------------------------------------------------
-    def _train_with_retries(self, context, config, tokenized, settings) -> dict[str, Any]:
+    def _train_with_retries(
+        self, context, config: ResolvedTrainingConfig, tokenized, settings: TrainingShape
+    ) -> dict[str, Any]:
         from plugins.training.checkpoints import newest_complete_checkpoint
         from plugins.training.resources import is_out_of_memory, release_memory
 
@@ -144,7 +130,9 @@ class FineTuningPlugin(Plugin):
                 )
             effective = settings.batch_size * settings.gradient_accumulation_steps
             batch = settings.batch_size // 2
-            settings = replace(settings, batch_size=batch, gradient_accumulation_steps=-(-effective // batch))
+            settings = settings.model_copy(
+                update={"batch_size": batch, "gradient_accumulation_steps": -(-effective // batch)}
+            )
             latest = newest_complete_checkpoint(checkpoint_dir, context.warn)
             resume = str(latest) if latest else None
             context.warn(
@@ -153,10 +141,10 @@ class FineTuningPlugin(Plugin):
             )
         raise AssertionError("unreachable: the loop returns or raises")
 
-    def _resume_checkpoint(self, context, config, checkpoint_dir: Path) -> str | None:
+    def _resume_checkpoint(self, context, config: ResolvedTrainingConfig, checkpoint_dir: Path) -> str | None:
         from plugins.training.checkpoints import checkpoint_problems, newest_complete_checkpoint
 
-        requested = config["resume_from_checkpoint"]
+        requested = config.resume_from_checkpoint
         if requested not in (None, "auto"):
             problems = checkpoint_problems(Path(requested))
             if problems:
@@ -177,7 +165,9 @@ class FineTuningPlugin(Plugin):
             return str(newest)
         return None
 
-    def _train_once(self, context, config, tokenized, settings, resume: str | None) -> dict[str, Any]:
+    def _train_once(
+        self, context, config: ResolvedTrainingConfig, tokenized, settings: TrainingShape, resume: str | None
+    ) -> dict[str, Any]:
         from plugins.training.lean_imports import needs_bitsandbytes, training_imports
         from plugins.training.threads import OtherCpuUse
 
@@ -185,7 +175,9 @@ class FineTuningPlugin(Plugin):
         other_cpu_use = OtherCpuUse() if self.config.torch_threads == "auto" else None
         # Unused libraries stay hidden while the others are imported and the model is wrapped (peft
         # imports bitsandbytes on both).
-        with training_imports(hide_bitsandbytes=not needs_bitsandbytes(config)):
+        with training_imports(
+            hide_bitsandbytes=not needs_bitsandbytes(load_in_4bit=config.load_in_4bit, optim=config.optim)
+        ):
             import torch
             from transformers import set_seed
 
@@ -196,7 +188,7 @@ class FineTuningPlugin(Plugin):
             from plugins.training.trainer import PackedRows, PackedTrainer, tensorboard_callback, training_arguments
 
             threads_before = torch.get_num_threads()
-            set_seed(config["seed"])
+            set_seed(config.seed)
             loaded = load_model_for_training(
                 config, gradient_checkpointing=settings.gradient_checkpointing, device_map=_device_map(config)
             )
@@ -204,7 +196,7 @@ class FineTuningPlugin(Plugin):
         checkpoint_dir = Path(context.run_dir) / CHECKPOINT_DIR
         main = context.is_main_process
         context.log(
-            f"model {config['model_name_or_path']}: {loaded.total_params:,} parameters, "
+            f"model {config.model_name_or_path}: {loaded.total_params:,} parameters, "
             f"{loaded.trainable_params:,} trainable ({100 * loaded.trainable_params / max(loaded.total_params, 1):.2f}%), "
             f"memory after loading {current_memory_bytes() / 2**20:.0f} MiB"
         )
@@ -218,9 +210,9 @@ class FineTuningPlugin(Plugin):
         files = MetricsFiles(context.run_dir) if main else None
         reporting = EngineReportingCallback(context, tokens, files)
         callbacks = [reporting]
-        if config["early_stopping_patience"] and eval_rows is not None:
-            callbacks.append(EarlyStopping(config["early_stopping_patience"]))
-        if config["report_to"] == "tensorboard" and main:
+        if config.early_stopping_patience and eval_rows is not None:
+            callbacks.append(EarlyStopping(config.early_stopping_patience))
+        if config.report_to == "tensorboard" and main:
             callbacks.append(tensorboard_callback(context.run_dir))
         trainer = PackedTrainer(
             model=loaded.model,
@@ -240,7 +232,7 @@ class FineTuningPlugin(Plugin):
             callbacks=callbacks,
             tokens=tokens,
             checkpoint_dir=checkpoint_dir,
-            save_total_limit=config["save_total_limit"],
+            save_total_limit=config.save_total_limit,
         )
         try:
             started = time.perf_counter()
@@ -276,8 +268,8 @@ class FineTuningPlugin(Plugin):
             train_losses = [r["loss"] for r in history if "loss" in r]
             return {
                 "final_model_path": str(final_dir),
-                "method": config["training_method"],
-                "base_model": config["model_name_or_path"],
+                "method": config.training_method,
+                "base_model": config.model_name_or_path,
                 "train_loss": train_losses[-1] if train_losses else _average_loss(output),
                 "average_train_loss": _average_loss(output),
                 # Validation losses, per trained token (plugins/training/validation_loss.py): the
@@ -321,11 +313,11 @@ class FineTuningPlugin(Plugin):
             torch.set_num_threads(requested)
 
 
-def _device_map(config: dict[str, Any]):
+def _device_map(config: ResolvedTrainingConfig):
     """Place a 4-bit model on this process's GPU at load time; the Trainer moves other models."""
     import os
 
-    if config["device"] == "cuda" and config["load_in_4bit"]:
+    if config.device == "cuda" and config.load_in_4bit:
         return {"": int(os.environ.get("LOCAL_RANK", "0"))}
     return None
 
@@ -358,8 +350,10 @@ def _sum_over_ranks(value: int) -> int:
     return value
 
 
-def _save_final_model(trainer, tokenizer, config: dict[str, Any], final_dir: Path) -> None:
+def _save_final_model(trainer, tokenizer, config: ResolvedTrainingConfig, final_dir: Path) -> None:
     """Adapter or full weights, the tokenizer with the training chat template, the resolved config."""
     trainer.save_model(str(final_dir))
     tokenizer.save_pretrained(str(final_dir))
-    (final_dir / "training_config.json").write_text(json.dumps(config, indent=2, default=str), encoding="utf-8")
+    (final_dir / "training_config.json").write_text(
+        json.dumps(config.model_dump(mode="json"), indent=2), encoding="utf-8"
+    )

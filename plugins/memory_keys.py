@@ -1,7 +1,7 @@
 """Memory keys the built-in plugins write and read: the documented hand-offs between stages.
 
-Every value stored under these keys is JSON-serialisable (so ``--resume`` restores it), except
-where noted. Large artefacts live on disk and memory holds their paths.
+Every value stored under these keys is JSON data or a frozen pydantic model (so ``--resume``
+restores it), except where noted. Large artefacts live on disk and memory holds their paths.
 """
 
 # INPUT: DatasetLoaderPlugin
@@ -10,12 +10,15 @@ DATASET_VALIDATION = "dataset.validation"  # same shape; may be empty
 DATASET_STATS = "dataset.stats"  # rows, turns, characters, detected format, per-file counts
 
 # PARSE: TrainingConfigPlugin
-TRAINING_CONFIG = "training.config"  # the resolved training configuration (dict)
-TRAINING_MEMORY_PLAN = "training.memory_plan"  # the peak-memory estimate and what auto-fit changed
+TRAINING_CONFIG = "training.config"  # the resolved training configuration (ResolvedTrainingConfig)
 
 # THINK: data preparation
 DATASET_TOKENIZED = "dataset.tokenized"  # {"train": path, "validation": path|None, "cache_key": str, ...}
 DATASET_TOKEN_STATS = "dataset.token_stats"  # tokens, trained tokens, truncated samples, packing efficiency
+
+# THINK: MemoryPlanPlugin
+# the peak-memory estimate, what auto-fit changed and the settings to train with (MemoryPlan)
+TRAINING_MEMORY_PLAN = "training.memory_plan"
 
 # DO: FineTuningPlugin
 TRAINING_RESULT = "training.result"  # final/best losses, steps, tokens, tokens/s, peak memory, paths

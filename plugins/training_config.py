@@ -9,11 +9,10 @@ Features:
 - at load (``check_workflow``): a precision the device cannot run and QLoRA without bitsandbytes
   are refused, settings the method overrides or never reads are announced;
 - the model is resolved (registry name, local path or hub id) and its architecture checked
-  without loading weights.
+  from its config alone: no weights are read, nothing is built or converted (a built-in model is
+  built, a GGUF file converted, where the model is first loaded).
 
-Stores the resolved configuration as a dict in ``training.config``. The memory plan needs the
-sequence length, known only after tokenization (THINK): FineTuning computes it at the start of
-DO, and ``plugins.training.memory_plan.plan_for_workflow`` computes it from a workflow file.
+Stores the resolved configuration, a frozen ``ResolvedTrainingConfig``, in ``training.config``.
 
 Raises:
     ConfigError: contradictory or impossible settings (exit code 2).
@@ -26,7 +25,7 @@ import asyncio
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -163,6 +162,22 @@ class TrainingConfig(PluginConfig):
         return load_in_4bit
 
 
+class ResolvedTrainingConfig(TrainingConfig):
+    """``training.config``: the settings of TrainingConfig with every auto and implied value made explicit."""
+
+    seed: int = Field(description="Random seed of the training (the run's seed when the block sets none).")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(description="The precision resolved for the device.")
+    device: Literal["cuda", "mps", "cpu"] = Field(description="The kind of device the training runs on.")
+    model_path: str = Field(min_length=1, description="Where the model's files are: a folder, a file or a hub id.")
+    total_params: int = Field(gt=0, description="Parameters of the model, counted from its config.")
+
+    @model_validator(mode="after")
+    def check_qlora_loads_in_4bit(self) -> ResolvedTrainingConfig:
+        if self.training_method == "qlora" and not self.load_in_4bit:
+            raise ValueError("a resolved qlora configuration loads the base in 4-bit (load_in_4bit: true)")
+        return self
+
+
 def _has_bitsandbytes() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
 
@@ -238,68 +253,67 @@ class TrainingConfigPlugin(Plugin):
         return findings + _errors_of(lambda: _check_precision_on_this_device(self.config.precision), "precision")
 
     async def _execute_impl(self, context) -> str:
-        def building(step: int, total: int, loss: float) -> None:
-            context.progress(f"building {self.config.model_name_or_path}", step, total, loss=round(loss, 3))
-
-        resolved = await asyncio.to_thread(self.resolve, seed=context.seed, log=context.log, progress=building)
+        resolved = await asyncio.to_thread(self.resolve, seed=context.seed, log=context.log)
         context.remember(memory_keys.TRAINING_CONFIG, resolved)
         return (
-            f"{resolved['training_method']} on {resolved['model_name_or_path']}, {resolved['precision']}, "
-            f"lr {resolved['learning_rate']:g}, batch {resolved['batch_size']}x{resolved['gradient_accumulation_steps']}"
+            f"{resolved.training_method} on {resolved.model_name_or_path}, {resolved.precision}, "
+            f"lr {resolved.learning_rate:g}, batch {resolved.batch_size}x{resolved.gradient_accumulation_steps}"
         )
 
-    def resolve(
-        self, *, seed: int, log: Callable[[str], None], progress: Callable[[int, int, float], None] | None = None
-    ) -> dict[str, Any]:
-        """The config as a dict with every 'auto' and implied setting made explicit.
-
-        ``progress`` receives (step, total, loss) while a built-in model is built on first use.
-        """
+    def resolve(self, *, seed: int, log: Callable[[str], None]) -> ResolvedTrainingConfig:
+        """The config with every 'auto' and implied setting made explicit; reads the model's config only."""
         from plugins.models import load_model_config, resolve_model
         from plugins.models.loaders import check_model_files
         from plugins.training.device import detect_device
         from plugins.training.model_shape import linear_suffixes, model_shape, unmatched_target_modules
         from plugins.training.precision import resolve_precision
 
-        config = self.config.model_dump()
-        if config["seed"] is None:
-            config["seed"] = seed
-        if config["training_method"] == "qlora" and not config["load_in_4bit"]:
-            config["load_in_4bit"] = True
+        config = self.config
+        name = config.model_name_or_path
+        load_in_4bit = config.load_in_4bit
+        if config.training_method == "qlora" and not load_in_4bit:
+            load_in_4bit = True
             log("training_method qlora: set load_in_4bit: true (QLoRA trains adapters on a 4-bit base)")
-        if config["load_in_4bit"]:
+        if load_in_4bit:
             _require_bitsandbytes()
         device = detect_device()
-        config["precision"] = resolve_precision(config["precision"], device)
-        config["device"] = device.kind
-        spec = resolve_model(config["model_name_or_path"], progress=progress)
-        config["model_path"] = str(getattr(spec, "path", config["model_name_or_path"]))
-        model_config = load_model_config(config["model_name_or_path"], trust_remote_code=config["trust_remote_code"])
-        check_model_files(config["model_name_or_path"], allow_pickle=config["allow_pickle"])
+        precision = resolve_precision(config.precision, device)
+        spec = resolve_model(name)
+        model_config = load_model_config(name, trust_remote_code=config.trust_remote_code)
+        check_model_files(name, allow_pickle=config.allow_pickle)
         try:
             shape = model_shape(model_config)
         except (ValueError, KeyError) as exc:
             raise ConfigError(
                 Problem(
-                    f"the architecture of {config['model_name_or_path']!r} "
-                    f"({type(model_config).__name__}) cannot be loaded as a causal language model by "
-                    f"this transformers version ({exc}). Choose a causal LM (Llama, Qwen, Mistral, ...).",
+                    f"the architecture of {name!r} ({type(model_config).__name__}) cannot be loaded as a causal "
+                    f"language model by this transformers version ({exc}). Choose a causal LM (Llama, Qwen, "
+                    "Mistral, ...).",
                     path="model_name_or_path",
                 )
             ) from exc
-        if config["training_method"] != "full":
-            missing = unmatched_target_modules(shape, config["target_modules"])
+        if config.training_method != "full":
+            missing = unmatched_target_modules(shape, config.target_modules)
             if missing:
                 raise ConfigError(
                     Problem(
-                        f"target_modules {missing} match no linear layer of {config['model_name_or_path']}. "
+                        f"target_modules {missing} match no linear layer of {name}. "
                         f"Its layers are named {linear_suffixes(shape)}; use some of these or all-linear.",
                         path="target_modules",
                     )
                 )
-        config["resume_from_checkpoint"] = self._checked_resume(config["resume_from_checkpoint"])
-        config["total_params"] = shape.total_params
-        return config
+        return ResolvedTrainingConfig.model_validate(
+            {
+                **config.model_dump(),
+                "seed": seed if config.seed is None else config.seed,
+                "load_in_4bit": load_in_4bit,
+                "precision": precision,
+                "device": device.kind,
+                "model_path": spec.path,
+                "resume_from_checkpoint": self._checked_resume(config.resume_from_checkpoint),
+                "total_params": shape.total_params,
+            }
+        )
 
     @staticmethod
     def _checked_resume(value: str | None) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from training_helpers import resolved_training_config
 
 from plugins.models.chat_template import CHATML_TEMPLATE
 
@@ -174,7 +175,7 @@ def fill_memory_for_export(memory, final_dir: Path, base_model: str, method: str
     )
     memory.set(
         keys.TRAINING_CONFIG,
-        {"model_name_or_path": base_model, "training_method": method, "learning_rate": 1e-3, "lora_r": 4},
+        resolved_training_config(model_name_or_path=base_model, training_method=method, learning_rate=1e-3, lora_r=4),
     )
     memory.set(
         keys.TRAINING_RESULT,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from data_tokenizer import build_tokenizer
+from training_helpers import resolved_training_config
 
 from entity_training import Stage
 from plugins import memory_keys
@@ -250,7 +251,7 @@ async def test_rows_edited_in_place_by_another_plugin_get_a_new_cache_key(tmp_pa
 
     async def cache_key(edit) -> str:
         memory = Memory()
-        memory.set(memory_keys.TRAINING_CONFIG, {"model_name_or_path": "tiny"})
+        memory.set(memory_keys.TRAINING_CONFIG, resolved_training_config(model_name_or_path="tiny"))
         await DatasetLoaderPlugin({"dataset_path": str(path)}).execute(context(memory, Stage.INPUT, "dataset_loader"))
         if edit:  # a third-party cleaning step that rewrites text in the dicts it was handed
             for conversation in context(memory, Stage.PARSE, "cleaner").recall(memory_keys.DATASET_TRAIN):

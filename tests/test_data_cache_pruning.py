@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from data_tokenizer import build_tokenizer
+from training_helpers import resolved_training_config
 
 from entity_training import InputError, Stage
 from entity_training.memory import Memory
@@ -145,7 +146,7 @@ async def test_the_plugin_logs_what_it_removed(tmp_path, make_context, monkeypat
     monkeypatch.setattr("plugins.data_preparation.load_tokenizer_for", lambda name, **kwargs: (tokenizer, None))
     memory = Memory()
     memory.set(memory_keys.DATASET_TRAIN, TRAIN)
-    memory.set(memory_keys.TRAINING_CONFIG, {"model_name_or_path": "tiny"})
+    memory.set(memory_keys.TRAINING_CONFIG, resolved_training_config(model_name_or_path="tiny"))
     events: list = []
     context = make_context(Stage.THINK, memory=memory, events=events)
     config = {"cache_dir": str(cache_dir), "max_seq_length": 64, "cache_max_entries": 1, "chat_template": "chatml"}

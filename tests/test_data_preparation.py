@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from data_tokenizer import build_tokenizer
+from training_helpers import resolved_training_config
 
 from entity_training import InputError, Stage
 from entity_training.memory import Memory
@@ -209,7 +210,7 @@ async def run_plugin(make_context, tmp_path, tokenizer, monkeypatch, events=None
     memory = Memory()
     memory.set(memory_keys.DATASET_TRAIN, TRAIN)
     memory.set(memory_keys.DATASET_VALIDATION, VALIDATION)
-    memory.set(memory_keys.TRAINING_CONFIG, {"model_name_or_path": "tiny"})
+    memory.set(memory_keys.TRAINING_CONFIG, resolved_training_config(model_name_or_path="tiny"))
     context = make_context(Stage.THINK, memory=memory, events=events)
     plugin = DataPreparationPlugin({"cache_dir": str(tmp_path / "cache"), "max_seq_length": 128, **config})
     summary = await plugin.execute(context)

@@ -32,6 +32,7 @@ workflow:
   THINK:
     - plugin: data_preparation
       config: {max_seq_length: 128, cache_dir: %(cache)s}
+    - plugin: memory_plan
   DO:
     - plugin: fine_tuning
 """

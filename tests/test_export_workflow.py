@@ -26,6 +26,7 @@ workflow:
   THINK:
     - plugin: data_preparation
       config: {{max_seq_length: 256}}
+    - plugin: memory_plan
   DO:
     - plugin: fine_tuning
   REVIEW:

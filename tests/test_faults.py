@@ -20,7 +20,7 @@ import pytest
 import torch
 from cli_runner import run_train as cli
 from export_fixtures import fill_memory_for_export, make_lora_adapter, trained_model_dir  # noqa: F401
-from training_helpers import build_tiny_model_dir, make_context, packed_rows, write_tokenized
+from training_helpers import build_tiny_model_dir, make_context, packed_rows, plan_memory, write_tokenized
 
 from entity_training import PluginError, Stage
 from entity_training.disk import as_disk_full
@@ -61,6 +61,7 @@ async def _train(run_dir: Path, model: str, tokenized: dict, *, events: list | N
     defaults = {"model_name_or_path": model, "batch_size": 4, "logging_steps": 2, "save_steps": 2, "seed": 0}
     await TrainingConfigPlugin({**defaults, **settings}).execute(make_context(Stage.PARSE, run_dir, memory))
     memory.set(memory_keys.DATASET_TOKENIZED, tokenized)
+    await plan_memory(run_dir, memory, events=events)
     context = make_context(Stage.DO, run_dir, memory, events=events, cancel_event=threading.Event())
     plugin = FineTuningPlugin({})
     try:
@@ -301,6 +302,7 @@ workflow:
   THINK:
     - plugin: data_preparation
       config: {{max_seq_length: 256}}
+    - plugin: memory_plan
   DO:
     - plugin: fine_tuning
 """

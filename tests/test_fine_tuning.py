@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from training_helpers import build_tiny_model_dir, make_context, packed_rows, write_tokenized
+from training_helpers import build_tiny_model_dir, make_context, packed_rows, plan_memory, write_tokenized
 
 from entity_training import ConfigError, PluginError, RunInterrupted, Stage
 from entity_training.memory import Memory
@@ -49,6 +49,7 @@ async def run_training(
     defaults = {"model_name_or_path": model, "batch_size": 4, "logging_steps": 2, "save_steps": 4, "seed": 0}
     await TrainingConfigPlugin({**defaults, **settings}).execute(parse)
     memory.set(memory_keys.DATASET_TOKENIZED, tokenized)
+    await plan_memory(run_dir, memory, events=events)
     context = make_context(
         Stage.DO, run_dir, memory, resume=resume, events=events, sinks=(press_ctrl_c,), cancel_event=cancel
     )
@@ -78,7 +79,7 @@ async def test_every_method_learns_a_repeated_batch(method, learning_rate, tiny_
     weights = "model.safetensors" if method == "full" else "adapter_model.safetensors"
     assert (final / weights).is_file() and (final / "tokenizer_config.json").is_file()
     assert json.loads((final / "training_config.json").read_text())["training_method"] == method
-    assert memory.get(memory_keys.TRAINING_MEMORY_PLAN)["peak_bytes"] > 0
+    assert memory.get(memory_keys.TRAINING_MEMORY_PLAN).peak_bytes > 0
     assert {e["type"] for e in events} >= {"metrics", "progress"}
 
 

@@ -188,6 +188,7 @@ def test_training_from_a_gguf_file_end_to_end(tiny_gguf, tmp_path):
               THINK:
                 - plugin: data_preparation
                   config: {{max_seq_length: 64}}
+                - plugin: memory_plan
               DO:
                 - plugin: fine_tuning
               REVIEW:

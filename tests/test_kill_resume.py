@@ -42,6 +42,7 @@ workflow:
   THINK:
     - plugin: data_preparation
       config: {{max_seq_length: 256}}
+    - plugin: memory_plan
   DO:
     - plugin: fine_tuning
   OUTPUT:

@@ -64,4 +64,4 @@ def test_the_training_imports_defer_datasets_and_the_trainer_still_recognises_it
     ],
 )
 def test_quantized_weights_and_8bit_optimizers_need_bitsandbytes(config, needed):
-    assert needs_bitsandbytes(config) is needed
+    assert needs_bitsandbytes(**config) is needed

@@ -57,8 +57,8 @@ def estimate(settings: TrainingShape, available: int = 64 * GIB):
 
 def test_components_follow_the_method():
     full = estimate(BASE)
-    lora = estimate(replace(BASE, method="lora"))
-    qlora = estimate(replace(BASE, method="qlora"))
+    lora = estimate(BASE.model_copy(update={"method": "lora"}))
+    qlora = estimate(BASE.model_copy(update={"method": "qlora"}))
     assert full.trainable_params == SHAPE.total_params
     assert 0 < lora.trainable_params < full.trainable_params / 10
     assert lora.components["optimizer states"] < full.components["optimizer states"]
@@ -69,8 +69,8 @@ def test_components_follow_the_method():
 
 def test_gradient_checkpointing_and_smaller_batches_need_less():
     plain = estimate(BASE)
-    checkpointed = estimate(replace(BASE, gradient_checkpointing=True))
-    halved = estimate(replace(BASE, batch_size=4))
+    checkpointed = estimate(BASE.model_copy(update={"gradient_checkpointing": True}))
+    halved = estimate(BASE.model_copy(update={"batch_size": 4}))
     assert checkpointed.components["activations"] < plain.components["activations"] / 2
     assert halved.components["logits and loss"] * 2 == plain.components["logits and loss"]
 
@@ -112,7 +112,7 @@ def test_render_plan_prints_every_component_and_the_verdict():
 
 
 def test_plan_for_config_uses_the_memory_budget(tiny_training_config):
-    config = dict(tiny_training_config, batch_size=16, memory_budget_gb=60 * MIB / GIB)
+    config = tiny_training_config.model_copy(update={"batch_size": 16, "memory_budget_gb": 60 * MIB / GIB})
     plan = plan_for_config(config, 512)
     assert plan.available_bytes == int(60 * MIB)
     assert plan.changes, "a 60 MiB budget must force auto-fit"
@@ -209,9 +209,13 @@ def test_qlora_on_a_cpu_counts_what_the_allocator_keeps_of_the_weights_below_the
     from plugins.training.memory_plan import _MALLOC_MMAP_THRESHOLD_MAX_BYTES, _QLORA_CPU_WORKSPACE_BYTES
 
     def extra(shape, device_kind="cpu", precision="fp32"):
-        settings = replace(BASE, device_kind=device_kind, precision=precision)
-        qlora = estimate_peak_memory(shape, replace(settings, method="qlora"), available_bytes=GIB, device_name="t")
-        lora = estimate_peak_memory(shape, replace(settings, method="lora"), available_bytes=GIB, device_name="t")
+        settings = BASE.model_copy(update={"device_kind": device_kind, "precision": precision})
+        qlora = estimate_peak_memory(
+            shape, settings.model_copy(update={"method": "qlora"}), available_bytes=GIB, device_name="t"
+        )
+        lora = estimate_peak_memory(
+            shape, settings.model_copy(update={"method": "lora"}), available_bytes=GIB, device_name="t"
+        )
         return qlora.components["framework overhead"] - lora.components["framework overhead"]
 
     def kept_weight_bytes(shape, width):
@@ -236,5 +240,7 @@ def test_distributed_runs_count_the_full_logits_their_wrapped_model_computes():
     from plugins.training.chunked_loss import CHUNKED_LOSS_MIN_VOCAB
 
     large = replace(SHAPE, vocab_size=CHUNKED_LOSS_MIN_VOCAB * 4)
-    plan = estimate_peak_memory(large, replace(BASE, distributed=True), available_bytes=64 * GIB, device_name="t")
+    plan = estimate_peak_memory(
+        large, BASE.model_copy(update={"distributed": True}), available_bytes=64 * GIB, device_name="t"
+    )
     assert plan.components["logits and loss"] == BASE.batch_size * BASE.max_seq_length * large.vocab_size * 4 * 4

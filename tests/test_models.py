@@ -44,7 +44,7 @@ def model_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny(model_cache) -> Path:
-    return Path(resolve_model("tiny").path)
+    return builtin.ensure_builtin("tiny")
 
 
 @pytest.fixture
@@ -263,7 +263,7 @@ def test_tokenizer_training_is_deterministic():
     assert first.backend_tokenizer.to_str() == second.backend_tokenizer.to_str()
 
 
-def test_second_resolve_reuses_the_cache(tiny, monkeypatch):
+def test_second_load_reuses_the_cache(tiny, monkeypatch):
     weights = tiny / "model.safetensors"
     modified = weights.stat().st_mtime_ns
 
@@ -272,7 +272,17 @@ def test_second_resolve_reuses_the_cache(tiny, monkeypatch):
 
     monkeypatch.setattr(builtin, "build_builtin", no_rebuild)
     assert Path(resolve_model("tiny").path) == tiny
+    load_tokenizer("tiny")
     assert weights.stat().st_mtime_ns == modified
+
+
+def test_resolving_a_builtin_and_reading_its_config_build_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENTITY_TRAINING_CACHE", str(tmp_path))
+    spec = resolve_model("small")
+    config = load_model_config("small")
+    assert Path(spec.path) == builtin.builtin_folder("small") and spec.recipe == "small"
+    assert (config.hidden_size, config.vocab_size) == (BUILTIN_RECIPES["small"].hidden_size, 8192)
+    assert not any(tmp_path.iterdir())
 
 
 def test_build_once_builds_a_single_time_under_concurrency(tmp_path):
@@ -421,8 +431,8 @@ def test_registry_chat_template_overrides_the_tokenizer_one(tiny, clean_registra
 
 @pytest.mark.slow
 def test_small_is_a_pretrained_base_model(model_cache):
-    spec = resolve_model("small", progress=lambda *_: None)
-    info = json.loads((Path(spec.path) / "build_info.json").read_text())
+    folder = builtin.ensure_builtin("small", progress=lambda *_: None)
+    info = json.loads((folder / "build_info.json").read_text())
     assert 10_000_000 <= info["parameters"] <= 20_000_000
     assert info["parameters"] == list_models()["small"].size_params
     assert info["held_out_loss_after"] < 0.75 * info["held_out_loss_before"]

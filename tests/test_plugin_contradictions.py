@@ -32,6 +32,7 @@ workflow:
 {training}
   THINK:
     - plugin: data_preparation
+    - plugin: memory_plan
   DO:
     - plugin: fine_tuning
   OUTPUT:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 
 import pytest
+from training_helpers import resolved_training_config
 
 from entity_training import Stage
 from entity_training.memory import Memory
@@ -23,7 +24,7 @@ def full_memory() -> Memory:
     memory = Memory()
     memory.set(
         keys.TRAINING_CONFIG,
-        {"model_name_or_path": "tiny", "training_method": "lora", "learning_rate": 2e-4, "lora_r": 8},
+        resolved_training_config(model_name_or_path="tiny", training_method="lora", learning_rate=2e-4, lora_r=8),
     )
     memory.set(keys.DATASET_STATS, {"rows": 100, "format": "alpaca", "per_file": {"sample.jsonl": 100}})
     memory.set(keys.DATASET_TOKEN_STATS, {"tokens": 12345, "trained_tokens": 6789, "packing_efficiency": 0.93})
@@ -216,7 +217,7 @@ async def test_report_shows_the_behaviour_checks_and_their_rates_per_export(make
 
 async def test_report_of_a_partial_run(make_context, tmp_path):
     memory = Memory()
-    memory.set(keys.TRAINING_CONFIG, {"model_name_or_path": "tiny"})
+    memory.set(keys.TRAINING_CONFIG, resolved_training_config(model_name_or_path="tiny"))
     html = await _render(make_context, tmp_path, memory)
     assert "No evaluation in this run." in html and "Nothing exported in this run." in html
     assert "No behaviour checks in this run" in html and "inference-behaviour-table" not in html

@@ -128,6 +128,7 @@ def test_a_pickle_only_model_is_refused_by_the_cli_until_allow_pickle_is_set(pic
           THINK:
             - plugin: data_preparation
               config: {{max_seq_length: 64, chat_template: chatml}}
+            - plugin: memory_plan
           DO:
             - plugin: fine_tuning
         """,
@@ -226,6 +227,7 @@ def test_secrets_never_reach_an_output_file_or_the_console(tmp_path):
           THINK:
             - plugin: data_preparation
               config: {{max_seq_length: 256}}
+            - plugin: memory_plan
           DO:
             - plugin: fine_tuning
           OUTPUT:

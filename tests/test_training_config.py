@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_runner import run_train
 from pydantic import ValidationError
 from training_helpers import build_tiny_model_dir, make_context
 
@@ -14,7 +15,7 @@ from entity_training import ConfigError, InputError, Stage
 from entity_training.memory import Memory
 from plugins import memory_keys
 from plugins.training.device import DeviceInfo
-from plugins.training_config import TrainingConfig, TrainingConfigPlugin
+from plugins.training_config import ResolvedTrainingConfig, TrainingConfig, TrainingConfigPlugin
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +33,9 @@ def cpu(bf16: bool) -> DeviceInfo:
     )
 
 
-def test_every_field_is_described():
-    undocumented = [name for name, field in TrainingConfig.model_fields.items() if not field.description]
+@pytest.mark.parametrize("model", [TrainingConfig, ResolvedTrainingConfig])
+def test_every_field_is_described(model):
+    undocumented = [name for name, field in model.model_fields.items() if not field.description]
     assert undocumented == []
 
 
@@ -49,18 +51,29 @@ async def test_execute_stores_the_resolved_config(tiny_model, tmp_path):
     summary = await plugin.execute(make_context(Stage.PARSE, tmp_path, memory))
     config = memory.get(memory_keys.TRAINING_CONFIG)
     assert "lora" in summary
-    assert config["learning_rate"] == 1e-3 and config["training_method"] == "lora"
-    assert config["precision"] in ("fp32", "bf16", "fp16")
-    assert config["seed"] == 42  # the run's seed when the block sets none
-    assert config["total_params"] > 0
-    json.dumps(config)  # persisted for --resume
+    assert isinstance(config, ResolvedTrainingConfig)
+    assert config.learning_rate == 1e-3 and config.training_method == "lora"
+    assert config.precision in ("fp32", "bf16", "fp16")
+    assert config.seed == 42  # the run's seed when the block sets none
+    assert config.total_params > 0
+    json.dumps(config.model_dump(mode="json"))  # persisted for --resume
+
+
+def test_parse_and_plan_on_a_builtin_model_build_nothing(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ENTITY_TRAINING_CACHE", str(cache))
+    assert resolve(model_name_or_path="small").total_params > 10_000_000
+    done = run_train("plan", str(CONFIGS / "lora_training.yaml"), "--model", "small", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "estimated peak" in done.stdout
+    assert not (cache / "models").exists() or not any((cache / "models").iterdir())
 
 
 def test_auto_precision_is_fp32_on_a_cpu_without_bf16(tiny_model, monkeypatch):
     monkeypatch.setattr("plugins.training.device.detect_device", lambda: cpu(bf16=False))
-    assert resolve(model_name_or_path=tiny_model)["precision"] == "fp32"
+    assert resolve(model_name_or_path=tiny_model).precision == "fp32"
     monkeypatch.setattr("plugins.training.device.detect_device", lambda: cpu(bf16=True))
-    assert resolve(model_name_or_path=tiny_model)["precision"] == "bf16"
+    assert resolve(model_name_or_path=tiny_model).precision == "bf16"
 
 
 def test_bf16_on_a_cpu_without_it_is_refused_with_the_alternative(tiny_model, monkeypatch):
@@ -76,7 +89,7 @@ def test_qlora_turns_on_4bit_loading_and_says_so(tiny_model):
     config = TrainingConfigPlugin({"model_name_or_path": tiny_model, "training_method": "qlora"}).resolve(
         seed=0, log=messages.append
     )
-    assert config["load_in_4bit"] is True
+    assert config.load_in_4bit is True
     assert any("load_in_4bit" in message for message in messages)
 
 
@@ -133,7 +146,7 @@ def test_an_architecture_that_is_not_a_causal_lm_is_refused(tmp_path):
 def test_resume_path_that_does_not_exist_is_refused(tiny_model, tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         resolve(model_name_or_path=tiny_model, resume_from_checkpoint=str(tmp_path / "missing"))
-    assert resolve(model_name_or_path=tiny_model, resume_from_checkpoint="auto")["resume_from_checkpoint"] == "auto"
+    assert resolve(model_name_or_path=tiny_model, resume_from_checkpoint="auto").resume_from_checkpoint == "auto"
 
 
 EXAMPLE_WORKFLOWS = ["default", "lora_training", "qlora_training", "full_training", "continued_training"]

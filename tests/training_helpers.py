@@ -176,3 +176,19 @@ def packed_trainer(model, tmp_path: Path, rows: list[dict], *, train: bool = Fal
         checkpoint_dir=tmp_path / "checkpoints",
         save_total_limit=1,
     )
+
+
+def resolved_training_config(**settings):
+    """A ``training.config`` value as TrainingConfigPlugin stores it, for tests that skip PARSE."""
+    from plugins.training_config import ResolvedTrainingConfig
+
+    resolved = {"seed": 0, "precision": "fp32", "device": "cpu", "total_params": 1}
+    resolved["model_path"] = settings.get("model_name_or_path", "small")
+    return ResolvedTrainingConfig(**{**resolved, **settings})
+
+
+async def plan_memory(run_dir: Path, memory: Memory, *, events: list | None = None) -> None:
+    """The memory_plan plugin (THINK) on what ``memory`` holds, as a workflow runs it before fine_tuning."""
+    from plugins.memory_planning import MemoryPlanPlugin
+
+    await MemoryPlanPlugin().execute(make_context(Stage.THINK, run_dir, memory, events=events))

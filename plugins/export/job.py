@@ -25,7 +25,7 @@ class ExportJob:
         self.config = config
         self.context = context
         self.result: dict[str, Any] = context.recall(keys.TRAINING_RESULT)
-        self.training_config: dict[str, Any] = context.recall(keys.TRAINING_CONFIG, {}) or {}
+        self.training_config = context.recall(keys.TRAINING_CONFIG)  # a ResolvedTrainingConfig, or None
         self.permissions = user_model_options(self.training_config)
         self.tokenized: dict[str, Any] = context.recall(keys.DATASET_TOKENIZED, {}) or {}
         self.final_dir = Path(self.result["final_model_path"])
@@ -245,7 +245,7 @@ class ExportJob:
         from plugins.export.modelfile import sampling_parameters, write_modelfile
 
         evaluation = self.context.recall(keys.EVALUATION_REPORT) or {}
-        num_ctx = int(self.tokenized.get("max_seq_length") or self.training_config.get("max_seq_length") or 2048)
+        num_ctx = int(self.tokenized.get("max_seq_length") or 2048)
         turn_format = write_modelfile(
             folder / gguf_name,
             self.tokenizer,
@@ -275,10 +275,10 @@ class ExportJob:
         info = CardInfo(
             name=self.name,
             base_model=str(self.result.get("base_model", "")),
-            method=str(self.result.get("method", self.training_config.get("training_method", "lora"))),
+            method=str(self.result["method"]),
             artefact=artefact,
             files=sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != "README.md"),
-            training_config=self.training_config,
+            training_config=self.training_config.model_dump(mode="json") if self.training_config else {},
             training_result={k: v for k, v in self.result.items() if k != "log_history"},
             dataset_stats=self.context.recall(keys.DATASET_STATS) or {},
             evaluation=self.context.recall(keys.EVALUATION_REPORT) or {},

@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from plugins.models.cache import build_once
-from plugins.models.chat_template import END_OF_TEXT, IM_END, PAD
+from plugins.models.chat_template import END_OF_TEXT, IM_END, PAD, SPECIAL_TOKENS
 from plugins.models.pretrain import PretrainSchedule, ProgressCallback
+from plugins.models.tokenizer_builder import VOCAB_SIZE
 from plugins.utils import cache_root
 
 TOKENIZER_VERSION = "v1"
@@ -111,11 +112,17 @@ def _build_tokenizer(folder: Path) -> None:
     train_tokenizer(pretraining_documents()).save_pretrained(folder)
 
 
-def llama_config(recipe: BuiltinRecipe, tokenizer):
+def _token_id(token: str) -> int:
+    # The tokenizer trainer puts the special tokens first, in their order (tokenizer_builder.py).
+    return SPECIAL_TOKENS.index(token)
+
+
+def llama_config(recipe: BuiltinRecipe):
+    """The model's config, known from the recipe without building anything."""
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=VOCAB_SIZE,
         hidden_size=recipe.hidden_size,
         num_hidden_layers=recipe.num_layers,
         intermediate_size=recipe.intermediate_size,
@@ -123,9 +130,9 @@ def llama_config(recipe: BuiltinRecipe, tokenizer):
         num_key_value_heads=recipe.num_kv_heads,
         max_position_embeddings=recipe.max_position_embeddings,
         tie_word_embeddings=recipe.tie_embeddings,
-        bos_token_id=tokenizer.convert_tokens_to_ids(END_OF_TEXT),
-        eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
-        pad_token_id=tokenizer.convert_tokens_to_ids(PAD),
+        bos_token_id=_token_id(END_OF_TEXT),
+        eos_token_id=_token_id(IM_END),
+        pad_token_id=_token_id(PAD),
         rms_norm_eps=1e-5,
         dtype="float32",
     )
@@ -142,7 +149,9 @@ def build_builtin(recipe: BuiltinRecipe, folder: Path, *, progress: ProgressCall
     started = time.perf_counter()
     tokenizer_folder = ensure_tokenizer()
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
-    config = llama_config(recipe, tokenizer)
+    if len(tokenizer) != VOCAB_SIZE or any(tokenizer.convert_tokens_to_ids(t) != _token_id(t) for t in SPECIAL_TOKENS):
+        raise RuntimeError(f"the tokenizer in {tokenizer_folder} does not match llama_config; delete it to rebuild")
+    config = llama_config(recipe)
     torch.manual_seed(recipe.seed)
     model = LlamaForCausalLM(config)
 

@@ -4,7 +4,8 @@ Every loader accepts what ``resolve_model`` accepts. Weights load through safete
 checkpoints (``.bin``, ``.pt``) are refused unless ``allow_pickle=True``, because unpickling runs
 code stored in the file. Remote code is never run unless ``trust_remote_code=True``. A GGUF file
 is loaded as the Hugging Face folder converted from it once (``gguf_source.py``); only
-``load_model_config`` reads the GGUF itself (its metadata). Problems with the user's model
+``load_model_config`` reads the GGUF itself (its metadata). A built-in model is built on its
+first load; ``load_model_config`` takes its config from its recipe. Problems with the user's model
 (missing files, unknown architectures, no network) become InputError.
 """
 
@@ -49,8 +50,9 @@ def check_model_files(name_or_path: str | os.PathLike, *, allow_pickle: bool = F
     """Refuse, before anything heavy runs, weights that only pickle can read and a missing tokenizer."""
     spec = resolve_model(name_or_path)
     _refuse_pickle(spec, allow_pickle)
-    if not spec.on_hub and spec.format != "gguf" and not _has_tokenizer_files(spec):
-        raise InputError(Problem(_NO_TOKENIZER, file=spec.folder))  # a GGUF file carries its tokenizer
+    # A GGUF file carries its tokenizer; a built-in is built with one.
+    if not spec.on_hub and spec.format not in ("gguf", "builtin") and not _has_tokenizer_files(spec):
+        raise InputError(Problem(_NO_TOKENIZER, file=spec.folder))
 
 
 def load_model_config(name_or_path: str | os.PathLike, *, trust_remote_code: bool = False):
@@ -58,6 +60,10 @@ def load_model_config(name_or_path: str | os.PathLike, *, trust_remote_code: boo
     from transformers import AutoConfig
 
     spec = resolve_model(name_or_path)
+    if spec.recipe is not None:
+        from plugins.models.builtin import BUILTIN_RECIPES, llama_config
+
+        return llama_config(BUILTIN_RECIPES[spec.recipe])
     _check_architecture(spec, trust_remote_code)
     if spec.format in ("safetensors", "pickle") and not (Path(spec.folder) / "config.json").is_file():
         raise InputError(
@@ -141,17 +147,22 @@ def load_model(name: str | os.PathLike, **options: Any):
     return load_causal_lm(name, **options), load_tokenizer(name, trust_remote_code=trust)
 
 
-def user_model_options(training_config: dict[str, Any] | None) -> dict[str, bool]:
-    """The loading permissions the user gave in training_config, for every later load of their model."""
-    config = training_config or {}
+def user_model_options(training_config: Any) -> dict[str, bool]:
+    """The loading permissions the user gave in training_config (a ``ResolvedTrainingConfig``, or None
+    when the workflow has none), for every later load of their model."""
     return {
-        "trust_remote_code": bool(config.get("trust_remote_code", False)),
-        "allow_pickle": bool(config.get("allow_pickle", False)),
+        "trust_remote_code": bool(training_config and training_config.trust_remote_code),
+        "allow_pickle": bool(training_config and training_config.allow_pickle),
     }
 
 
 def _loadable(spec: ModelSpec) -> ModelSpec:
-    """A GGUF file as the Hugging Face folder converted from it; any other model as it is."""
+    """A built-in as its folder (built on first use), a GGUF file as the Hugging Face folder
+    converted from it (on first use); any other model as it is."""
+    if spec.recipe is not None:
+        from plugins.models.builtin import ensure_builtin
+
+        return replace(spec, path=str(ensure_builtin(spec.recipe)), format="hf")
     if spec.format != "gguf":
         return spec
     from plugins.models.gguf_source import ensure_hf_folder

@@ -23,10 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from entity_training import InputError, Problem
 from entity_training.yaml_source import load_yaml_file
-from plugins.models.builtin import BUILTIN_RECIPES, ensure_builtin
+from plugins.models.builtin import BUILTIN_RECIPES, builtin_folder
 from plugins.models.hub import hub_offline, in_hub_cache
 from plugins.models.package_file import PackageFile, installed_file
-from plugins.models.pretrain import ProgressCallback
 
 ModelFormat = Literal["builtin", "hf", "safetensors", "gguf", "bitnet", "pickle"]
 FORMATS: tuple[str, ...] = get_args(ModelFormat)
@@ -79,6 +78,7 @@ class ModelSpec:
     license: str | None = None  # as the registry states it
     on_hub: bool = False  # path is a Hub id, downloaded by the loaders
     install_hint: str | None = None  # how to get the model without the Hub, for error messages
+    recipe: str | None = None  # a built-in's recipe: its folder is built by the loaders on first load
 
     @property
     def is_file(self) -> bool:
@@ -241,19 +241,21 @@ def _is_bitnet(config: dict) -> bool:
     return config.get("model_type") == "bitnet" or quantization.get("quant_method") == "bitnet"
 
 
-def resolve_model(name_or_path: str | os.PathLike, *, progress: ProgressCallback | None = None) -> ModelSpec:
-    """Turn a registry name, a local path or a Hub id into a ``ModelSpec``.
+def resolve_model(name_or_path: str | os.PathLike) -> ModelSpec:
+    """Turn a registry name, a local path or a Hub id into a ``ModelSpec``; builds and converts nothing.
 
-    Built-in models are built on first use (``progress`` receives step, total, loss while the
-    pretraining pass runs). Raises InputError, listing the registry names, for anything else.
+    A built-in model's spec points at the cache folder it is built into on first load. Raises
+    InputError, listing the registry names, for anything else.
     """
     text = str(name_or_path).strip()
     entries = list_models()
     if text in entries:
         entry = entries[text]
         if entry.format == "builtin":
-            folder = ensure_builtin(entry.path, progress=progress)
-            return ModelSpec(text, str(folder), "builtin", "registry", entry.size_params, entry.chat_template)
+            folder = str(builtin_folder(entry.path))
+            return ModelSpec(
+                text, folder, "builtin", "registry", entry.size_params, entry.chat_template, recipe=entry.path
+            )
         spec = _resolve_entry_location(text, entry)
         return replace(
             spec,

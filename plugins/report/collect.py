@@ -14,11 +14,13 @@ EVENTS_FILE = "events.jsonl"
 def collect_report_data(recall: Any, run_dir: Path, run_settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything the template needs; missing stages simply give empty sections."""
     result = recall(keys.TRAINING_RESULT) or {}
+    training_config = recall(keys.TRAINING_CONFIG)
+    memory_plan = recall(keys.TRAINING_MEMORY_PLAN)
     return {
         "run_name": (run_settings or {}).get("name") or Path(run_dir).name,
         "run_dir": str(run_dir),
-        "training_config": recall(keys.TRAINING_CONFIG) or {},
-        "memory_plan": recall(keys.TRAINING_MEMORY_PLAN) or {},
+        "training_config": training_config.model_dump(mode="json") if training_config else {},
+        "memory_plan": memory_plan.model_dump(mode="json") if memory_plan else {},
         "dataset_stats": flat_items(recall(keys.DATASET_STATS) or {}),
         "token_stats": flat_items(recall(keys.DATASET_TOKEN_STATS) or {}),
         "training": {k: v for k, v in result.items() if k != "log_history"},

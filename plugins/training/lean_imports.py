@@ -23,11 +23,9 @@ _BITSANDBYTES_OPTIMIZERS = ("8bit", "paged", "bnb")
 _DATASETS_CLASSES = ("Dataset", "IterableDataset", "DatasetDict", "IterableDatasetDict")
 
 
-def needs_bitsandbytes(config: dict[str, Any]) -> bool:
-    """Whether the resolved training config loads quantized weights or uses a bitsandbytes optimizer."""
-    return bool(config.get("load_in_4bit") or config.get("load_in_8bit")) or any(
-        word in str(config.get("optim", "")) for word in _BITSANDBYTES_OPTIMIZERS
-    )
+def needs_bitsandbytes(*, load_in_4bit: bool, optim: str) -> bool:
+    """Whether a training run loads quantized weights or uses a bitsandbytes optimizer."""
+    return load_in_4bit or any(word in optim for word in _BITSANDBYTES_OPTIMIZERS)
 
 
 @contextmanager

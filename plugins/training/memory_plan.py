@@ -15,11 +15,15 @@ same), and records every change.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from plugins.training.chunked_loss import chunk_tokens, uses_chunked_loss
 from plugins.training.model_shape import ModelShape, lora_target_layers
+
+if TYPE_CHECKING:
+    from plugins.training_config import ResolvedTrainingConfig
 
 GIB = 1024**3
 MIB = 1024**2
@@ -76,55 +80,51 @@ _LOGITS_COPIES = 4
 _NF4_BYTES_PER_PARAM = 0.5 + 1 / 64
 
 
-@dataclass(frozen=True)
-class TrainingShape:
-    """The knobs of a run that change its memory use."""
+class TrainingShape(BaseModel):
+    """The knobs of a run that change its memory use: the settings a run trains with."""
 
-    method: str  # full, lora, dora, qlora
-    precision: str  # fp32, bf16, fp16 (resolved)
-    batch_size: int
-    gradient_accumulation_steps: int
-    max_seq_length: int
-    gradient_checkpointing: bool
-    lora_r: int = 16
-    lora_dropout: float = 0.0
-    target_modules: str | list[str] = "all-linear"
-    optim: str = "adamw_torch_fused"
-    device_kind: str = "cpu"
-    modules_to_save: tuple[str, ...] = ()
-    distributed: bool = False  # DDP/FSDP wrap the model, which then computes its own (full-logits) loss
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: Literal["full", "lora", "dora", "qlora"] = Field(description="The training method.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(description="The resolved precision.")
+    batch_size: int = Field(gt=0, description="Micro-batch size per device.")
+    gradient_accumulation_steps: int = Field(gt=0, description="Micro-batches per optimizer step.")
+    max_seq_length: int = Field(gt=0, description="Tokens per packed row.")
+    gradient_checkpointing: bool = Field(description="Whether activations are recomputed in the backward pass.")
+    lora_r: int = Field(16, gt=0, description="LoRA rank.")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: str | list[str] = Field("all-linear", description="Layers that get adapters.")
+    optim: str = Field("adamw_torch_fused", description="The optimizer.")
+    device_kind: str = Field("cpu", description="cuda, mps or cpu.")
+    modules_to_save: tuple[str, ...] = Field((), description="Layers trained in full beside the adapters.")
+    distributed: bool = Field(
+        False,
+        description="A distributed launch: DDP/FSDP wrap the model, which then computes its own full-logits loss.",
+    )
 
 
-@dataclass
-class MemoryPlan:
-    settings: TrainingShape
-    components: dict[str, int]
-    available_bytes: int
-    device_name: str
-    total_params: int
-    trainable_params: int
-    changes: list[str] = field(default_factory=list)
+class MemoryPlan(BaseModel):
+    """``training.memory_plan``: the peak-memory estimate, what auto-fit changed, the settings to train with."""
 
+    model_config = ConfigDict(frozen=True)  # extra keys ignored: a dump also holds peak_bytes and fits
+
+    settings: TrainingShape = Field(description="The settings to train with (after auto-fit).")
+    components: dict[str, int] = Field(description="Estimated bytes per component (weights, activations, ...).")
+    available_bytes: int = Field(ge=0, description="Memory the run may use.")
+    device_name: str = Field(description="The device the estimate is for.")
+    total_params: int = Field(ge=0, description="Parameters of the model.")
+    trainable_params: int = Field(ge=0, description="Parameters that training updates.")
+    changes: list[str] = Field(default_factory=list, description="What auto-fit changed, in order.")
+
+    @computed_field(description="The estimated peak: the sum of the components.")
     @property
     def peak_bytes(self) -> int:
         return sum(self.components.values())
 
+    @computed_field(description="Whether the estimate fits the memory available, with headroom.")
     @property
     def fits(self) -> bool:
         return self.peak_bytes <= self.available_bytes * HEADROOM
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "settings": asdict(self.settings),
-            "components": dict(self.components),
-            "peak_bytes": self.peak_bytes,
-            "available_bytes": self.available_bytes,
-            "device": self.device_name,
-            "fits": self.fits,
-            "total_params": self.total_params,
-            "trainable_params": self.trainable_params,
-            "changes": list(self.changes),
-        }
 
 
 def lora_parameter_count(shape: ModelShape, settings: TrainingShape) -> int:
@@ -266,7 +266,7 @@ def fit_to_memory(
     changes: list[str] = []
     plan = estimate_peak_memory(shape, settings, available_bytes=available_bytes, device_name=device_name)
     if not plan.fits and allow_gradient_checkpointing and not settings.gradient_checkpointing:
-        settings = replace(settings, gradient_checkpointing=True)
+        settings = settings.model_copy(update={"gradient_checkpointing": True})
         before = plan.peak_bytes
         plan = estimate_peak_memory(shape, settings, available_bytes=available_bytes, device_name=device_name)
         changes.append(
@@ -277,7 +277,9 @@ def fit_to_memory(
         effective = old_batch * old_accumulation
         new_batch = old_batch // 2
         # Ceiling division keeps the effective batch when the micro-batch was odd.
-        settings = replace(settings, batch_size=new_batch, gradient_accumulation_steps=-(-effective // new_batch))
+        settings = settings.model_copy(
+            update={"batch_size": new_batch, "gradient_accumulation_steps": -(-effective // new_batch)}
+        )
         plan = estimate_peak_memory(shape, settings, available_bytes=available_bytes, device_name=device_name)
         changes.append(
             f"batch_size {old_batch} -> {settings.batch_size}, gradient_accumulation_steps "
@@ -285,8 +287,7 @@ def fit_to_memory(
             f"{effective} -> {settings.batch_size * settings.gradient_accumulation_steps}; estimated peak "
             f"{format_bytes(plan.peak_bytes)})"
         )
-    plan.changes = changes
-    return plan
+    return plan.model_copy(update={"changes": changes})
 
 
 def format_bytes(count: float) -> str:
@@ -320,8 +321,10 @@ def render_plan(plan: MemoryPlan, console) -> None:
         console.print(f"  auto-fit: {change}")
 
 
-def plan_for_config(config: dict[str, Any], max_seq_length: int, *, available_bytes: int | None = None) -> MemoryPlan:
-    """The plan of a resolved ``training.config`` dict (see TrainingConfigPlugin.resolve).
+def plan_for_config(
+    config: ResolvedTrainingConfig, max_seq_length: int, *, available_bytes: int | None = None
+) -> MemoryPlan:
+    """The plan of a resolved ``training.config`` (see TrainingConfigPlugin.resolve).
 
     Applies auto-fit when the config allows it. ``available_bytes`` defaults to
     ``memory_budget_gb`` if set, else the device's free memory.
@@ -332,44 +335,42 @@ def plan_for_config(config: dict[str, Any], max_seq_length: int, *, available_by
 
     device = detect_device()
     if available_bytes is None:
-        budget = config.get("memory_budget_gb")
+        budget = config.memory_budget_gb
         available_bytes = int(budget * GIB) if budget else device.free_memory_bytes
-    shape = model_shape(load_model_config(config["model_name_or_path"], trust_remote_code=config["trust_remote_code"]))
+    shape = model_shape(load_model_config(config.model_name_or_path, trust_remote_code=config.trust_remote_code))
     settings = TrainingShape(
-        method=config["training_method"],
-        precision=config["precision"],
-        batch_size=config["batch_size"],
-        gradient_accumulation_steps=config["gradient_accumulation_steps"],
+        method=config.training_method,
+        precision=config.precision,
+        batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
         max_seq_length=max_seq_length,
-        gradient_checkpointing=config["gradient_checkpointing"] is True,
-        lora_r=config["lora_r"],
-        lora_dropout=config["lora_dropout"],
-        target_modules=config["target_modules"],
-        optim=config["optim"],
+        gradient_checkpointing=config.gradient_checkpointing is True,
+        lora_r=config.lora_r,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules,
+        optim=config.optim,
         device_kind=device.kind,
-        modules_to_save=tuple(config["modules_to_save"]),
+        modules_to_save=tuple(config.modules_to_save),
         distributed=distributed_launch(),
     )
-    if not config["auto_fit"]:
+    if not config.auto_fit:
         return estimate_peak_memory(shape, settings, available_bytes=available_bytes, device_name=device.name)
     return fit_to_memory(
         shape,
         settings,
         available_bytes=available_bytes,
         device_name=device.name,
-        allow_gradient_checkpointing=config["gradient_checkpointing"] != False,  # noqa: E712 ("auto" allows it)
+        allow_gradient_checkpointing=config.gradient_checkpointing != False,  # noqa: E712 ("auto" allows it)
     )
 
 
 def _sequence_length(plugins: list[Any]) -> int:
-    """``max_seq_length`` from any plugin config of the workflow, else data preparation's default."""
-    for plugin in plugins:
-        value = getattr(plugin.config, "max_seq_length", None)
-        if value:
-            return int(value)
-    from plugins import get_plugin
+    """The data preparation step's ``max_seq_length``, else its default."""
+    from plugins.data_preparation import DataPreparationPlugin
 
-    return int(get_plugin("data_preparation").ConfigModel.model_fields["max_seq_length"].default)
+    preparation = next((p for p in plugins if isinstance(p, DataPreparationPlugin)), None)
+    config = preparation.config if preparation else DataPreparationPlugin.ConfigModel()
+    return config.max_seq_length
 
 
 def plan_for_workflow(workflow, *, log=print) -> MemoryPlan:

@@ -4,9 +4,12 @@ frozen base), QLoRA (adapters on a bitsandbytes 4-bit base, after k-bit preparat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plugins.training.precision import torch_dtype
+
+if TYPE_CHECKING:
+    from plugins.training_config import ResolvedTrainingConfig
 
 _COMPUTE_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
@@ -19,40 +22,40 @@ class LoadedModel:
     trainable_params: int
 
 
-def _base_dtype(config: dict[str, Any]):
+def _base_dtype(config: ResolvedTrainingConfig):
     # Full training keeps fp32 master weights (autocast does the low-precision maths); a frozen
     # LoRA base can sit at the compute dtype and halve its memory.
-    if config["training_method"] == "full":
+    if config.training_method == "full":
         return torch_dtype("fp32")
-    return torch_dtype(config["precision"])
+    return torch_dtype(config.precision)
 
 
-def quantization_config(config: dict[str, Any]):
+def quantization_config(config: ResolvedTrainingConfig):
     """The bitsandbytes 4-bit config of a QLoRA run (None when the base is not quantized)."""
-    if not config["load_in_4bit"]:
+    if not config.load_in_4bit:
         return None
     from transformers import BitsAndBytesConfig
 
-    compute = config["bnb_4bit_compute_dtype"]
-    compute_precision = config["precision"] if compute == "auto" else _COMPUTE_DTYPES[compute]
+    compute = config.bnb_4bit_compute_dtype
+    compute_precision = config.precision if compute == "auto" else _COMPUTE_DTYPES[compute]
     return BitsAndBytesConfig(
         load_in_4bit=True,
-        bnb_4bit_quant_type=config["bnb_4bit_quant_type"],
-        bnb_4bit_use_double_quant=config["bnb_4bit_use_double_quant"],
+        bnb_4bit_quant_type=config.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=config.bnb_4bit_use_double_quant,
         bnb_4bit_compute_dtype=torch_dtype(compute_precision),
     )
 
 
-def lora_config(config: dict[str, Any]):
+def lora_config(config: ResolvedTrainingConfig):
     from peft import LoraConfig
 
     return LoraConfig(
-        r=config["lora_r"],
-        lora_alpha=config["lora_alpha"],
-        lora_dropout=config["lora_dropout"],
-        target_modules=config["target_modules"],
-        use_dora=config["training_method"] == "dora",
-        modules_to_save=config["modules_to_save"] or None,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules,
+        use_dora=config.training_method == "dora",
+        modules_to_save=config.modules_to_save or None,
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -71,12 +74,14 @@ def count_parameters(model) -> tuple[int, int]:
     return total, trainable
 
 
-def load_model_for_training(config: dict[str, Any], *, gradient_checkpointing: bool, device_map=None) -> LoadedModel:
+def load_model_for_training(
+    config: ResolvedTrainingConfig, *, gradient_checkpointing: bool, device_map=None
+) -> LoadedModel:
     """The model, ready for the Trainer, with its tokenizer (which always has a pad token)."""
     from plugins.models import load_causal_lm, load_tokenizer
     from plugins.models.loaders import user_model_options
 
-    name = config["model_name_or_path"]
+    name = config.model_name_or_path
     permissions = user_model_options(config)
     tokenizer = load_tokenizer(name, trust_remote_code=permissions["trust_remote_code"])
     if tokenizer.pad_token is None:
@@ -89,9 +94,9 @@ def load_model_for_training(config: dict[str, Any], *, gradient_checkpointing: b
         **permissions,
     )
     model.config.use_cache = False  # the KV cache is useless in training and costs memory
-    if config["load_in_4bit"]:
+    if config.load_in_4bit:
         _keep_4bit_weights_trainable(model)
-    if config["training_method"] != "full":
+    if config.training_method != "full":
         model = _add_adapters(model, config, gradient_checkpointing=gradient_checkpointing)
     total, trainable = count_parameters(model)
     return LoadedModel(model=model, tokenizer=tokenizer, total_params=total, trainable_params=trainable)
@@ -110,10 +115,10 @@ def _keep_4bit_weights_trainable(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def _add_adapters(model, config: dict[str, Any], *, gradient_checkpointing: bool):
+def _add_adapters(model, config: ResolvedTrainingConfig, *, gradient_checkpointing: bool):
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    if config["load_in_4bit"]:
+    if config.load_in_4bit:
         model = prepare_model_for_kbit_training(
             model,
             use_gradient_checkpointing=gradient_checkpointing,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import PrinterCallback, Trainer, TrainingArguments
@@ -13,6 +13,9 @@ from plugins.training.checkpoints import STAGING_DIR, best_step_of, prune_checkp
 from plugins.training.chunked_loss import chunked_causal_lm_loss, chunked_row_losses, split_for_chunked_loss
 from plugins.training.device import distributed_launch
 from plugins.training.validation_loss import row_losses, token_mean
+
+if TYPE_CHECKING:
+    from plugins.training_config import ResolvedTrainingConfig
 
 
 class PackedRows(torch.utils.data.Dataset):
@@ -31,7 +34,7 @@ class PackedRows(torch.utils.data.Dataset):
 
 
 def training_arguments(
-    config: dict[str, Any],
+    config: ResolvedTrainingConfig,
     *,
     checkpoint_dir: Path,
     has_validation: bool,
@@ -41,47 +44,47 @@ def training_arguments(
     gradient_checkpointing: bool,
 ) -> TrainingArguments:
     """Map the resolved training config onto TrainingArguments, avoiding per-step overheads."""
-    on_cpu = config["device"] == "cpu"
+    on_cpu = config.device == "cpu"
     eval_strategy = "no"
     if has_validation:
-        eval_strategy = "steps" if config["evaluation_steps"] else "epoch"
+        eval_strategy = "steps" if config.evaluation_steps else "epoch"
     return TrainingArguments(
         output_dir=str(checkpoint_dir / STAGING_DIR),
         per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=batch_size,
         gradient_accumulation_steps=gradient_accumulation_steps,
-        num_train_epochs=config["num_epochs"],
-        max_steps=config["max_steps"] or -1,
-        learning_rate=config["learning_rate"],
-        lr_scheduler_type=config["lr_scheduler"],
-        warmup_steps=config["warmup_steps"] or config["warmup_ratio"],
-        weight_decay=config["weight_decay"],
-        optim=config["optim"],
-        max_grad_norm=config["max_grad_norm"],
-        bf16=config["precision"] == "bf16",
-        fp16=config["precision"] == "fp16",
+        num_train_epochs=config.num_epochs,
+        max_steps=config.max_steps or -1,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_steps or config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        optim=config.optim,
+        max_grad_norm=config.max_grad_norm,
+        bf16=config.precision == "bf16",
+        fp16=config.precision == "fp16",
         use_cpu=on_cpu,
         activation_checkpointing=gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
         logging_strategy="steps",
-        logging_steps=config["logging_steps"],
+        logging_steps=config.logging_steps,
         eval_strategy=eval_strategy,
-        eval_steps=config["evaluation_steps"],
+        eval_steps=config.evaluation_steps,
         # Inside train(), once the model is prepared: an evaluate() before train() marks the model
         # as prepared for Accelerate, which then leaves it out of DDP (ranks train apart).
         eval_on_start=evaluate_first,
         metric_for_best_model="eval_loss" if has_validation else None,
         greater_is_better=False if has_validation else None,
         prediction_loss_only=True,
-        save_strategy="steps" if config["save_steps"] else "no",
-        save_steps=config["save_steps"] or 500,
+        save_strategy="steps" if config.save_steps else "no",
+        save_steps=config.save_steps or 500,
         save_total_limit=None,  # pruning is ours: it keeps the best checkpoint too
-        seed=config["seed"],
-        data_seed=config["seed"],
+        seed=config.seed,
+        data_seed=config.seed,
         # TensorBoard is attached by tensorboard_callback, to log into the run directory.
-        report_to=[] if config["report_to"] in ("none", "tensorboard") else [config["report_to"]],
+        report_to=[] if config.report_to in ("none", "tensorboard") else [config.report_to],
         remove_unused_columns=False,  # the packed rows carry position_ids and seq_lengths
-        dataloader_num_workers=config["dataloader_num_workers"],
+        dataloader_num_workers=config.dataloader_num_workers,
         dataloader_pin_memory=not on_cpu,
         ddp_backend="gloo" if on_cpu and distributed_launch() else None,
         ddp_find_unused_parameters=False,
