@@ -50,29 +50,18 @@ class Memory:
     def __init__(self) -> None:
         self._entries: dict[str, Any] = {}
         self._writer: dict[str, str] = {}  # key -> stage that wrote it
-        self._readers: dict[str, set[str]] = {}  # key -> plugins that recalled the current value
         self.completed_stages: list[str] = []
         self._lock = threading.RLock()
 
     def set(self, key: str, value: Any, *, stage: str | None = None) -> None:
         with self._lock:
             self._entries[key] = value
-            self._readers.pop(key, None)
             if stage:
                 self._writer[key] = stage
 
-    def get(self, key: str, default: Any = None, *, reader: str | None = None) -> Any:
+    def get(self, key: str, default: Any = None) -> Any:
         with self._lock:
-            if reader is not None and key in self._entries:
-                self._readers.setdefault(key, set()).add(reader)
             return self._entries.get(key, default)
-
-    def readers(self, key: str) -> set[str]:
-        """Plugins that recalled the value stored under ``key`` since it was stored. A value nobody
-        else has held cannot have been edited in place, which lets a consumer trust what the writer
-        said about it (the data cache trusts the loader's content digest this way)."""
-        with self._lock:
-            return set(self._readers.get(key, ()))
 
     def has(self, key: str) -> bool:
         with self._lock:

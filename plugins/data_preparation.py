@@ -89,8 +89,8 @@ class DataPreparationPlugin(Plugin):
 
         prepared: PreparedData = await asyncio.to_thread(
             prepare_tokenized,
-            _conversations(context, memory_keys.DATASET_TRAIN),
-            _conversations(context, memory_keys.DATASET_VALIDATION),
+            context.recall(memory_keys.DATASET_TRAIN, []),
+            context.recall(memory_keys.DATASET_VALIDATION, []),
             tokenizer,
             options,
             cache_dir=self._cache_dir(),
@@ -148,13 +148,6 @@ class DataPreparationPlugin(Plugin):
                     "Raise max_seq_length, use truncation: right, or check train_on."
                 )
             )
-
-
-def _conversations(context: Any, key: str) -> list[dict[str, Any]]:
-    """The split as stored. The loader's content digest is kept only while no other plugin has
-    held the list: one that edited rows in place would otherwise be served a stale cache entry."""
-    conversations = context.recall(key, [])
-    return list(conversations) if context.recalled_by_others(key) else conversations
 
 
 def load_tokenizer_for(name_or_path: str, *, trust_remote_code: bool = False) -> tuple[Any, TokenizerFiles | None]:

@@ -20,7 +20,6 @@ from pydantic import Field
 from entity_training import Plugin, PluginConfig, Stage
 from plugins import memory_keys
 from plugins.data.dataset import ConversationDataset, load_conversations
-from plugins.data.rows import select
 from plugins.utils import cache_root
 
 
@@ -78,7 +77,7 @@ class DatasetLoaderPlugin(Plugin):
         order = list(range(len(train_set.conversations)))
         if self.config.shuffle:
             random.Random(seed).shuffle(order)
-        conversations = select(train_set.conversations, order[: self.config.max_samples])
+        conversations = [train_set.conversations[i] for i in order[: self.config.max_samples]]
 
         if self.config.validation_path is not None:
             if "validation_split" in self.config.model_fields_set:
