@@ -1,8 +1,9 @@
 """The memory resource: run state shared by plugins, persisted for ``--resume``.
 
-Every JSON-serialisable entry is written atomically to ``memory.json`` after each stage. Entries
-that are not (datasets, models) live only in this process; a stage that wrote one is re-run on
-resume, because skipping it would leave its consumers without their input.
+Every JSON-serialisable entry is written atomically to ``memory.json`` after each stage; large data
+stays on disk and memory holds its path. Entries that are not JSON (models) live only in this
+process; a stage that wrote one is re-run on resume, because skipping it would leave its consumers
+without their input.
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def _as_json(value: Any) -> str | None:
-    """The value serialised (compact, by the C encoder), or None when it is not JSON data."""
+def _is_json(value: Any) -> bool:
     try:
-        return json.dumps(value, allow_nan=True)
+        json.dumps(value, allow_nan=True)
     except (TypeError, ValueError):
-        return None
+        return False
+    return True
 
 
 class Memory:
@@ -76,22 +77,20 @@ class Memory:
             if stage not in self.completed_stages:
                 self.completed_stages.append(stage)
 
-    def to_json_text(self) -> str:
-        """memory.json's content. Each entry is serialised once: datasets of many thousand rows live
-        here and the file is rewritten after every stage."""
+    def to_json(self) -> dict[str, Any]:
+        """memory.json's content: the JSON-serialisable entries and what resume needs to know."""
         with self._lock:
-            persisted = {k: text for k, v in self._entries.items() if (text := _as_json(v)) is not None}
-            header = {
+            persisted = {k: v for k, v in self._entries.items() if _is_json(v)}
+            return {
                 "version": _FORMAT_VERSION,
                 "completed_stages": list(self.completed_stages),
                 "writers": dict(self._writer),
                 "volatile": {k: self._writer.get(k) for k in self._entries if k not in persisted},
+                "entries": persisted,
             }
-        entries = ",\n".join(f"    {json.dumps(key)}: {text}" for key, text in persisted.items())
-        return json.dumps(header, indent=2)[:-2] + f',\n  "entries": {{\n{entries}\n  }}\n}}'
 
-    def to_json(self) -> dict[str, Any]:
-        return json.loads(self.to_json_text())
+    def to_json_text(self) -> str:
+        return json.dumps(self.to_json(), indent=2, allow_nan=True)
 
     def save(self, run_dir: Path) -> None:
         atomic_write_text(Path(run_dir) / MEMORY_FILE, redact_json_text(self.to_json_text()))

@@ -20,6 +20,7 @@ from pydantic import Field
 
 from entity_training import InputError, Plugin, PluginConfig, Problem, Stage
 from plugins import memory_keys
+from plugins.data.conversation_files import read_conversations
 from plugins.data.preparation import PreparationOptions, PreparedData, prepare_tokenized
 from plugins.data.tokenizer_identity import TokenizerFiles, source_files
 from plugins.utils import cache_root
@@ -87,10 +88,12 @@ class DataPreparationPlugin(Plugin):
             context.check_cancelled()
             context.progress(task, done, total)
 
+        train = await asyncio.to_thread(read_conversations, context.recall(memory_keys.DATASET_TRAIN))
+        validation = await asyncio.to_thread(read_conversations, context.recall(memory_keys.DATASET_VALIDATION))
         prepared: PreparedData = await asyncio.to_thread(
             prepare_tokenized,
-            context.recall(memory_keys.DATASET_TRAIN, []),
-            context.recall(memory_keys.DATASET_VALIDATION, []),
+            train,
+            validation,
             tokenizer,
             options,
             cache_dir=self._cache_dir(),

@@ -136,6 +136,7 @@ class InferenceTestPlugin(Plugin):
         return targets
 
     def _prompts(self, context, tokenizer: Any, template: str | None) -> list[str]:
+        from plugins.data.conversation_files import validation_or_train
         from plugins.eval.prompts import chat_prompts
 
         if self.config.prompts:
@@ -144,7 +145,9 @@ class InferenceTestPlugin(Plugin):
                 for p in self.config.prompts
             ]
         else:
-            conversations = context.recall(keys.DATASET_VALIDATION) or context.recall(keys.DATASET_TRAIN) or []
+            conversations = validation_or_train(
+                context.recall(keys.DATASET_VALIDATION), context.recall(keys.DATASET_TRAIN)
+            )
         return [p.text for p in chat_prompts(conversations, tokenizer, template, self.config.num_prompts)]
 
 

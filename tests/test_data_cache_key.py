@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 from data_tokenizer import build_tokenizer
 
-from entity_training import Stage
+from entity_training import InputError, Stage
+from entity_training.memory import Memory
 from plugins import memory_keys
 from plugins.data import tokenizer_identity
+from plugins.data.conversation_files import conversations_file, read_conversations, write_conversations
 from plugins.data.dataset import load_conversations
 from plugins.data.preparation import PreparationOptions, prepare_tokenized
+from plugins.data_preparation import DataPreparationPlugin
 from plugins.dataset_loader import DatasetLoaderPlugin
 
 ROWS = [{"instruction": f"What is {i} plus {i}?", "output": f"{2 * i}."} for i in range(12)]
@@ -140,43 +143,47 @@ def test_files_changed_during_loading_are_not_trusted(tmp_path, monkeypatch):
     assert tokenizer_identity.source_files(AutoTokenizer.from_pretrained(folder), started) is None
 
 
-# -- plugins that hold the rows between loading and tokenizing -------------------------------------
+# -- plugins between loading and tokenizing ---------------------------------------------------
 
 
-async def test_rows_edited_in_place_by_another_plugin_get_a_new_cache_key(tmp_path, monkeypatch):
-    import threading
-
-    from entity_training.context import PluginContext
-    from entity_training.events import EventBus
-    from entity_training.memory import Memory
-    from entity_training.registry import ToolRouter
-    from plugins.data_preparation import DataPreparationPlugin
-
+async def test_a_plugin_that_rewrites_the_rows_gets_a_new_cache_key(tmp_path, monkeypatch, make_context):
     monkeypatch.setenv("ENTITY_TRAINING_CACHE", str(tmp_path / "cache"))
     path = write_jsonl(tmp_path / "d.jsonl", ROWS)
-
-    def context(memory: Memory, stage: Stage, plugin: str) -> PluginContext:
-        return PluginContext(
-            memory=memory,
-            bus=EventBus(),
-            tools=ToolRouter(),
-            run_dir=tmp_path,
-            stage=stage,
-            plugin_name=plugin,
-            cancel_event=threading.Event(),
-        )
 
     async def cache_key(edit) -> str:
         memory = Memory()
         memory.set(memory_keys.TRAINING_CONFIG, {"model_name_or_path": "tiny"})
-        await DatasetLoaderPlugin({"dataset_path": str(path)}).execute(context(memory, Stage.INPUT, "dataset_loader"))
-        if edit:  # a third-party cleaning step that rewrites text in the dicts it was handed
-            for conversation in context(memory, Stage.PARSE, "cleaner").recall(memory_keys.DATASET_TRAIN):
+        await DatasetLoaderPlugin({"dataset_path": str(path)}).execute(make_context(Stage.INPUT, memory=memory))
+        if edit:  # a third-party cleaning step that rewrites text and remembers the new split
+            rows = read_conversations(memory.get(memory_keys.DATASET_TRAIN))
+            for conversation in rows:
                 conversation["messages"][-1]["content"] += " (checked)"
+            memory.set(
+                memory_keys.DATASET_TRAIN, write_conversations(tmp_path, "cleaned", rows).model_dump(mode="json")
+            )
         preparation = DataPreparationPlugin({"max_seq_length": 64, "chat_template": "chatml"})
-        await preparation.execute(context(memory, Stage.THINK, "data_preparation"))
+        await preparation.execute(make_context(Stage.THINK, memory=memory))
         return memory.get(memory_keys.DATASET_TOKEN_STATS)["cache_key"]
 
     untouched = await cache_key(edit=False)
     assert await cache_key(edit=False) == untouched
     assert await cache_key(edit=True) != untouched
+
+
+async def test_a_split_edited_behind_the_runs_back_is_an_input_error(tmp_path, make_context):
+    memory = Memory()
+    path = write_jsonl(tmp_path / "d.jsonl", ROWS)
+    await DatasetLoaderPlugin({"dataset_path": str(path)}).execute(make_context(Stage.INPUT, memory=memory))
+    entry = memory.get(memory_keys.DATASET_TRAIN)
+    Path(entry["path"]).write_text("{}\n", encoding="utf-8")
+    with pytest.raises(InputError, match="changed after it was written"):
+        read_conversations(entry)
+
+
+def test_a_split_entry_survives_memory_json(tmp_path):
+    memory = Memory()
+    memory.set(memory_keys.DATASET_TRAIN, write_conversations(tmp_path, "train", ROWS).model_dump(mode="json"))
+    memory.save(tmp_path)
+    entry = Memory.load(tmp_path).get(memory_keys.DATASET_TRAIN)
+    assert conversations_file(entry).rows == len(ROWS) and read_conversations(entry) == ROWS
+    assert read_conversations(None) == []
