@@ -100,7 +100,8 @@ class DatasetLoaderPlugin(Plugin):
             (memory_keys.DATASET_TRAIN, "train", train),
             (memory_keys.DATASET_VALIDATION, "validation", validation),
         ):
-            context.remember(key, write_conversations(context.run_dir, name, split).model_dump(mode="json"))
+            written = await asyncio.to_thread(write_conversations, context.run_dir, name, split)
+            context.remember(key, written.model_dump(mode="json"))
         context.remember(memory_keys.DATASET_STATS, stats)
         context.summarize("dataset_rows", {"train": len(train), "validation": len(validation)})
         formats = "+".join(stats["detected_format"]) or "unknown"
