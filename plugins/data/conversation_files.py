@@ -36,9 +36,10 @@ class ConversationsFile(BaseModel):
 def write_conversations(run_dir: Path, name: str, conversations: Sequence[dict[str, Any]]) -> ConversationsFile:
     """Write ``conversations`` atomically to ``<run_dir>/data/<name>.jsonl`` and describe the file."""
     path = (Path(run_dir) / DATA_FOLDER / f"{name}.jsonl").resolve()
-    text = "".join(json.dumps(conversation) + "\n" for conversation in conversations)
-    atomic_write_text(path, text)
-    return ConversationsFile(path=str(path), rows=len(conversations), sha256=hashlib.sha256(text.encode()).hexdigest())
+    atomic_write_text(path, "".join(json.dumps(conversation) + "\n" for conversation in conversations))
+    with open(path, "rb") as handle:  # the bytes as written: text mode may translate line ends
+        sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+    return ConversationsFile(path=str(path), rows=len(conversations), sha256=sha256)
 
 
 def conversations_file(value: ConversationsFile | Mapping[str, Any]) -> ConversationsFile:
