@@ -187,3 +187,5 @@ def test_a_split_entry_survives_memory_json(tmp_path):
     entry = Memory.load(tmp_path).get(memory_keys.DATASET_TRAIN)
     assert conversations_file(entry).rows == len(ROWS) and read_conversations(entry) == ROWS
     assert read_conversations(None) == []
+    with pytest.raises(InputError, match="not a file entry"):
+        read_conversations(ROWS)  # what memory.json held before the splits moved to files

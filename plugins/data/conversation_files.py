@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from entity_training import InputError, Problem
 from entity_training.memory import atomic_write_text
@@ -43,8 +43,16 @@ def write_conversations(run_dir: Path, name: str, conversations: Sequence[dict[s
 
 
 def conversations_file(value: ConversationsFile | Mapping[str, Any]) -> ConversationsFile:
-    """The typed entry of a memory value: memory.json restores it as the dict of its fields."""
-    return ConversationsFile.model_validate(value)
+    """The typed entry of a memory value: memory.json restores it as the dict of its fields.
+
+    Raises InputError for anything else (a run saved before the splits moved to files held lists).
+    """
+    try:
+        return ConversationsFile.model_validate(value)
+    except ValidationError as exc:
+        raise InputError(
+            Problem(f"a dataset split in memory is not a file entry ({exc.errors()[0]['msg']}); run without --resume.")
+        ) from exc
 
 
 def read_conversations(value: ConversationsFile | Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -58,12 +66,12 @@ def read_conversations(value: ConversationsFile | Mapping[str, Any] | None) -> l
     try:
         data = Path(entry.path).read_bytes()
     except OSError as exc:
-        raise InputError(Problem(f"the dataset split cannot be read ({exc}); run the INPUT stage again.")) from exc
+        raise InputError(Problem(f"the dataset split cannot be read ({exc}); run without --resume.")) from exc
     if hashlib.sha256(data).hexdigest() != entry.sha256:
         raise InputError(
             Problem(
-                "the dataset split changed after it was written; run the INPUT stage again "
-                "(without --resume), or write changes through plugins.data.conversation_files.",
+                "the dataset split changed after it was written; run without --resume, or write "
+                "changes through plugins.data.conversation_files.",
                 file=entry.path,
             )
         )
