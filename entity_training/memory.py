@@ -90,7 +90,8 @@ class Memory:
             }
 
     def to_json_text(self) -> str:
-        return json.dumps(self.to_json(), indent=2, allow_nan=True)
+        with self._lock:  # training writes from a worker thread
+            return json.dumps(self.to_json(), indent=2, allow_nan=True)
 
     def save(self, run_dir: Path) -> None:
         atomic_write_text(Path(run_dir) / MEMORY_FILE, redact_json_text(self.to_json_text()))
