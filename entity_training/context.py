@@ -51,12 +51,7 @@ class PluginContext:
         self._memory.set(key, value, stage=self.stage.value)
 
     def recall(self, key: str, default: Any = None) -> Any:
-        return self._memory.get(key, default, reader=self.plugin_name)
-
-    def recalled_by_others(self, key: str) -> bool:
-        """Whether another plugin has recalled the current value of ``key`` (and so might have
-        edited it in place) since it was remembered."""
-        return bool(self._memory.readers(key) - {self.plugin_name})
+        return self._memory.get(key, default)
 
     def has(self, key: str) -> bool:
         return self._memory.has(key)

@@ -2,9 +2,9 @@
 
 Every JSON-serialisable entry is written atomically to ``memory.json`` after each stage; a
 pydantic model is written as its JSON dump with its class's import path, and validated into that
-class again on load. Entries that are not (datasets, models) live only in this process; a stage
-that wrote one is re-run on resume, because skipping it would leave its consumers without their
-input.
+class again on load. Large data stays on disk and memory holds its path. Entries that are not
+JSON (models) live only in this process; a stage that wrote one is re-run on resume, because
+skipping it would leave its consumers without their input.
 """
 
 from __future__ import annotations
@@ -41,14 +41,18 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def _as_json(value: Any) -> str | None:
-    """The value serialised (compact, by the C encoder), or None when it is not JSON data."""
+_NOT_JSON = object()
+
+
+def _as_json_data(value: Any) -> Any:
+    """The value as JSON data (a pydantic model as its JSON dump), or _NOT_JSON."""
     if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json")
+        return value.model_dump(mode="json")
     try:
-        return json.dumps(value, allow_nan=True)
+        json.dumps(value, allow_nan=True)
     except (TypeError, ValueError):
-        return None
+        return _NOT_JSON
+    return value
 
 
 def _type_tag(value: Any) -> str:
@@ -74,29 +78,18 @@ class Memory:
     def __init__(self) -> None:
         self._entries: dict[str, Any] = {}
         self._writer: dict[str, str] = {}  # key -> stage that wrote it
-        self._readers: dict[str, set[str]] = {}  # key -> plugins that recalled the current value
         self.completed_stages: list[str] = []
         self._lock = threading.RLock()
 
     def set(self, key: str, value: Any, *, stage: str | None = None) -> None:
         with self._lock:
             self._entries[key] = value
-            self._readers.pop(key, None)
             if stage:
                 self._writer[key] = stage
 
-    def get(self, key: str, default: Any = None, *, reader: str | None = None) -> Any:
+    def get(self, key: str, default: Any = None) -> Any:
         with self._lock:
-            if reader is not None and key in self._entries:
-                self._readers.setdefault(key, set()).add(reader)
             return self._entries.get(key, default)
-
-    def readers(self, key: str) -> set[str]:
-        """Plugins that recalled the value stored under ``key`` since it was stored. A value nobody
-        else has held cannot have been edited in place, which lets a consumer trust what the writer
-        said about it (the data cache trusts the loader's content digest this way)."""
-        with self._lock:
-            return set(self._readers.get(key, ()))
 
     def has(self, key: str) -> bool:
         with self._lock:
@@ -111,23 +104,23 @@ class Memory:
             if stage not in self.completed_stages:
                 self.completed_stages.append(stage)
 
-    def to_json_text(self) -> str:
-        """memory.json's content. Each entry is serialised once: datasets of many thousand rows live
-        here and the file is rewritten after every stage."""
+    def to_json(self) -> dict[str, Any]:
+        """memory.json's content: the JSON-serialisable entries and what resume needs to know."""
         with self._lock:
-            persisted = {k: text for k, v in self._entries.items() if (text := _as_json(v)) is not None}
-            header = {
+            data = {k: _as_json_data(v) for k, v in self._entries.items()}
+            persisted = {k: v for k, v in data.items() if v is not _NOT_JSON}
+            return {
                 "version": _FORMAT_VERSION,
                 "completed_stages": list(self.completed_stages),
                 "writers": dict(self._writer),
                 "volatile": {k: self._writer.get(k) for k in self._entries if k not in persisted},
                 "models": {k: _type_tag(v) for k, v in self._entries.items() if isinstance(v, BaseModel)},
+                "entries": persisted,
             }
-        entries = ",\n".join(f"    {json.dumps(key)}: {text}" for key, text in persisted.items())
-        return json.dumps(header, indent=2)[:-2] + f',\n  "entries": {{\n{entries}\n  }}\n}}'
 
-    def to_json(self) -> dict[str, Any]:
-        return json.loads(self.to_json_text())
+    def to_json_text(self) -> str:
+        with self._lock:  # training writes from a worker thread
+            return json.dumps(self.to_json(), indent=2, allow_nan=True)
 
     def save(self, run_dir: Path) -> None:
         atomic_write_text(Path(run_dir) / MEMORY_FILE, redact_json_text(self.to_json_text()))

@@ -20,6 +20,7 @@ from pydantic import Field
 
 from entity_training import InputError, Plugin, PluginConfig, Problem, Stage
 from plugins import memory_keys
+from plugins.data.conversation_files import read_conversations
 from plugins.data.preparation import PreparationOptions, PreparedData, prepare_tokenized
 from plugins.data.tokenizer_identity import TokenizerFiles, source_files
 from plugins.utils import cache_root
@@ -87,10 +88,12 @@ class DataPreparationPlugin(Plugin):
             context.check_cancelled()
             context.progress(task, done, total)
 
+        train = await asyncio.to_thread(read_conversations, context.recall(memory_keys.DATASET_TRAIN))
+        validation = await asyncio.to_thread(read_conversations, context.recall(memory_keys.DATASET_VALIDATION))
         prepared: PreparedData = await asyncio.to_thread(
             prepare_tokenized,
-            _conversations(context, memory_keys.DATASET_TRAIN),
-            _conversations(context, memory_keys.DATASET_VALIDATION),
+            train,
+            validation,
             tokenizer,
             options,
             cache_dir=self._cache_dir(),
@@ -148,13 +151,6 @@ class DataPreparationPlugin(Plugin):
                     "Raise max_seq_length, use truncation: right, or check train_on."
                 )
             )
-
-
-def _conversations(context: Any, key: str) -> list[dict[str, Any]]:
-    """The split as stored. The loader's content digest is kept only while no other plugin has
-    held the list: one that edited rows in place would otherwise be served a stale cache entry."""
-    conversations = context.recall(key, [])
-    return list(conversations) if context.recalled_by_others(key) else conversations
 
 
 def load_tokenizer_for(name_or_path: str, *, trust_remote_code: bool = False) -> tuple[Any, TokenizerFiles | None]:

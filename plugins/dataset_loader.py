@@ -2,7 +2,8 @@
 
 Features: .jsonl/.json/.parquet/.csv/.txt files and ``save_to_disk`` folders; format detection
 (alpaca, sharegpt, openai, prompt_completion, text) per file, with the reason; row validation
-with file and line; a reproducible train/validation split; statistics.
+with file and line; a reproducible train/validation split, written to ``<run_dir>/data/``
+(memory holds each split's file entry, see ``plugins.data.conversation_files``); statistics.
 
 Raises:
     InputError: a missing or unreadable file, invalid JSON, bad rows (policy ``error``), an empty
@@ -19,8 +20,8 @@ from pydantic import Field
 
 from entity_training import Plugin, PluginConfig, Stage
 from plugins import memory_keys
+from plugins.data.conversation_files import write_conversations
 from plugins.data.dataset import ConversationDataset, load_conversations
-from plugins.data.rows import select
 from plugins.utils import cache_root
 
 
@@ -78,7 +79,7 @@ class DatasetLoaderPlugin(Plugin):
         order = list(range(len(train_set.conversations)))
         if self.config.shuffle:
             random.Random(seed).shuffle(order)
-        conversations = select(train_set.conversations, order[: self.config.max_samples])
+        conversations = [train_set.conversations[i] for i in order[: self.config.max_samples]]
 
         if self.config.validation_path is not None:
             if "validation_split" in self.config.model_fields_set:
@@ -95,8 +96,12 @@ class DatasetLoaderPlugin(Plugin):
 
         stats = ConversationDataset(train + validation, files, train_set.bad_rows).statistics()
         stats.update(train_rows=len(train), validation_rows=len(validation), seed=seed)
-        context.remember(memory_keys.DATASET_TRAIN, train)
-        context.remember(memory_keys.DATASET_VALIDATION, validation)
+        for key, name, split in (
+            (memory_keys.DATASET_TRAIN, "train", train),
+            (memory_keys.DATASET_VALIDATION, "validation", validation),
+        ):
+            written = await asyncio.to_thread(write_conversations, context.run_dir, name, split)
+            context.remember(key, written)
         context.remember(memory_keys.DATASET_STATS, stats)
         context.summarize("dataset_rows", {"train": len(train), "validation": len(validation)})
         formats = "+".join(stats["detected_format"]) or "unknown"

@@ -27,6 +27,7 @@ from pydantic import Field, model_validator
 from entity_training import InputError, PluginConfig, Problem, ReviewFailed, Stage
 from entity_training.plugin import Plugin
 from plugins import memory_keys as keys
+from plugins.data.conversation_files import read_conversations
 
 Metric = Literal["loss", "perplexity", "bleu", "rouge", "exact_match"]
 
@@ -226,7 +227,7 @@ class _Evaluation:
     def _evaluation_data(self) -> tuple[list[dict[str, Any]], str | None, str]:
         if self.config.eval_dataset_path:
             return self._tokenize_file(self.config.eval_dataset_path)
-        conversations = self.context.recall(keys.DATASET_VALIDATION) or []
+        conversations = read_conversations(self.context.recall(keys.DATASET_VALIDATION))
         rows_path = self.tokenized.get("validation")
         if not conversations and not rows_path:
             raise InputError(

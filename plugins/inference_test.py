@@ -135,6 +135,7 @@ class InferenceTestPlugin(ToolPlugin):
         return targets
 
     def _prompts(self, context, tokenizer: Any, template: str | None) -> list[str]:
+        from plugins.data.conversation_files import validation_or_train
         from plugins.eval.prompts import chat_prompts
 
         if self.config.prompts:
@@ -143,7 +144,9 @@ class InferenceTestPlugin(ToolPlugin):
                 for p in self.config.prompts
             ]
         else:
-            conversations = context.recall(keys.DATASET_VALIDATION) or context.recall(keys.DATASET_TRAIN) or []
+            conversations = validation_or_train(
+                context.recall(keys.DATASET_VALIDATION), context.recall(keys.DATASET_TRAIN)
+            )
         return [p.text for p in chat_prompts(conversations, tokenizer, template, self.config.num_prompts)]
 
     # -- tools ---------------------------------------------------------------------------------

@@ -5,8 +5,10 @@ restores it), except where noted. Large artefacts live on disk and memory holds 
 """
 
 # INPUT: DatasetLoaderPlugin
-DATASET_TRAIN = "dataset.train"  # list of conversations: {"messages": [{role, content}...], "tools"?, "source"}
-DATASET_VALIDATION = "dataset.validation"  # same shape; may be empty
+# plugins.data.conversation_files.ConversationsFile (path, rows, sha256) of <run_dir>/data/train.jsonl,
+# one conversation a line: {"messages": [{role, content}...], "tools"?, "source"}; read_conversations reads it
+DATASET_TRAIN = "dataset.train"
+DATASET_VALIDATION = "dataset.validation"  # the same for validation.jsonl; may have no rows
 DATASET_STATS = "dataset.stats"  # rows, turns, characters, detected format, per-file counts
 
 # PARSE: TrainingConfigPlugin

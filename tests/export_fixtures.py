@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from dataset_splits import store_splits
 from training_helpers import resolved_training_config
 
 from plugins.models.chat_template import CHATML_TEMPLATE
@@ -160,13 +161,13 @@ def fill_memory_for_export(memory, final_dir: Path, base_model: str, method: str
     """What INPUT..REVIEW leave in memory for the OUTPUT plugins (by the documented contracts)."""
     from plugins import memory_keys as keys
 
-    memory.set(
-        keys.DATASET_TRAIN,
-        [{"messages": c, "source": {"file": "x.jsonl", "line": i + 1}} for i, c in enumerate(CONVERSATIONS)],
-    )
-    memory.set(
-        keys.DATASET_VALIDATION,
-        [{"messages": c, "source": {"file": "x.jsonl", "line": i + 1}} for i, c in enumerate(CONVERSATIONS[::7])],
+    store_splits(
+        memory,
+        final_dir.parent,
+        train=[{"messages": c, "source": {"file": "x.jsonl", "line": i + 1}} for i, c in enumerate(CONVERSATIONS)],
+        validation=[
+            {"messages": c, "source": {"file": "x.jsonl", "line": i + 1}} for i, c in enumerate(CONVERSATIONS[::7])
+        ],
     )
     memory.set(keys.DATASET_STATS, {"rows": len(CONVERSATIONS), "format": "openai"})
     memory.set(

@@ -1,5 +1,5 @@
-"""The warm path's shortcuts keep the cache key exact: loaded lists carry their digest, tokenizers
-loaded from files are hashed once per state of those files."""
+"""The tokenized cache key is exact: it hashes the conversations' content, and tokenizers loaded
+from files are hashed once per state of those files."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ import pytest
 from data_tokenizer import build_tokenizer
 from training_helpers import resolved_training_config
 
-from entity_training import Stage
+from entity_training import InputError, Stage
+from entity_training.memory import Memory
 from plugins import memory_keys
-from plugins.data import cache, tokenizer_identity
-from plugins.data.dataset import load_conversations, split_conversations
+from plugins.data import tokenizer_identity
+from plugins.data.conversation_files import ConversationsFile, read_conversations, write_conversations
+from plugins.data.dataset import load_conversations
 from plugins.data.preparation import PreparationOptions, prepare_tokenized
-from plugins.data.rows import DigestedConversations, known_digest, select
+from plugins.data_preparation import DataPreparationPlugin
 from plugins.dataset_loader import DatasetLoaderPlugin
 
 ROWS = [{"instruction": f"What is {i} plus {i}?", "output": f"{2 * i}."} for i in range(12)]
@@ -28,111 +30,30 @@ def write_jsonl(path: Path, rows: list) -> Path:
     return path
 
 
-def content_digest(conversations) -> str:
-    return cache.dataset_digest(list(conversations))  # a plain list: hashed by content
+# -- conversations ------------------------------------------------------------------------------
 
 
-# -- conversation lists ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "change",
-    [
-        lambda rows: rows.append(rows[0]),
-        lambda rows: rows.extend(rows[:1]),
-        lambda rows: rows.insert(0, rows[-1]),
-        lambda rows: rows.pop(),
-        lambda rows: rows.remove(rows[0]),
-        lambda rows: rows.sort(key=lambda row: row["n"], reverse=True),
-        lambda rows: rows.reverse(),
-        lambda rows: rows.clear(),
-        lambda rows: rows.__setitem__(0, {"n": 99}),
-        lambda rows: rows.__setitem__(slice(0, 1), []),
-        lambda rows: rows.__delitem__(0),
-        lambda rows: rows.__iadd__([{"n": 5}]),
-        lambda rows: rows.__imul__(2),
-    ],
-)
-def test_changing_a_digested_list_forgets_its_digest(change):
-    rows = DigestedConversations([{"n": i} for i in range(4)], "loaded:abc")
-    change(rows)
-    assert known_digest(rows) is None and rows.digest is None
-
-
-def test_selections_have_their_own_digest_and_plain_lists_none():
-    rows = DigestedConversations([{"n": i} for i in range(6)], "loaded:abc")
-    first, same, other = select(rows, [3, 1, 2]), select(rows, [3, 1, 2]), select(rows, [1, 3, 2])
-    assert [r["n"] for r in first] == [3, 1, 2]
-    assert known_digest(first) == known_digest(same) != known_digest(other)
-    assert known_digest(first) not in (None, rows.digest)
-    assert known_digest(select([{"n": 1}], [0])) is None
-    assert known_digest(rows[1:]) is None  # a slice is a new plain list
-    assert json.loads(json.dumps(rows)) == list(rows)  # memory.json stores it as a plain array
-
-
-def test_loaded_lists_carry_a_digest_that_follows_the_file(tmp_path):
-    path = write_jsonl(tmp_path / "d.jsonl", ROWS)
-    cold = load_conversations([path], cache_dir=tmp_path / "loaded")
-    warm = load_conversations([path], cache_dir=tmp_path / "loaded")
-    assert known_digest(cold.conversations) == known_digest(warm.conversations) is not None
-    assert known_digest(load_conversations([path]).conversations) is None  # no cache, no index: hashed later
-    write_jsonl(path, [*ROWS[:-1], {"instruction": "What is 1 plus 1?", "output": "Two."}])
-    assert known_digest(load_conversations([path], cache_dir=tmp_path / "loaded").conversations) not in (
-        None,
-        known_digest(cold.conversations),
-    )
-
-
-def test_a_split_of_a_loaded_list_keeps_digests_that_depend_on_the_seed(tmp_path):
-    loaded = load_conversations([write_jsonl(tmp_path / "d.jsonl", ROWS)], cache_dir=tmp_path / "loaded")
-    train, validation = split_conversations(loaded.conversations, 0.25, seed=1)
-    again = split_conversations(loaded.conversations, 0.25, seed=1)
-    other = split_conversations(loaded.conversations, 0.25, seed=2)
-    assert (known_digest(train), known_digest(validation)) == (known_digest(again[0]), known_digest(again[1]))
-    assert known_digest(train) != known_digest(other[0]) and known_digest(train) != known_digest(validation)
-    assert train == split_conversations(list(loaded.conversations), 0.25, seed=1)[0]  # same rows as before
-
-
-async def test_loader_plugin_hands_digested_splits_to_the_next_stage(tmp_path, make_context, monkeypatch):
-    monkeypatch.setenv("ENTITY_TRAINING_CACHE", str(tmp_path / "cache"))
-    path = write_jsonl(tmp_path / "d.jsonl", ROWS)
-
-    async def digests(**config):
-        context = make_context(Stage.INPUT)
-        await DatasetLoaderPlugin({"dataset_path": str(path), "seed": 3, **config}).execute(context)
-        train, validation = context.recall(memory_keys.DATASET_TRAIN), context.recall(memory_keys.DATASET_VALIDATION)
-        return known_digest(train), known_digest(validation)
-
-    base = await digests()
-    assert None not in base and base == await digests()
-    assert len({base, await digests(max_samples=8), await digests(seed=4), await digests(shuffle=False)}) == 4
-    assert await digests(reuse_parsed=False) == (None, None)
-
-
-def test_the_key_of_a_changed_loaded_list_is_its_content_key(tmp_path):
+def test_the_key_follows_the_content_of_the_conversations(tmp_path):
     tokenizer = build_tokenizer()
     loaded = load_conversations([write_jsonl(tmp_path / "d.jsonl", ROWS)], cache_dir=tmp_path / "loaded")
 
     def key(train):
         return prepare_tokenized(train, [], tokenizer, OPTIONS, cache_dir=tmp_path / "tokenized").stats["cache_key"]
 
-    by_provenance = key(loaded.conversations)
-    assert by_provenance == key(load_conversations([tmp_path / "d.jsonl"], cache_dir=tmp_path / "loaded").conversations)
+    first = key(loaded.conversations)
+    assert first == key(load_conversations([tmp_path / "d.jsonl"], cache_dir=tmp_path / "loaded").conversations)
+    assert first == key(load_conversations([tmp_path / "d.jsonl"]).conversations)  # parsed again: same content
     edited = loaded.conversations
     edited.append(dict(edited[0]))
-    assert key(edited) == key(list(edited)) != by_provenance
+    assert key(edited) != first
 
 
-def test_a_warm_hit_hashes_neither_the_conversations_nor_the_vocabulary(tmp_path, monkeypatch):
+def test_a_warm_hit_does_not_hash_the_vocabulary(tmp_path, monkeypatch):
     folder = saved_tokenizer(tmp_path / "tok")
     tokenizer, files = load_saved(folder)
     loaded = load_conversations([write_jsonl(tmp_path / "d.jsonl", ROWS)], cache_dir=tmp_path / "loaded")
     first = prepare_tokenized(
         loaded.conversations, [], tokenizer, OPTIONS, cache_dir=tmp_path / "tokenized", tokenizer_files=files
-    )
-    dumps = cache.marshal.dumps
-    monkeypatch.setattr(
-        cache.marshal, "dumps", lambda value, *a: pytest.fail("hashed the conversations") if value else dumps(value, *a)
     )
     monkeypatch.setattr(tokenizer_identity, "vocabulary_digest", lambda *a: pytest.fail("hashed the vocabulary"))
     again = load_conversations([tmp_path / "d.jsonl"], cache_dir=tmp_path / "loaded")
@@ -223,43 +144,47 @@ def test_files_changed_during_loading_are_not_trusted(tmp_path, monkeypatch):
     assert tokenizer_identity.source_files(AutoTokenizer.from_pretrained(folder), started) is None
 
 
-# -- plugins that hold the rows between loading and tokenizing -------------------------------------
+# -- plugins between loading and tokenizing ---------------------------------------------------
 
 
-async def test_rows_edited_in_place_by_another_plugin_get_a_new_cache_key(tmp_path, monkeypatch):
-    import threading
-
-    from entity_training.context import PluginContext
-    from entity_training.events import EventBus
-    from entity_training.memory import Memory
-    from entity_training.registry import ToolRouter
-    from plugins.data_preparation import DataPreparationPlugin
-
+async def test_a_plugin_that_rewrites_the_rows_gets_a_new_cache_key(tmp_path, monkeypatch, make_context):
     monkeypatch.setenv("ENTITY_TRAINING_CACHE", str(tmp_path / "cache"))
     path = write_jsonl(tmp_path / "d.jsonl", ROWS)
-
-    def context(memory: Memory, stage: Stage, plugin: str) -> PluginContext:
-        return PluginContext(
-            memory=memory,
-            bus=EventBus(),
-            tools=ToolRouter(),
-            run_dir=tmp_path,
-            stage=stage,
-            plugin_name=plugin,
-            cancel_event=threading.Event(),
-        )
 
     async def cache_key(edit) -> str:
         memory = Memory()
         memory.set(memory_keys.TRAINING_CONFIG, resolved_training_config(model_name_or_path="tiny"))
-        await DatasetLoaderPlugin({"dataset_path": str(path)}).execute(context(memory, Stage.INPUT, "dataset_loader"))
-        if edit:  # a third-party cleaning step that rewrites text in the dicts it was handed
-            for conversation in context(memory, Stage.PARSE, "cleaner").recall(memory_keys.DATASET_TRAIN):
+        await DatasetLoaderPlugin({"dataset_path": str(path)}).execute(make_context(Stage.INPUT, memory=memory))
+        if edit:  # a third-party cleaning step that rewrites text and remembers the new split
+            rows = read_conversations(memory.get(memory_keys.DATASET_TRAIN))
+            for conversation in rows:
                 conversation["messages"][-1]["content"] += " (checked)"
+            memory.set(memory_keys.DATASET_TRAIN, write_conversations(tmp_path, "cleaned", rows))
         preparation = DataPreparationPlugin({"max_seq_length": 64, "chat_template": "chatml"})
-        await preparation.execute(context(memory, Stage.THINK, "data_preparation"))
+        await preparation.execute(make_context(Stage.THINK, memory=memory))
         return memory.get(memory_keys.DATASET_TOKEN_STATS)["cache_key"]
 
     untouched = await cache_key(edit=False)
     assert await cache_key(edit=False) == untouched
     assert await cache_key(edit=True) != untouched
+
+
+async def test_a_split_edited_behind_the_runs_back_is_an_input_error(tmp_path, make_context):
+    memory = Memory()
+    path = write_jsonl(tmp_path / "d.jsonl", ROWS)
+    await DatasetLoaderPlugin({"dataset_path": str(path)}).execute(make_context(Stage.INPUT, memory=memory))
+    entry = memory.get(memory_keys.DATASET_TRAIN)
+    Path(entry.path).write_text("{}\n", encoding="utf-8")
+    with pytest.raises(InputError, match="changed after it was written"):
+        read_conversations(entry)
+
+
+def test_a_split_entry_survives_memory_json(tmp_path):
+    memory = Memory()
+    memory.set(memory_keys.DATASET_TRAIN, write_conversations(tmp_path, "train", ROWS))
+    memory.save(tmp_path)
+    entry = Memory.load(tmp_path).get(memory_keys.DATASET_TRAIN)
+    assert isinstance(entry, ConversationsFile) and entry.rows == len(ROWS) and read_conversations(entry) == ROWS
+    assert read_conversations(None) == []
+    with pytest.raises(InputError, match="not a file entry"):
+        read_conversations(ROWS)  # what memory.json held before the splits moved to files

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from data_tokenizer import build_tokenizer
+from dataset_splits import store_splits
 from training_helpers import resolved_training_config
 
 from entity_training import InputError, Stage
@@ -145,7 +146,7 @@ async def test_the_plugin_logs_what_it_removed(tmp_path, make_context, monkeypat
     old = fill(cache_dir, tokenizer, [32, 40])
     monkeypatch.setattr("plugins.data_preparation.load_tokenizer_for", lambda name, **kwargs: (tokenizer, None))
     memory = Memory()
-    memory.set(memory_keys.DATASET_TRAIN, TRAIN)
+    store_splits(memory, tmp_path, train=TRAIN)
     memory.set(memory_keys.TRAINING_CONFIG, resolved_training_config(model_name_or_path="tiny"))
     events: list = []
     context = make_context(Stage.THINK, memory=memory, events=events)

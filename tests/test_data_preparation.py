@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from data_tokenizer import build_tokenizer
+from dataset_splits import store_splits
 from training_helpers import resolved_training_config
 
 from entity_training import InputError, Stage
@@ -208,8 +209,7 @@ def test_concurrent_builders_tokenize_once(tmp_path, tokenizer, monkeypatch, reb
 async def run_plugin(make_context, tmp_path, tokenizer, monkeypatch, events=None, **config):
     monkeypatch.setattr("plugins.data_preparation.load_tokenizer_for", lambda name, **kwargs: (tokenizer, None))
     memory = Memory()
-    memory.set(memory_keys.DATASET_TRAIN, TRAIN)
-    memory.set(memory_keys.DATASET_VALIDATION, VALIDATION)
+    store_splits(memory, tmp_path, train=TRAIN, validation=VALIDATION)
     memory.set(memory_keys.TRAINING_CONFIG, resolved_training_config(model_name_or_path="tiny"))
     context = make_context(Stage.THINK, memory=memory, events=events)
     plugin = DataPreparationPlugin({"cache_dir": str(tmp_path / "cache"), "max_seq_length": 128, **config})

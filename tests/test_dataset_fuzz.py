@@ -28,6 +28,7 @@ from entity_training.events import EventBus
 from entity_training.memory import Memory
 from entity_training.registry import ToolRouter
 from plugins import memory_keys
+from plugins.data.conversation_files import read_conversations
 from plugins.dataset_loader import DatasetLoaderPlugin
 
 LOAD_TIMEOUT_S = 60
@@ -112,7 +113,7 @@ def _load(name: str, content: bytes, **config) -> None:
         except (InputError, ConfigError) as exc:
             assert str(exc).strip(), "our error carries a message"
             return
-        conversations = context.recall(memory_keys.DATASET_TRAIN)
+        conversations = read_conversations(context.recall(memory_keys.DATASET_TRAIN))
         assert conversations, "a successful load holds at least one conversation"
         for conversation in conversations:
             messages = conversation["messages"]

@@ -14,6 +14,7 @@ from entity_training.workflow import load_workflow
 from plugins import memory_keys
 from plugins.data import dataset as dataset_module
 from plugins.data import load_cache
+from plugins.data.conversation_files import read_conversations
 from plugins.data.dataset import load_conversations, split_conversations
 from plugins.data.formats import detect_format
 from plugins.dataset_loader import DatasetLoaderPlugin
@@ -290,13 +291,16 @@ async def test_plugin_stores_splits_and_stats(tmp_path, make_context):
     summary = await DatasetLoaderPlugin({"dataset_path": str(path), "validation_split": 0.25, "seed": 3}).execute(
         context
     )
-    train, validation = context.recall(memory_keys.DATASET_TRAIN), context.recall(memory_keys.DATASET_VALIDATION)
+    train, validation = (
+        read_conversations(context.recall(key)) for key in (memory_keys.DATASET_TRAIN, memory_keys.DATASET_VALIDATION)
+    )
     assert (len(train), len(validation)) == (15, 5) and "15 train / 5 validation" in summary
+    assert context.recall(memory_keys.DATASET_TRAIN).path == str(tmp_path / "data" / "train.jsonl")
     stats = context.recall(memory_keys.DATASET_STATS)
     assert stats["rows"] == 20 and stats["turns"] == 40 and stats["files"][str(path)]["rows"] == 20
     context2 = make_context(Stage.INPUT)
     await DatasetLoaderPlugin({"dataset_path": str(path), "validation_split": 0.25, "seed": 3}).execute(context2)
-    assert context2.recall(memory_keys.DATASET_VALIDATION) == validation
+    assert read_conversations(context2.recall(memory_keys.DATASET_VALIDATION)) == validation
 
 
 async def test_plugin_max_samples_and_validation_path(tmp_path, make_context):
@@ -305,8 +309,8 @@ async def test_plugin_max_samples_and_validation_path(tmp_path, make_context):
     context = make_context(Stage.INPUT)
     config = {"dataset_path": str(train_file), "validation_path": str(eval_file), "max_samples": 4}
     await DatasetLoaderPlugin(config).execute(context)
-    assert len(context.recall(memory_keys.DATASET_TRAIN)) == 4
-    assert context.recall(memory_keys.DATASET_VALIDATION)[0]["messages"][-1]["content"] == "c"
+    assert context.recall(memory_keys.DATASET_TRAIN).rows == 4
+    assert read_conversations(context.recall(memory_keys.DATASET_VALIDATION))[0]["messages"][-1]["content"] == "c"
 
 
 async def test_skip_policy_reports_counts(tmp_path, make_context):
@@ -317,7 +321,7 @@ async def test_skip_policy_reports_counts(tmp_path, make_context):
     await DatasetLoaderPlugin({"dataset_path": str(path), "on_bad_rows": "skip", "validation_split": 0}).execute(
         context
     )
-    assert len(context.recall(memory_keys.DATASET_TRAIN)) == 1
+    assert len(read_conversations(context.recall(memory_keys.DATASET_TRAIN))) == 1
     assert context.recall(memory_keys.DATASET_STATS)["bad_rows"] == 2
     warning = next(e for e in events if "skipped" in str(getattr(e, "data", e)))
     assert "d.jsonl:2" in str(getattr(warning, "data", warning))

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from dataset_splits import store_splits
 from export_fixtures import CHATML_TEMPLATE, CONVERSATIONS, fill_memory_for_export, make_lora_adapter, trained_model_dir  # noqa: F401
 from pydantic import ValidationError
 
@@ -13,6 +14,7 @@ from entity_training import InputError, PluginConfig, ReviewFailed, Stage
 from entity_training.memory import Memory
 from entity_training.plugin import Plugin
 from plugins import memory_keys as keys
+from plugins.data.conversation_files import read_conversations
 from plugins.eval import metrics
 from plugins.evaluation import EvaluationPlugin
 
@@ -28,8 +30,8 @@ def eval_run(tmp_path, trained_model_dir):  # noqa: F811
     fill_memory_for_export(memory, tmp_path / "final-model", str(trained_model_dir))
     tokenizer = AutoTokenizer.from_pretrained(trained_model_dir)
     prepared = prepare_tokenized(
-        memory.get(keys.DATASET_TRAIN),
-        memory.get(keys.DATASET_VALIDATION),
+        read_conversations(memory.get(keys.DATASET_TRAIN)),
+        read_conversations(memory.get(keys.DATASET_VALIDATION)),
         tokenizer,
         PreparationOptions(max_seq_length=128, chat_template=CHATML_TEMPLATE),
         cache_dir=tmp_path / "cache",
@@ -125,7 +127,7 @@ async def test_improvement_threshold_and_continue(make_context, eval_run):
 
 async def test_no_evaluation_data_is_an_input_error(make_context, eval_run):
     run_dir, memory = eval_run
-    memory.set(keys.DATASET_VALIDATION, [])
+    store_splits(memory, run_dir, validation=[])
     memory.set(keys.DATASET_TOKENIZED, {**memory.get(keys.DATASET_TOKENIZED), "validation": None})
     with pytest.raises(InputError, match="validation_split") as caught:
         await _evaluate(make_context, run_dir, memory)
@@ -308,7 +310,9 @@ def test_behaviour_threshold_in_a_workflow(eval_run, check, code, capsys):
 
     run_dir, memory = eval_run
     seeded = run_dir / "seed.json"
-    seeded.write_text(json.dumps({k: memory.get(k) for k in SeedMemory.provides}), encoding="utf-8")
+    values = {k: memory.get(k) for k in SeedMemory.provides}
+    values = {k: v.model_dump(mode="json") if hasattr(v, "model_dump") else v for k, v in values.items()}
+    seeded.write_text(json.dumps(values), encoding="utf-8")
     out = run_dir / "run"
     workflow = run_dir / "workflow.yaml"
     workflow.write_text(WORKFLOW.format(out=out, memory=seeded, checks=_checks_file(run_dir, check)), encoding="utf-8")

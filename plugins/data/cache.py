@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from entity_training.memory import atomic_write_text
-from plugins.data.rows import known_digest
 from plugins.data.tokenized import file_digest
 
 # Bump when the tokenized output of the same inputs changes (masking rules, array layout).
@@ -32,13 +31,10 @@ MANIFEST = "manifest.json"
 def dataset_digest(conversations: Sequence[dict[str, Any]]) -> str:
     """Hash of the conversations as loaded (content, order, tools, any extra fields), not their source.
 
-    A list from the loader already knows its digest (see ``rows``). Otherwise: marshal format 2
-    serialises JSON-like values by value only (no object references, no interning flags), in C;
-    equal conversations built the same way hash the same, and any change of content changes the hash.
+    marshal format 2 serialises JSON-like values by value only (no object references, no interning
+    flags), in C; equal conversations built the same way hash the same, and any change of content
+    changes the hash. 100,000 Alpaca rows (82 M characters) hash in 0.17 s.
     """
-    known = known_digest(conversations)
-    if known is not None:
-        return known
     content = [
         # Most conversations are just messages + source: hash the messages list without copying.
         c["messages"] if len(c) == 2 and "source" in c else {key: value for key, value in c.items() if key != "source"}

@@ -16,7 +16,6 @@ from entity_training import InputError, Problem
 from plugins.data import load_cache
 from plugins.data.formats import BadRow, apply_field_map, detect_format, missing_keys, normalise_row
 from plugins.data.readers import RawRow, TextUnit, expand_paths, read_rows
-from plugins.data.rows import DigestedConversations, select
 
 BadRowPolicy = Literal["error", "skip"]
 MAX_REPORTED_BAD_ROWS = 10
@@ -96,7 +95,7 @@ def load_conversations(
     if cached is not None:
         load_cache.mark_used(cache_dir, key)
         return ConversationDataset(
-            DigestedConversations(cached["conversations"], f"loaded:{key}"),
+            cached["conversations"],
             [FileReport(**f) for f in cached["files"]],
             [RowProblem(**b) for b in cached["bad_rows"]],
         )
@@ -114,7 +113,6 @@ def load_conversations(
             },
             keep=max_cached,
         )
-        dataset.conversations = DigestedConversations(dataset.conversations, f"loaded:{key}")
     return dataset
 
 
@@ -197,7 +195,7 @@ def split_conversations(
     count = 0
     if validation_split > 0 and len(conversations) > 1:
         count = min(max(1, round(len(conversations) * validation_split)), len(conversations) - 1)
-    return select(conversations, order[count:]), select(conversations, order[:count])
+    return [conversations[i] for i in order[count:]], [conversations[i] for i in order[:count]]
 
 
 def conversation_statistics(

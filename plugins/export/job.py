@@ -101,9 +101,12 @@ class ExportJob:
         return self.root
 
     def _prompts(self) -> list[str]:
+        from plugins.data.conversation_files import validation_or_train
         from plugins.eval.prompts import chat_prompts
 
-        conversations = self.context.recall(keys.DATASET_VALIDATION) or self.context.recall(keys.DATASET_TRAIN) or []
+        conversations = validation_or_train(
+            self.context.recall(keys.DATASET_VALIDATION), self.context.recall(keys.DATASET_TRAIN)
+        )
         return [
             p.text for p in chat_prompts(conversations, self.tokenizer, self.chat_template, self.config.verify_prompts)
         ]

@@ -1,6 +1,7 @@
 from pydantic import Field
 
 from entity_training import Plugin, PluginConfig, ReviewFailed, Stage
+from plugins.data.conversation_files import read_conversations
 
 
 class BannedPhrasesPlugin(Plugin):
@@ -20,12 +21,13 @@ class BannedPhrasesPlugin(Plugin):
             return text if self.config.case_sensitive else text.lower()
 
         phrases = [norm(p) for p in self.config.phrases]
+        rows = read_conversations(context.recall("dataset.train"))  # the split's file, one row a line
         hits = []
-        for row in context.recall("dataset.train", []):
+        for row in rows:
             for message in row["messages"]:
                 if message["role"] == "assistant":
                     hits += [p for p in phrases if p in norm(message["content"])]
         context.summarize("banned_phrase_hits", len(hits))
         if hits:
             raise ReviewFailed(f"{len(hits)} assistant replies contain banned phrases: {sorted(set(hits))}")
-        return f"no banned phrase in {len(context.recall('dataset.train', []))} rows"
+        return f"no banned phrase in {len(rows)} rows"

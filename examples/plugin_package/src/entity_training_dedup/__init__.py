@@ -16,6 +16,7 @@ import json
 from pydantic import Field
 
 from entity_training import Plugin, PluginConfig, Stage
+from plugins.data.conversation_files import read_conversations, write_conversations
 
 
 class DeduplicatePlugin(Plugin):
@@ -35,7 +36,7 @@ class DeduplicatePlugin(Plugin):
         return text.lower() if self.config.ignore_case else text
 
     async def _execute_impl(self, context):
-        rows = context.recall("dataset.train", [])
+        rows = read_conversations(context.recall("dataset.train"))
         seen: set[str] = set()
         kept = []
         for row in rows:
@@ -43,6 +44,7 @@ class DeduplicatePlugin(Plugin):
             if key not in seen:
                 seen.add(key)
                 kept.append(row)
-        context.remember("dataset.train", kept)
+        written = write_conversations(context.run_dir, "train-deduplicated", kept)
+        context.remember("dataset.train", written)
         context.summarize("duplicates_removed", len(rows) - len(kept))
         return f"kept {len(kept)} of {len(rows)} rows"
