@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from entity_training import events
+from entity_training.distributed import is_main_process
 from entity_training.errors import RunInterrupted
 from entity_training.secrets import redact
 from entity_training.stages import Stage
@@ -111,7 +112,5 @@ class PluginContext:
 
     @property
     def is_main_process(self) -> bool:
-        """False on the non-zero ranks of a distributed run: they must not write reports or exports."""
-        import os
-
-        return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") in ("0", "")
+        """False on the non-zero ranks of a distributed run, which run INPUT..DO only and write no files."""
+        return is_main_process()

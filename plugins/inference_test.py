@@ -56,8 +56,6 @@ class InferenceTestPlugin(Plugin):
         )
 
     async def _execute_impl(self, context) -> str:
-        if not context.is_main_process:
-            return "inference test skipped on this rank"
         report = await asyncio.to_thread(self._run, context)
         context.remember(keys.INFERENCE_REPORT, report)
         fastest = max(report["models"], key=lambda r: r["tokens_per_second"], default=None)

@@ -169,8 +169,6 @@ class ModelExportPlugin(ToolPlugin):
             check_hub_ready(self.config.hub_model_id)
 
     async def _execute_impl(self, context) -> str:
-        if not context.is_main_process:
-            return "export skipped on this rank"
         await self.initialize(context)
         from plugins.export.job import ExportJob
 

@@ -28,8 +28,6 @@ class RunReportPlugin(Plugin):
         file_name: str = Field(REPORT_FILE, min_length=1, description="Report file name inside the run directory.")
 
     async def _execute_impl(self, context) -> str:
-        if not context.is_main_process:
-            return "report skipped on this rank"
         from entity_training.memory import atomic_write_text
         from entity_training.secrets import redact
         from plugins.report.collect import collect_report_data

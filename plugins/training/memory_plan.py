@@ -367,9 +367,9 @@ def _sequence_length(plugins: list[Any]) -> int:
         value = getattr(plugin.config, "max_seq_length", None)
         if value:
             return int(value)
-    from plugins import get_plugin
+    from plugins.data_preparation import DataPreparationPlugin
 
-    return int(get_plugin("data_preparation").ConfigModel.model_fields["max_seq_length"].default)
+    return int(DataPreparationPlugin.ConfigModel.model_fields["max_seq_length"].default)
 
 
 def plan_for_workflow(workflow, *, log=print) -> MemoryPlan:
