@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from entity_training import events
-from entity_training.context import SUMMARY_KEY, PluginContext
+from entity_training.context import ERROR_KEY, SUMMARY_KEY, HandOffs, PluginContext
 from entity_training.disk import as_disk_full
 from entity_training.distributed import is_main_process
 from entity_training.errors import DiskFull, ReviewFailed, RunInterrupted, exit_code_of
@@ -27,7 +27,6 @@ from entity_training.workflow import Step, Workflow
 
 RUN_FILE = "run.json"
 EVENTS_FILE = "events.jsonl"
-ERROR_KEY = "run.error"  # memory entry read by ERROR-stage plugins: {stage, plugin, type, message}
 
 
 @dataclass
@@ -86,6 +85,7 @@ class WorkflowExecutor:
             cancel_event=self.cancel_event,
             run_settings=self.workflow.run.model_dump(),
             resume=self.resume,
+            hand_offs=HandOffs.of(step.plugin),
         )
 
     async def run(self, stop_after: Stage | None = None) -> RunResult:

@@ -30,6 +30,7 @@ class DataPreparationPlugin(Plugin):
     description = "Render, tokenize, mask and pack the conversations; cache the result on disk."
     supported_stages = (Stage.THINK,)
     dependencies = (memory_keys.DATASET_TRAIN, memory_keys.TRAINING_CONFIG)
+    optional_dependencies = (memory_keys.DATASET_VALIDATION,)
     provides = (memory_keys.DATASET_TOKENIZED, memory_keys.DATASET_TOKEN_STATS)
 
     class ConfigModel(PluginConfig):
@@ -89,8 +90,8 @@ class DataPreparationPlugin(Plugin):
 
         prepared: PreparedData = await asyncio.to_thread(
             prepare_tokenized,
-            _conversations(context, memory_keys.DATASET_TRAIN),
-            _conversations(context, memory_keys.DATASET_VALIDATION),
+            _as_stored(context.recall(memory_keys.DATASET_TRAIN, []), context, memory_keys.DATASET_TRAIN),
+            _as_stored(context.recall(memory_keys.DATASET_VALIDATION, []), context, memory_keys.DATASET_VALIDATION),
             tokenizer,
             options,
             cache_dir=self._cache_dir(),
@@ -150,10 +151,9 @@ class DataPreparationPlugin(Plugin):
             )
 
 
-def _conversations(context: Any, key: str) -> list[dict[str, Any]]:
+def _as_stored(conversations: list[dict[str, Any]], context: Any, key: str) -> list[dict[str, Any]]:
     """The split as stored. The loader's content digest is kept only while no other plugin has
     held the list: one that edited rows in place would otherwise be served a stale cache entry."""
-    conversations = context.recall(key, [])
     return list(conversations) if context.recalled_by_others(key) else conversations
 
 

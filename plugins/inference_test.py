@@ -35,6 +35,13 @@ class InferenceTestPlugin(Plugin):
     description = "Run the exported models on sample prompts; tokens/s and peak memory vs the base model."
     supported_stages = (Stage.OUTPUT,)
     dependencies = (keys.EXPORT_PATHS, keys.TRAINING_RESULT)
+    optional_dependencies = (
+        keys.TRAINING_CONFIG,
+        keys.DATASET_TOKENIZED,
+        keys.DATASET_TRAIN,
+        keys.DATASET_VALIDATION,
+        keys.EVALUATION_REPORT,
+    )
     provides = (keys.INFERENCE_REPORT,)
 
     class ConfigModel(PluginConfig):
@@ -77,10 +84,12 @@ class InferenceTestPlugin(Plugin):
         permissions = user_model_options(context.recall(keys.TRAINING_CONFIG))
         tokenizer = load_saved_tokenizer(result["final_model_path"])
         template = (context.recall(keys.DATASET_TOKENIZED) or {}).get("chat_template")
-        prompts = self._prompts(context, tokenizer, template)
+        # default prompts: held-out conversations when there are some
+        conversations = context.recall(keys.DATASET_VALIDATION) or context.recall(keys.DATASET_TRAIN) or []
+        prompts = self._prompts(conversations, tokenizer, template)
         behaviour = _BehaviourPrompts.from_evaluation(context.recall(keys.EVALUATION_REPORT), tokenizer, template)
         results, skipped = [], []
-        for name, path in self._targets(context, result, skipped):
+        for name, path in self._targets(context.recall(keys.EXPORT_PATHS) or {}, result, skipped):
             context.check_cancelled()
             context.log(f"inference test: {name}")
             row = benchmark(
@@ -115,8 +124,7 @@ class InferenceTestPlugin(Plugin):
             "behaviour": behaviour.settings(self.config.agreement_words) if behaviour else None,
         }
 
-    def _targets(self, context, result: dict[str, Any], skipped: list[str]) -> list[tuple[str, str]]:
-        paths = context.recall(keys.EXPORT_PATHS) or {}
+    def _targets(self, paths: dict[str, Any], result: dict[str, Any], skipped: list[str]) -> list[tuple[str, str]]:
         wanted = self.config.formats or ["huggingface", "merged", "safetensors", "gguf"]
         targets = [("base", str(result["base_model"]))] if self.config.include_base else []
         for fmt in wanted:
@@ -133,7 +141,7 @@ class InferenceTestPlugin(Plugin):
                 targets.append((fmt, paths[fmt]))
         return targets
 
-    def _prompts(self, context, tokenizer: Any, template: str | None) -> list[str]:
+    def _prompts(self, conversations: list[dict[str, Any]], tokenizer: Any, template: str | None) -> list[str]:
         from plugins.eval.prompts import chat_prompts
 
         if self.config.prompts:
@@ -141,8 +149,6 @@ class InferenceTestPlugin(Plugin):
                 {"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": "-"}]}
                 for p in self.config.prompts
             ]
-        else:
-            conversations = context.recall(keys.DATASET_VALIDATION) or context.recall(keys.DATASET_TRAIN) or []
         return [p.text for p in chat_prompts(conversations, tokenizer, template, self.config.num_prompts)]
 
 

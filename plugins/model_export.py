@@ -86,6 +86,14 @@ class ModelExportPlugin(ToolPlugin):
     description = "Export the trained model (adapter, merged, safetensors, GGUF, Ollama), verified against it."
     supported_stages = (Stage.OUTPUT,)
     dependencies = (keys.TRAINING_RESULT,)
+    optional_dependencies = (
+        keys.TRAINING_CONFIG,
+        keys.DATASET_TOKENIZED,
+        keys.DATASET_TRAIN,
+        keys.DATASET_VALIDATION,
+        keys.DATASET_STATS,
+        keys.EVALUATION_REPORT,
+    )
     provides = (keys.EXPORT_PATHS, keys.EXPORT_REPORT)
 
     class ConfigModel(PluginConfig):
@@ -172,7 +180,17 @@ class ModelExportPlugin(ToolPlugin):
         await self.initialize(context)
         from plugins.export.job import ExportJob
 
-        job = ExportJob(self.config, context)
+        job = ExportJob(
+            self.config,
+            context,
+            result=context.recall(keys.TRAINING_RESULT),
+            training_config=context.recall(keys.TRAINING_CONFIG) or {},
+            tokenized=context.recall(keys.DATASET_TOKENIZED) or {},
+            # verification prompts: held-out conversations when there are some
+            conversations=context.recall(keys.DATASET_VALIDATION) or context.recall(keys.DATASET_TRAIN) or [],
+            dataset_stats=context.recall(keys.DATASET_STATS) or {},
+            evaluation=context.recall(keys.EVALUATION_REPORT) or {},
+        )
         paths, report = await asyncio.to_thread(job.run)
         context.remember(keys.EXPORT_PATHS, paths)
         context.remember(keys.EXPORT_REPORT, report)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from entity_training import ConfigError, PluginError, Problem
-from plugins import memory_keys as keys
 from plugins.model_export import FULL_WEIGHT_FORMATS, formats_for, merge_refused_message
 from plugins.models.loaders import user_model_options
 
@@ -21,13 +20,27 @@ from plugins.models.loaders import user_model_options
 class ExportJob:
     """One export run: pre-flight, then each format in turn (blocking; runs in a worker thread)."""
 
-    def __init__(self, config: Any, context: Any):
+    def __init__(
+        self,
+        config: Any,
+        context: Any,
+        *,
+        result: dict[str, Any],
+        training_config: dict[str, Any],
+        tokenized: dict[str, Any],
+        conversations: list[dict[str, Any]],
+        dataset_stats: dict[str, Any],
+        evaluation: dict[str, Any],
+    ):
         self.config = config
-        self.context = context
-        self.result: dict[str, Any] = context.recall(keys.TRAINING_RESULT)
-        self.training_config: dict[str, Any] = context.recall(keys.TRAINING_CONFIG, {}) or {}
+        self.context = context  # events and cancellation only: model_export reads memory and passes the values
+        self.result = result
+        self.training_config = training_config
         self.permissions = user_model_options(self.training_config)
-        self.tokenized: dict[str, Any] = context.recall(keys.DATASET_TOKENIZED, {}) or {}
+        self.tokenized = tokenized
+        self.conversations = conversations
+        self.dataset_stats = dataset_stats
+        self.evaluation = evaluation
         self.final_dir = Path(self.result["final_model_path"])
         self.root = Path(config.output_path) if config.output_path else Path(context.run_dir) / "export"
         self.name = config.model_name or _slug(Path(str(self.result.get("base_model", "model"))).name) + "-ft"
@@ -103,9 +116,9 @@ class ExportJob:
     def _prompts(self) -> list[str]:
         from plugins.eval.prompts import chat_prompts
 
-        conversations = self.context.recall(keys.DATASET_VALIDATION) or self.context.recall(keys.DATASET_TRAIN) or []
         return [
-            p.text for p in chat_prompts(conversations, self.tokenizer, self.chat_template, self.config.verify_prompts)
+            p.text
+            for p in chat_prompts(self.conversations, self.tokenizer, self.chat_template, self.config.verify_prompts)
         ]
 
     def _step(self, name: str, action) -> None:
@@ -246,7 +259,6 @@ class ExportJob:
         from plugins.export.chat_template import analyze_chat_template
         from plugins.export.modelfile import build_modelfile, sampling_parameters
 
-        evaluation = self.context.recall(keys.EVALUATION_REPORT) or {}
         turn_format = analyze_chat_template(self.tokenizer, self.chat_template)
         num_ctx = int(self.tokenized.get("max_seq_length") or self.training_config.get("max_seq_length") or 2048)
         text = build_modelfile(
@@ -254,7 +266,7 @@ class ExportJob:
             turn_format,
             num_ctx=num_ctx,
             system_prompt=self.config.system_prompt,
-            sampling=sampling_parameters(evaluation.get("generation")),
+            sampling=sampling_parameters(self.evaluation.get("generation")),
         )
         atomic_write_text(folder / "Modelfile", text)
         return {
@@ -283,8 +295,8 @@ class ExportJob:
             files=sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != "README.md"),
             training_config=self.training_config,
             training_result={k: v for k, v in self.result.items() if k != "log_history"},
-            dataset_stats=self.context.recall(keys.DATASET_STATS) or {},
-            evaluation=self.context.recall(keys.EVALUATION_REPORT) or {},
+            dataset_stats=self.dataset_stats,
+            evaluation=self.evaluation,
             max_seq_length=self.tokenized.get("max_seq_length"),
             hub_model_id=self.config.hub_model_id,
         )

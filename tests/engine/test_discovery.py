@@ -21,6 +21,7 @@ class Greeter(Plugin):
 
     name = "greeter"
     supported_stages = (Stage.INPUT,)
+    provides = ("greeting",)
 
     class ConfigModel(PluginConfig):
         greeting: str = Field("hello", description="What to say.")
