@@ -40,7 +40,7 @@ def add_workflow_arguments(parser: argparse.ArgumentParser, *, config_positional
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="Override any key: PLUGIN.KEY=VALUE (e.g. fine_tuning.learning_rate=1e-4), run.seed=7, "
+        help="Override any key: PLUGIN.KEY=VALUE (e.g. training_config.learning_rate=1e-4), run.seed=7, "
         "or a bare setting name. Values are parsed as YAML scalars. Repeatable.",
     )
     group = parser.add_argument_group("shortcuts (set the named setting in every plugin that has it)")

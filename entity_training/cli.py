@@ -21,7 +21,7 @@ ENGINE_COMMANDS = ("run", "validate", "list-plugins", "schema")
 EPILOG = """examples:
   python train.py --config configs/default.yaml
   python train.py --config configs/lora_training.yaml --model tiny --epochs 1 --set run.seed=7
-  entity-train validate configs/default.yaml --set fine_tuning.save_steps=50
+  entity-train validate configs/default.yaml --set training_config.save_steps=50
   entity-train list-plugins
 """
 

@@ -83,15 +83,17 @@ class Workflow:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class Override:
-    key: str  # as the user wrote it: "fine_tuning.learning_rate", "run.seed", or a bare field name
+    key: str  # as the user wrote it: "training_config.learning_rate", "run.seed", or a bare field name
     value: Any
-    origin: str  # "--set fine_tuning.learning_rate" or "--lr"
+    origin: str  # "--set training_config.learning_rate" or "--lr"
 
 
 def parse_set_argument(text: str) -> Override:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(Problem(f"--set expects KEY=VALUE, got {text!r} (e.g. --set fine_tuning.learning_rate=1e-4)"))
+        raise ConfigError(
+            Problem(f"--set expects KEY=VALUE, got {text!r} (e.g. --set training_config.learning_rate=1e-4)")
+        )
     try:
         parsed = yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError:
