@@ -1,8 +1,11 @@
 """The command line: ``python train.py --config X`` and ``entity-train {run,validate,list-plugins,...}``.
 
-Errors are typed and caught here, in one place: a one-paragraph message, an exit code (2 bad
-config or input, 3 REVIEW failed, 1 other failure, 130/143 interrupted), and a traceback only
-with ``--debug``. Heavy modules are imported inside the commands so that ``--help`` is instant.
+The engine's commands are here; installed packages add theirs (``plan`` and ``preview`` come from
+the built-in plugins) through ``entity_training.command``. Every command runs inside
+``commands.guarded``, the one place where errors are caught: a one-paragraph message, an exit code
+(``errors.exit_code_of``: 2 bad config or input, 3 REVIEW failed, 1 other failure, 130/143
+interrupted), and a traceback only with ``--debug``. Heavy modules are imported inside the
+commands so that ``--help`` is instant.
 """
 
 from __future__ import annotations

@@ -153,9 +153,14 @@ def resolve_plugin(reference: str, plugin_dirs: list[Path]) -> PluginSource:
             _check_plugin_class(_import_attribute(module_name, attribute, reference), reference), "dotted path"
         )
     known = ", ".join(known_plugin_names(plugin_dirs)) or "none"
+    # The built-in plugins exist as entry points only once the project is installed.
+    install = (
+        "" if entry_point_plugins(DISTRIBUTION) else " (The built-in plugins register on install: pip install -e .)"
+    )
     raise PluginLookupError(
         f"unknown plugin {reference!r}. Known plugins: {known}. "
         "A custom plugin can also be named by dotted path (package.module.Class) or a folder under plugin_dirs."
+        + install
     )
 
 

@@ -120,3 +120,23 @@ def test_cli_and_commands_do_not_import_each_other():
     commands = {name for _, name in _imports(ast.parse((ENGINE / "commands.py").read_text(encoding="utf-8")))}
     assert "entity_training.cli" not in commands
     assert "entity_training.commands" in cli
+
+
+@pytest.mark.parametrize(
+    ("environment", "main"),
+    [
+        ({}, True),
+        ({"RANK": "0", "LOCAL_RANK": "0"}, True),
+        ({"RANK": "1", "LOCAL_RANK": "1"}, False),
+        ({"RANK": "2", "LOCAL_RANK": "0"}, False),  # first process of the second machine
+        ({"LOCAL_RANK": "1"}, False),
+    ],
+)
+def test_the_main_process_is_rank_zero(monkeypatch, environment, main):
+    from entity_training.distributed import is_main_process
+
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert is_main_process() is main
