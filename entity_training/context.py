@@ -99,7 +99,8 @@ class PluginContext:
         return self._memory.has(key)
 
     def _check_declared(self, access: str, key: str) -> None:
-        if self._hand_offs is None or key in ENGINE_KEYS or key in getattr(self._hand_offs, access):
+        declared = getattr(self._hand_offs, access) if self._hand_offs is not None else None
+        if declared is None or key in declared or (access == "reads" and key in ENGINE_KEYS):
             return
         where = "`provides`" if access == "writes" else "`dependencies`, `optional_dependencies` or `provides`"
         message = f"{access} the memory key {key!r}, which it does not declare; add it to {where}"

@@ -179,3 +179,11 @@ class Reporter(Plugin):
 
     async def _execute_impl(self, context):
         CALLS.append("report")
+
+
+class OneKeyNotATuple(Plugin):
+    """Declares ("numbers") (a string), not ("numbers",)."""
+
+    name = "one_key_not_a_tuple"
+    supported_stages = (Stage.DO,)
+    dependencies = "numbers"  # type: ignore[assignment]
