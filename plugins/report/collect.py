@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-EVENTS_FILE = "events.jsonl"
+from entity_training.executor import EVENTS_FILE
 
 
 @dataclass(frozen=True)
