@@ -1,4 +1,5 @@
-"""What each command does. ``guarded`` is the one place where errors become exit codes."""
+"""What the engine's commands do, and what every command shares: the console, the plan table,
+``run_until``, and ``guarded``, the one place where a command's errors are printed."""
 
 from __future__ import annotations
 
@@ -18,15 +19,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from entity_training.cli import collect_overrides
+from entity_training.arguments import load_workflow_from_args
 from entity_training.disk import as_disk_full, existing_parent
-from entity_training.errors import ConfigError, EntityTrainingError, Problem
-from entity_training.executor import EVENTS_FILE, RUN_FILE, WorkflowExecutor, exit_code_for
+from entity_training.distributed import is_main_process
+from entity_training.errors import ConfigError, EntityTrainingError, Problem, exit_code_of
+from entity_training.executor import EVENTS_FILE, RUN_FILE, WorkflowExecutor
 from entity_training.memory import MEMORY_FILE
 from entity_training.run_lock import LOCK_FILE, RunLock
 from entity_training.secrets import redact
 from entity_training.stages import Stage
-from entity_training.workflow import Workflow, load_workflow
+from entity_training.workflow import Workflow
 
 console = Console(highlight=False)
 error_console = Console(stderr=True, highlight=False)
@@ -46,33 +48,28 @@ def guarded(handler: Callable[[argparse.Namespace], int], args: argparse.Namespa
         if debug:
             traceback.print_exc()
         _print_error(exc)
-        return exc.exit_code
-    except KeyboardInterrupt:
+        return exit_code_of(exc)
+    except KeyboardInterrupt as exc:
         error_console.print("[yellow]Interrupted.[/yellow]")
-        return 130
+        return exit_code_of(exc)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback without --debug
         if debug:
             traceback.print_exc()
         disk_full = as_disk_full(exc, run_dir=None)
         if disk_full is not None:
             _print_error(disk_full)
-            return disk_full.exit_code
+            return exit_code_of(disk_full)
         error_console.print(
             f"[red]error:[/red] unexpected {type(exc).__name__}: {escape(redact(str(exc)))}\n"
             "Re-run with --debug to see the traceback, and please report it if the cause is not your input."
         )
-        return 1
+        return exit_code_of(exc)
 
 
 def _print_error(exc: BaseException) -> None:
     message = exc.render() if isinstance(exc, ConfigError) else str(exc)
     # Messages quote user text and commands with brackets (".[gguf]", "[q4_k_m]"): never read them as markup.
     error_console.print(f"[red]error:[/red] {escape(redact(message))}", markup=True, soft_wrap=True, emoji=False)
-
-
-def _load(args: argparse.Namespace) -> Workflow:
-    config = getattr(args, "config", None)
-    return load_workflow(config, collect_overrides(args))
 
 
 def print_plan(workflow: Workflow, run_dir: Path | None) -> None:
@@ -155,9 +152,9 @@ def _confirm(args: argparse.Namespace) -> bool:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    workflow = _load(args)
+    workflow = load_workflow_from_args(args)
     run_dir = _resolve_run_dir(workflow, args)
-    is_main = os.environ.get("RANK", "0") == "0"
+    is_main = is_main_process()
     if args.dry_run:
         print_plan(workflow, run_dir)
         console.print("[green]Dry run: the workflow is valid.[/green] Nothing was run.")
@@ -170,7 +167,7 @@ def run_command(args: argparse.Namespace) -> int:
             return 0
     with RunLock(run_dir, take_over=bool(args.resume), enabled=is_main):
         result = asyncio.run(_execute(workflow, run_dir, resume=bool(args.resume), quiet=not is_main))
-    code = exit_code_for(result)
+    code = result.exit_code
     if is_main:
         _print_result(result, code)
     return code
@@ -228,7 +225,7 @@ def _print_result(result, code: int) -> None:
 
 
 def validate_command(args: argparse.Namespace) -> int:
-    workflow = _load(args)
+    workflow = load_workflow_from_args(args)
     print_plan(workflow, None)
     console.print(f"[green]{args.config}: valid[/green] ({len(workflow.steps)} plugins)")
     return 0
@@ -254,8 +251,10 @@ def list_plugins_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_until(workflow: Workflow, stage: Stage):
-    """Run the workflow's stages up to ``stage`` in a throwaway run directory."""
+def run_until(workflow: Workflow, stage: Stage):
+    """Run the workflow's stages up to ``stage`` in a throwaway run directory; returns its memory.
+
+    Raises the run's error when a stage failed."""
     from entity_training.console import ConsoleSink
 
     with tempfile.TemporaryDirectory(prefix="entity-train-") as tmp:
@@ -265,31 +264,6 @@ def _run_until(workflow: Workflow, stage: Stage):
     if result.status != "success":
         raise result.error if isinstance(result.error, Exception) else EntityTrainingError(str(result.error))
     return result.memory
-
-
-def preview_command(args: argparse.Namespace) -> int:
-    from plugins import memory_keys
-    from plugins.data.preview import print_preview
-    from plugins.models import load_tokenizer
-
-    workflow = _load(args)
-    memory = _run_until(workflow, Stage.THINK)
-    tokenized = memory.get(memory_keys.DATASET_TOKENIZED)
-    if not tokenized:
-        raise ConfigError(Problem("the workflow has no data preparation step (THINK) to preview", file=args.config))
-    config = memory.get(memory_keys.TRAINING_CONFIG)
-    tokenizer = load_tokenizer(config.model_name_or_path if config else tokenized.get("tokenizer"))
-    print_preview(tokenized, tokenizer, n=args.n, console=console)
-    return 0
-
-
-def plan_command(args: argparse.Namespace) -> int:
-    from plugins.training.memory_plan import print_workflow_plan
-
-    workflow = _load(args)
-    print_notices(workflow)
-    print_workflow_plan(workflow, console=console)
-    return 0
 
 
 def schema_command(args: argparse.Namespace) -> int:

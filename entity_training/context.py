@@ -1,22 +1,54 @@
-"""The context handed to every plugin call: memory, events, tools, the run directory, cancellation."""
+"""The context handed to every plugin call: memory, events, tools, the run directory, cancellation.
+
+Memory is a declared hand-off: a plugin reads only the keys it declares (``dependencies``,
+``optional_dependencies``, ``provides``) and writes only those it ``provides``. Anything else is a
+``PluginError`` when ``ENTITY_TRAINING_STRICT_MEMORY=1`` (the test suite sets it), and otherwise a
+warning, once per plugin and key, so that a third-party plugin with incomplete declarations still runs.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from entity_training import events
-from entity_training.errors import RunInterrupted
+from entity_training.distributed import is_main_process
+from entity_training.errors import PluginError, RunInterrupted
 from entity_training.secrets import redact
 from entity_training.stages import Stage
 
 if TYPE_CHECKING:
     from entity_training.events import EventBus
     from entity_training.memory import Memory
+    from entity_training.plugin import Plugin
     from entity_training.registry import ToolRouter
 
-SUMMARY_KEY = "summary"
+SUMMARY_KEY = "summary"  # written through ``summarize``; run.json's summary
+ERROR_KEY = "run.error"  # written by the executor for ERROR-stage plugins: {stage, plugin, type, message}
+ENGINE_KEYS = frozenset({SUMMARY_KEY, ERROR_KEY})  # the engine's own entries: any plugin may read them
+STRICT_MEMORY_ENV = "ENTITY_TRAINING_STRICT_MEMORY"
+_warned: set[tuple[str, str, str]] = set()  # (plugin, access, key) already warned about in this process
+
+
+def strict_memory() -> bool:
+    return os.environ.get(STRICT_MEMORY_ENV, "") not in ("", "0")
+
+
+@dataclass(frozen=True)
+class HandOffs:
+    """The memory keys a plugin declared: what it may read and what it may write."""
+
+    reads: frozenset[str]
+    writes: frozenset[str]
+    strict: bool | None = None  # None: the environment (ENTITY_TRAINING_STRICT_MEMORY) decides
+
+    @classmethod
+    def of(cls, plugin: Plugin, *, strict: bool | None = None) -> HandOffs:
+        writes = frozenset(plugin.provides)
+        return cls(frozenset((*plugin.dependencies, *plugin.optional_dependencies)) | writes, writes, strict)
 
 
 class PluginContext:
@@ -34,6 +66,7 @@ class PluginContext:
         cancel_event: threading.Event,
         run_settings: dict[str, Any] | None = None,
         resume: bool = False,
+        hand_offs: HandOffs | None = None,
     ):
         self._memory = memory
         self._bus = bus
@@ -45,16 +78,33 @@ class PluginContext:
         # Plugins show these (reports, model cards); a ${TOKEN} interpolated into them must not leak.
         self.run_settings = redact(dict(run_settings or {}))
         self.resume = resume
+        self._hand_offs = hand_offs  # None: not checked (a context built by hand)
 
     # -- memory -------------------------------------------------------------------------------
     def remember(self, key: str, value: Any) -> None:
+        self._check_declared("writes", key)
         self._memory.set(key, value, stage=self.stage.value)
 
     def recall(self, key: str, default: Any = None) -> Any:
+        self._check_declared("reads", key)
         return self._memory.get(key, default)
 
     def has(self, key: str) -> bool:
+        self._check_declared("reads", key)
         return self._memory.has(key)
+
+    def _check_declared(self, access: str, key: str) -> None:
+        declared = getattr(self._hand_offs, access) if self._hand_offs is not None else None
+        if declared is None or key in declared or (access == "reads" and key in ENGINE_KEYS):
+            return
+        where = "`provides`" if access == "writes" else "`dependencies`, `optional_dependencies` or `provides`"
+        message = f"{access} the memory key {key!r}, which it does not declare; add it to {where}"
+        strict = self._hand_offs.strict
+        if strict_memory() if strict is None else strict:
+            raise PluginError(message, plugin=self.plugin_name, stage=self.stage.value)
+        if (self.plugin_name, access, key) not in _warned:
+            _warned.add((self.plugin_name, access, key))
+            self.warn(message)
 
     def summarize(self, key: str, value: Any) -> None:
         """Add a headline value to ``run.json``'s summary (e.g. final loss, export path)."""
@@ -106,7 +156,5 @@ class PluginContext:
 
     @property
     def is_main_process(self) -> bool:
-        """False on the non-zero ranks of a distributed run: they must not write reports or exports."""
-        import os
-
-        return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") in ("0", "")
+        """False on the non-zero ranks of a distributed run, which run INPUT..DO only and write no files."""
+        return is_main_process()

@@ -1,4 +1,4 @@
-"""Typed errors. The CLI catches them in one place and maps them to exit codes."""
+"""Typed errors, and the one mapping from a failure to an exit code (``exit_code_of``)."""
 
 from __future__ import annotations
 
@@ -82,3 +82,12 @@ class RunInterrupted(EntityTrainingError):
     @property
     def exit_code(self) -> int:  # type: ignore[override]
         return 128 + self.signal_number
+
+
+def exit_code_of(error: BaseException) -> int:
+    """The process exit code for a failure: the typed error's own, 130 for Ctrl-C, else 1."""
+    if isinstance(error, EntityTrainingError):
+        return error.exit_code
+    if isinstance(error, KeyboardInterrupt):
+        return 130
+    return 1

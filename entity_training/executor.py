@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from entity_training import events
-from entity_training.context import SUMMARY_KEY, PluginContext
+from entity_training.context import ERROR_KEY, SUMMARY_KEY, HandOffs, PluginContext
 from entity_training.disk import as_disk_full
-from entity_training.errors import DiskFull, EntityTrainingError, ReviewFailed, RunInterrupted
+from entity_training.distributed import is_main_process
+from entity_training.errors import DiskFull, ReviewFailed, RunInterrupted, exit_code_of
 from entity_training.memory import Memory, atomic_write_text
 from entity_training.secrets import redact
 from entity_training.stages import RUN_ORDER, Stage
@@ -26,7 +27,6 @@ from entity_training.workflow import Step, Workflow
 
 RUN_FILE = "run.json"
 EVENTS_FILE = "events.jsonl"
-ERROR_KEY = "run.error"  # memory entry read by ERROR-stage plugins: {stage, plugin, type, message}
 
 
 @dataclass
@@ -47,11 +47,11 @@ class RunResult:
     error: BaseException | None = None
     memory: Memory | None = None
 
-
-def _is_main_process() -> bool:
-    import os
-
-    return os.environ.get("RANK", "0") == "0"
+    @property
+    def exit_code(self) -> int:
+        if self.status == "success":
+            return 0
+        return 1 if self.error is None else exit_code_of(self.error)
 
 
 class WorkflowExecutor:
@@ -70,7 +70,7 @@ class WorkflowExecutor:
         self.bus = bus or events.EventBus()
         self.cancel_event = cancel_event or threading.Event()
         self._interrupt_signal: int | None = None
-        self.is_main = _is_main_process()
+        self.is_main = is_main_process()
         self.memory = Memory()
         self.records: list[StepRecord] = []
 
@@ -85,6 +85,7 @@ class WorkflowExecutor:
             cancel_event=self.cancel_event,
             run_settings=self.workflow.run.model_dump(),
             resume=self.resume,
+            hand_offs=HandOffs.of(step.plugin),
         )
 
     async def run(self, stop_after: Stage | None = None) -> RunResult:
@@ -272,14 +273,6 @@ class WorkflowExecutor:
             ],
             "summary": result.summary,
             "error": None if error is None else {"type": type(error).__name__, "message": str(error)},
-            "exit_code": exit_code_for(result),
+            "exit_code": result.exit_code,
         }
         atomic_write_text(self.run_dir / RUN_FILE, json.dumps(redact(payload), indent=2, default=str))
-
-
-def exit_code_for(result: RunResult) -> int:
-    if result.status == "success":
-        return 0
-    if isinstance(result.error, EntityTrainingError):
-        return result.error.exit_code
-    return 1

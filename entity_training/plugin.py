@@ -43,6 +43,7 @@ class Plugin:
     description: ClassVar[str] = ""
     supported_stages: ClassVar[tuple[Stage, ...]] = ()
     dependencies: ClassVar[tuple[str, ...]] = ()  # resources or memory keys needed before running
+    optional_dependencies: ClassVar[tuple[str, ...]] = ()  # memory keys read when present; absent is fine
     provides: ClassVar[tuple[str, ...]] = ()  # memory keys this plugin writes
     # OUTPUT plugins that only describe the run (reports) may still run when REVIEW says FAIL.
     run_after_review_failure: ClassVar[bool] = False

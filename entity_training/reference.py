@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from entity_training.registry import PluginLookupError, builtin_plugins, resolve_plugin
+from entity_training.registry import DISTRIBUTION, PluginLookupError, entry_point_plugins, resolve_plugin
 from entity_training.workflow import RunSettings
 
 HEADER = """# Configuration reference
@@ -82,7 +82,7 @@ def model_table(model: type) -> list[str]:
 
 def config_reference_markdown() -> str:
     out = [HEADER, "## `run:`", "", *model_table(RunSettings), ""]
-    for name in sorted(builtin_plugins()):
+    for name in sorted(entry_point_plugins(DISTRIBUTION)):
         try:
             cls = resolve_plugin(name, []).cls
         except PluginLookupError as exc:

@@ -1,10 +1,11 @@
 """Plugin discovery and tool routing.
 
-A plugin reference in a workflow is resolved, in order, as: a built-in short name
-(``plugins.AVAILABLE_PLUGINS``), a plugin folder under ``plugin_dirs`` (``plugin.py`` plus an
-optional ``config.yaml``), an installed package's entry point in the group
-``entity_training.plugins``, or a dotted path ``package.module.Class``. Plugin code is imported
-only from those places.
+A plugin reference in a workflow is resolved, in order, as: an installed package's entry point
+in the group ``entity_training.plugins`` (the built-in plugins are this project's own entry
+points), a plugin folder under ``plugin_dirs`` (``plugin.py`` plus an optional ``config.yaml``),
+or a dotted path ``package.module.Class``. Plugin code is imported only from those places: the
+engine never names a plugin module. (Packages contribute ``entity-train`` subcommands the same
+way: ``entity_training.command``.)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import importlib.util
 import inspect
 import sys
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from entity_training.errors import PluginError
 from entity_training.plugin import Plugin, ToolPlugin
 
 ENTRY_POINT_GROUP = "entity_training.plugins"
+DISTRIBUTION = "entity-training"  # this project's own distribution: its entry points are the built-in plugins
 FOLDER_PLUGIN_FILE = "plugin.py"
 FOLDER_CONFIG_FILE = "config.yaml"
 
@@ -42,16 +44,13 @@ class PluginSource:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def builtin_plugins() -> dict[str, str]:
-    try:
-        from plugins import AVAILABLE_PLUGINS
-    except ImportError:
-        return {}
-    return dict(AVAILABLE_PLUGINS)
-
-
-def entry_point_plugins() -> dict[str, Any]:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+def entry_point_plugins(distribution: str | None = None) -> dict[str, EntryPoint]:
+    """Installed plugins by name; only those of ``distribution`` when given (``DISTRIBUTION``: the built-ins)."""
+    return {
+        ep.name: ep
+        for ep in entry_points(group=ENTRY_POINT_GROUP)
+        if distribution is None or (ep.dist is not None and ep.dist.name == distribution)
+    }
 
 
 def folder_plugins(plugin_dirs: list[Path]) -> dict[str, Path]:
@@ -69,7 +68,7 @@ def folder_plugins(plugin_dirs: list[Path]) -> dict[str, Path]:
 
 
 def known_plugin_names(plugin_dirs: list[Path]) -> list[str]:
-    return sorted(set(builtin_plugins()) | set(entry_point_plugins()) | set(folder_plugins(plugin_dirs)))
+    return sorted(set(entry_point_plugins()) | set(folder_plugins(plugin_dirs)))
 
 
 def _check_plugin_class(obj: Any, reference: str) -> type[Plugin]:
@@ -136,15 +135,6 @@ def _load_folder_plugin(name: str, folder: Path) -> PluginSource:
 
 def resolve_plugin(reference: str, plugin_dirs: list[Path]) -> PluginSource:
     """Find the class behind a workflow's ``plugin:`` value. Raises PluginLookupError."""
-    builtins = builtin_plugins()
-    if reference in builtins:
-        module_name, _, class_name = builtins[reference].partition(":")
-        return PluginSource(
-            _check_plugin_class(_import_attribute(module_name, class_name, reference), reference), "built-in"
-        )
-    folders = folder_plugins(plugin_dirs)
-    if reference in folders:
-        return _load_folder_plugin(reference, folders[reference])
     eps = entry_point_plugins()
     if reference in eps:
         try:
@@ -152,6 +142,9 @@ def resolve_plugin(reference: str, plugin_dirs: list[Path]) -> PluginSource:
         except Exception as exc:
             raise PluginLookupError(f"entry point {reference!r} failed to load: {type(exc).__name__}: {exc}") from exc
         return PluginSource(_check_plugin_class(obj, reference), f"entry point {eps[reference].value}")
+    folders = folder_plugins(plugin_dirs)
+    if reference in folders:
+        return _load_folder_plugin(reference, folders[reference])
     if "." in reference or ":" in reference:
         module_name, sep, attribute = reference.partition(":")
         if not sep:
@@ -160,9 +153,14 @@ def resolve_plugin(reference: str, plugin_dirs: list[Path]) -> PluginSource:
             _check_plugin_class(_import_attribute(module_name, attribute, reference), reference), "dotted path"
         )
     known = ", ".join(known_plugin_names(plugin_dirs)) or "none"
+    # The built-in plugins exist as entry points only once the project is installed.
+    install = (
+        "" if entry_point_plugins(DISTRIBUTION) else " (The built-in plugins register on install: pip install -e .)"
+    )
     raise PluginLookupError(
         f"unknown plugin {reference!r}. Known plugins: {known}. "
         "A custom plugin can also be named by dotted path (package.module.Class) or a folder under plugin_dirs."
+        + install
     )
 
 

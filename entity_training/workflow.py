@@ -278,6 +278,9 @@ def _build_step(
     return Step(stage, index, spec.plugin, plugin, source.origin, path)
 
 
+HAND_OFF_DECLARATIONS = ("dependencies", "optional_dependencies", "provides")
+
+
 def _providers(dependency: str, plugin_dirs: list[Path]) -> list[str]:
     """Known plugins that provide ``dependency``, each with the stages it can run in."""
     found = []
@@ -292,6 +295,7 @@ def _providers(dependency: str, plugin_dirs: list[Path]) -> list[str]:
 
 
 def _check_dependencies(steps: list[Step], plugin_dirs: list[Path], locate: _Locator, problems: list[Problem]) -> None:
+    steps = [step for step in steps if _declarations_are_keys(step, locate, problems)]
     provided: dict[str, str] = {}
     for step in steps:
         for dependency in step.plugin.dependencies:
@@ -311,6 +315,17 @@ def _check_dependencies(steps: list[Step], plugin_dirs: list[Path], locate: _Loc
                 )
         for key in step.plugin.provides:
             provided.setdefault(key, step.reference)
+
+
+def _declarations_are_keys(step: Step, locate: _Locator, problems: list[Problem]) -> bool:
+    for declaration in HAND_OFF_DECLARATIONS:
+        keys = getattr(step.plugin, declaration)
+        # ("dataset.train") is a string, not a tuple: it would be read as one key per letter.
+        if isinstance(keys, str) or not all(isinstance(key, str) for key in keys):
+            message = f"`{declaration}` of {step.reference!r} must be a tuple of memory keys, e.g. ('dataset.train',)"
+            problems.append(locate.problem(f"{message}; got {keys!r}", (*step.yaml_path, "plugin")))
+            return False
+    return True
 
 
 def _check_tools(steps: list[Step], router: ToolRouter, locate: _Locator, problems: list[Problem]) -> None:

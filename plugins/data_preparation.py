@@ -31,6 +31,7 @@ class DataPreparationPlugin(Plugin):
     description = "Render, tokenize, mask and pack the conversations; cache the result on disk."
     supported_stages = (Stage.THINK,)
     dependencies = (memory_keys.DATASET_TRAIN, memory_keys.TRAINING_CONFIG)
+    optional_dependencies = (memory_keys.DATASET_VALIDATION,)
     provides = (memory_keys.DATASET_TOKENIZED, memory_keys.DATASET_TOKEN_STATS)
 
     class ConfigModel(PluginConfig):

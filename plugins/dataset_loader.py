@@ -96,12 +96,10 @@ class DatasetLoaderPlugin(Plugin):
 
         stats = ConversationDataset(train + validation, files, train_set.bad_rows).statistics()
         stats.update(train_rows=len(train), validation_rows=len(validation), seed=seed)
-        for key, name, split in (
-            (memory_keys.DATASET_TRAIN, "train", train),
-            (memory_keys.DATASET_VALIDATION, "validation", validation),
-        ):
-            written = await asyncio.to_thread(write_conversations, context.run_dir, name, split)
-            context.remember(key, written)
+        train_file = await asyncio.to_thread(write_conversations, context.run_dir, "train", train)
+        validation_file = await asyncio.to_thread(write_conversations, context.run_dir, "validation", validation)
+        context.remember(memory_keys.DATASET_TRAIN, train_file)
+        context.remember(memory_keys.DATASET_VALIDATION, validation_file)
         context.remember(memory_keys.DATASET_STATS, stats)
         context.summarize("dataset_rows", {"train": len(train), "validation": len(validation)})
         formats = "+".join(stats["detected_format"]) or "unknown"

@@ -67,6 +67,7 @@ class EvaluationPlugin(Plugin):
     description = "Loss, perplexity, BLEU, ROUGE and sample answers, fine-tuned vs base; PASS/FAIL by thresholds."
     supported_stages = (Stage.REVIEW,)
     dependencies = (keys.TRAINING_RESULT, keys.DATASET_TOKENIZED)
+    optional_dependencies = (keys.DATASET_VALIDATION, keys.TRAINING_CONFIG)
     provides = (keys.EVALUATION_REPORT,)
 
     class ConfigModel(PluginConfig):
@@ -133,7 +134,15 @@ class EvaluationPlugin(Plugin):
             load_checks(self.config.behaviour_checks)
 
     async def _execute_impl(self, context) -> str:
-        report = await asyncio.to_thread(_Evaluation(self.config, context).run)
+        evaluation = _Evaluation(
+            self.config,
+            context,
+            result=context.recall(keys.TRAINING_RESULT),
+            tokenized=context.recall(keys.DATASET_TOKENIZED) or {},
+            validation=read_conversations(context.recall(keys.DATASET_VALIDATION)),
+            training_config=context.recall(keys.TRAINING_CONFIG),
+        )
+        report = await asyncio.to_thread(evaluation.run)
         context.remember(keys.EVALUATION_REPORT, report)
         context.summarize("evaluation", report["status"])
         tuned = report["metrics"]["fine_tuned"]
@@ -165,11 +174,22 @@ class _Measured:
 class _Evaluation:
     """One evaluation run (blocking; runs in a worker thread)."""
 
-    def __init__(self, config: Any, context: Any):
+    def __init__(
+        self,
+        config: Any,
+        context: Any,
+        *,
+        result: dict[str, Any],
+        tokenized: dict[str, Any],
+        validation: list[dict[str, Any]],
+        training_config: dict[str, Any] | None,
+    ):
         self.config = config
-        self.context = context
-        self.result = context.recall(keys.TRAINING_RESULT)
-        self.tokenized = context.recall(keys.DATASET_TOKENIZED) or {}
+        self.context = context  # progress and cancellation only: the plugin reads memory and passes the values
+        self.result = result
+        self.tokenized = tokenized
+        self.validation = validation
+        self.training_config = training_config
 
     def run(self) -> dict[str, Any]:
         from plugins.eval.behaviour import load_checks
@@ -227,7 +247,7 @@ class _Evaluation:
     def _evaluation_data(self) -> tuple[list[dict[str, Any]], str | None, str]:
         if self.config.eval_dataset_path:
             return self._tokenize_file(self.config.eval_dataset_path)
-        conversations = read_conversations(self.context.recall(keys.DATASET_VALIDATION))
+        conversations = self.validation
         rows_path = self.tokenized.get("validation")
         if not conversations and not rows_path:
             raise InputError(
@@ -290,7 +310,7 @@ class _Evaluation:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-        permissions = user_model_options(self.context.recall(keys.TRAINING_CONFIG))
+        permissions = user_model_options(self.training_config)
         if base:
             from plugins.models import load_causal_lm
 

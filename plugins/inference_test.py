@@ -34,6 +34,13 @@ class InferenceTestPlugin(ToolPlugin):
     description = "Run the exported models on sample prompts; tokens/s and peak memory vs the base model."
     supported_stages = (Stage.OUTPUT,)
     dependencies = (keys.EXPORT_PATHS, keys.TRAINING_RESULT)
+    optional_dependencies = (
+        keys.TRAINING_CONFIG,
+        keys.DATASET_TOKENIZED,
+        keys.DATASET_TRAIN,
+        keys.DATASET_VALIDATION,
+        keys.EVALUATION_REPORT,
+    )
     provides = (keys.INFERENCE_REPORT,)
 
     class ConfigModel(PluginConfig):
@@ -55,8 +62,6 @@ class InferenceTestPlugin(ToolPlugin):
         )
 
     async def _execute_impl(self, context) -> str:
-        if not context.is_main_process:
-            return "inference test skipped on this rank"
         report = await asyncio.to_thread(self._run, context)
         context.remember(keys.INFERENCE_REPORT, report)
         fastest = max(report["models"], key=lambda r: r["tokens_per_second"], default=None)
@@ -70,6 +75,7 @@ class InferenceTestPlugin(ToolPlugin):
         )
 
     def _run(self, context) -> dict[str, Any]:
+        from plugins.data.conversation_files import validation_or_train
         from plugins.eval.benchmark import benchmark
         from plugins.eval.loading import load_saved_tokenizer
         from plugins.models.loaders import user_model_options
@@ -78,10 +84,12 @@ class InferenceTestPlugin(ToolPlugin):
         permissions = user_model_options(context.recall(keys.TRAINING_CONFIG))
         tokenizer = load_saved_tokenizer(result["final_model_path"])
         template = (context.recall(keys.DATASET_TOKENIZED) or {}).get("chat_template")
-        prompts = self._prompts(context, tokenizer, template)
+        # default prompts: held-out conversations when there are some
+        conversations = validation_or_train(context.recall(keys.DATASET_VALIDATION), context.recall(keys.DATASET_TRAIN))
+        prompts = self._prompts(conversations, tokenizer, template)
         behaviour = _BehaviourPrompts.from_evaluation(context.recall(keys.EVALUATION_REPORT), tokenizer, template)
         results, skipped = [], []
-        for name, path in self._targets(context, result, skipped):
+        for name, path in self._targets(context.recall(keys.EXPORT_PATHS) or {}, result, skipped):
             context.check_cancelled()
             context.log(f"inference test: {name}")
             row = benchmark(
@@ -116,8 +124,7 @@ class InferenceTestPlugin(ToolPlugin):
             "behaviour": behaviour.settings(self.config.agreement_words) if behaviour else None,
         }
 
-    def _targets(self, context, result: dict[str, Any], skipped: list[str]) -> list[tuple[str, str]]:
-        paths = context.recall(keys.EXPORT_PATHS) or {}
+    def _targets(self, paths: dict[str, Any], result: dict[str, Any], skipped: list[str]) -> list[tuple[str, str]]:
         wanted = self.config.formats or ["huggingface", "merged", "safetensors", "gguf"]
         targets = [("base", str(result["base_model"]))] if self.config.include_base else []
         for fmt in wanted:
@@ -134,8 +141,7 @@ class InferenceTestPlugin(ToolPlugin):
                 targets.append((fmt, paths[fmt]))
         return targets
 
-    def _prompts(self, context, tokenizer: Any, template: str | None) -> list[str]:
-        from plugins.data.conversation_files import validation_or_train
+    def _prompts(self, conversations: list[dict[str, Any]], tokenizer: Any, template: str | None) -> list[str]:
         from plugins.eval.prompts import chat_prompts
 
         if self.config.prompts:
@@ -143,10 +149,6 @@ class InferenceTestPlugin(ToolPlugin):
                 {"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": "-"}]}
                 for p in self.config.prompts
             ]
-        else:
-            conversations = validation_or_train(
-                context.recall(keys.DATASET_VALIDATION), context.recall(keys.DATASET_TRAIN)
-            )
         return [p.text for p in chat_prompts(conversations, tokenizer, template, self.config.num_prompts)]
 
     # -- tools ---------------------------------------------------------------------------------

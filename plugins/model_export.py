@@ -88,6 +88,14 @@ class ModelExportPlugin(ToolPlugin):
     description = "Export the trained model (adapter, merged, safetensors, GGUF, Ollama), verified against it."
     supported_stages = (Stage.OUTPUT,)
     dependencies = (keys.TRAINING_RESULT,)
+    optional_dependencies = (
+        keys.TRAINING_CONFIG,
+        keys.DATASET_TOKENIZED,
+        keys.DATASET_TRAIN,
+        keys.DATASET_VALIDATION,
+        keys.DATASET_STATS,
+        keys.EVALUATION_REPORT,
+    )
     provides = (keys.EXPORT_PATHS, keys.EXPORT_REPORT)
 
     class ConfigModel(PluginConfig):
@@ -171,12 +179,23 @@ class ModelExportPlugin(ToolPlugin):
             check_hub_ready(self.config.hub_model_id)
 
     async def _execute_impl(self, context) -> str:
-        if not context.is_main_process:
-            return "export skipped on this rank"
         await self.initialize(context)
+        from plugins.data.conversation_files import validation_or_train
         from plugins.export.job import ExportJob
 
-        job = ExportJob(self.config, context)
+        job = ExportJob(
+            self.config,
+            context,
+            result=context.recall(keys.TRAINING_RESULT),
+            training_config=context.recall(keys.TRAINING_CONFIG),
+            tokenized=context.recall(keys.DATASET_TOKENIZED) or {},
+            # verification prompts: held-out conversations when there are some
+            conversations=validation_or_train(
+                context.recall(keys.DATASET_VALIDATION), context.recall(keys.DATASET_TRAIN)
+            ),
+            dataset_stats=context.recall(keys.DATASET_STATS) or {},
+            evaluation=context.recall(keys.EVALUATION_REPORT) or {},
+        )
         paths, report = await asyncio.to_thread(job.run)
         context.remember(keys.EXPORT_PATHS, paths)
         context.remember(keys.EXPORT_REPORT, report)

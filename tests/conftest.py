@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import threading
+import os
 from pathlib import Path
 
 import pytest
 
-from entity_training.context import PluginContext
-from entity_training.events import EventBus
+from entity_training.context import STRICT_MEMORY_ENV
 from entity_training.memory import Memory
-from entity_training.registry import ToolRouter
 from entity_training.stages import Stage
+from entity_training.testing import make_context as make_plugin_context
+
+# In tests a plugin that reads or writes a memory key it does not declare fails (subprocesses too).
+os.environ.setdefault(STRICT_MEMORY_ENV, "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
@@ -26,18 +28,7 @@ def make_context(tmp_path):
     """
 
     def factory(stage: Stage, memory: Memory | None = None, run_dir: Path | None = None, events: list | None = None):
-        bus = EventBus()
-        if events is not None:
-            bus.subscribe(events.append)
-        return PluginContext(
-            memory=memory if memory is not None else Memory(),
-            bus=bus,
-            tools=ToolRouter(),
-            run_dir=run_dir or tmp_path,
-            stage=stage,
-            plugin_name="test",
-            cancel_event=threading.Event(),
-        )
+        return make_plugin_context(stage, run_dir or tmp_path, memory, events=events)
 
     return factory
 

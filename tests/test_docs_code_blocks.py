@@ -165,9 +165,9 @@ def cli_argv(args: list[str]) -> list[str] | None:
 
 
 def subcommand_of(argv: list[str]) -> str:
-    from entity_training.cli import SUBCOMMANDS
+    from entity_training.cli import command_names
 
-    return argv[0] if argv and argv[0] in SUBCOMMANDS else "run"
+    return argv[0] if argv and argv[0] in command_names() else "run"
 
 
 def _workflow_argument(argv: list[str]) -> str | None:
@@ -344,14 +344,17 @@ def check_not_run(block: Block) -> None:
 
 def check_toml(block: Block, sandbox: Path) -> None:
     """Parsed; entry points are declared in the group the engine reads, and name a module:Class."""
+    from entity_training.command import COMMAND_ENTRY_POINT_GROUP
     from entity_training.registry import ENTRY_POINT_GROUP
 
     tomllib = pytest.importorskip("tomllib", reason="tomllib (Python 3.11+) parses TOML")
     data = tomllib.loads(block.body)
     groups = data.get("project", {}).get("entry-points", {})
-    assert set(groups) <= {ENTRY_POINT_GROUP}, f"{block.id}: entry points outside {ENTRY_POINT_GROUP}: {set(groups)}"
-    for target in groups.get(ENTRY_POINT_GROUP, {}).values():
-        assert re.fullmatch(r"[\w.]+:\w+", target), f"{block.id}: {target!r} is not module:Class"
+    known = {ENTRY_POINT_GROUP, COMMAND_ENTRY_POINT_GROUP}
+    assert set(groups) <= known, f"{block.id}: entry points outside {known}: {set(groups)}"
+    for group in known:
+        for target in groups.get(group, {}).values():
+            assert re.fullmatch(r"[\w.]+:\w+", target), f"{block.id}: {target!r} is not module:Class"
 
 
 CHECKS = {
@@ -403,13 +406,13 @@ def test_code_block(block: Block, sandboxes):
 
 def test_the_training_guide_covers_every_setting_of_the_built_in_plugins():
     """docs/TRAINING_GUIDE.md names every key (in backticks, as plugin.key, or in a YAML example)."""
-    from plugins import AVAILABLE_PLUGINS, get_plugin
+    from entity_training.registry import DISTRIBUTION, entry_point_plugins, resolve_plugin
 
     guide = (REPO / "docs" / "TRAINING_GUIDE.md").read_text(encoding="utf-8")
     missing = [
         f"{name}.{key}"
-        for name in sorted(AVAILABLE_PLUGINS)
-        for key in get_plugin(name).ConfigModel.model_fields
+        for name in sorted(entry_point_plugins(DISTRIBUTION))
+        for key in resolve_plugin(name, []).cls.ConfigModel.model_fields
         if not re.search(rf"`(\w+\.)?{key}\b|^\s*{key}:", guide, re.M)
     ]
     assert not missing, f"say in docs/TRAINING_GUIDE.md when to change: {missing}"

@@ -21,10 +21,11 @@ def load_script(name: str):
 
 
 def test_every_built_in_tool_is_called_by_a_script_through_the_router():
-    from plugins import AVAILABLE_PLUGINS, get_plugin
+    from entity_training.registry import DISTRIBUTION, entry_point_plugins
 
+    built_in = entry_point_plugins(DISTRIBUTION)
     offered = {
-        (plugin, name) for plugin in AVAILABLE_PLUGINS for name in getattr(get_plugin(plugin), "tool_names", list)()
+        (plugin, name) for plugin, entry in built_in.items() for name in getattr(entry.load(), "tool_names", list)()
     }
     called = {
         match.groups()

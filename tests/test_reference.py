@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 
 from entity_training.plugin import PluginConfig
-from entity_training.registry import resolve_plugin
-from plugins import AVAILABLE_PLUGINS
+from entity_training.registry import DISTRIBUTION, entry_point_plugins, resolve_plugin
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", sorted(AVAILABLE_PLUGINS))
+@pytest.mark.parametrize("name", sorted(entry_point_plugins(DISTRIBUTION)))
 def test_every_builtin_plugin_config_is_strict_and_described(name):
     cls = resolve_plugin(name, []).cls
     assert issubclass(cls.ConfigModel, PluginConfig), "unknown keys must be errors"

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from entity_training import ConfigError, PluginError, Problem
-from plugins import memory_keys as keys
 from plugins.model_export import FULL_WEIGHT_FORMATS, formats_for, merge_refused_message
 from plugins.models.loaders import user_model_options
 
@@ -21,13 +20,27 @@ from plugins.models.loaders import user_model_options
 class ExportJob:
     """One export run: pre-flight, then each format in turn (blocking; runs in a worker thread)."""
 
-    def __init__(self, config: Any, context: Any):
+    def __init__(
+        self,
+        config: Any,
+        context: Any,
+        *,
+        result: dict[str, Any],
+        training_config: Any,
+        tokenized: dict[str, Any],
+        conversations: list[dict[str, Any]],
+        dataset_stats: dict[str, Any],
+        evaluation: dict[str, Any],
+    ):
         self.config = config
-        self.context = context
-        self.result: dict[str, Any] = context.recall(keys.TRAINING_RESULT)
-        self.training_config = context.recall(keys.TRAINING_CONFIG)  # a ResolvedTrainingConfig, or None
+        self.context = context  # events and cancellation only: model_export reads memory and passes the values
+        self.result = result
+        self.training_config = training_config
         self.permissions = user_model_options(self.training_config)
-        self.tokenized: dict[str, Any] = context.recall(keys.DATASET_TOKENIZED, {}) or {}
+        self.tokenized = tokenized
+        self.conversations = conversations
+        self.dataset_stats = dataset_stats
+        self.evaluation = evaluation
         self.final_dir = Path(self.result["final_model_path"])
         self.root = Path(config.output_path) if config.output_path else Path(context.run_dir) / "export"
         self.name = config.model_name or _slug(Path(str(self.result.get("base_model", "model"))).name) + "-ft"
@@ -101,14 +114,11 @@ class ExportJob:
         return self.root
 
     def _prompts(self) -> list[str]:
-        from plugins.data.conversation_files import validation_or_train
         from plugins.eval.prompts import chat_prompts
 
-        conversations = validation_or_train(
-            self.context.recall(keys.DATASET_VALIDATION), self.context.recall(keys.DATASET_TRAIN)
-        )
         return [
-            p.text for p in chat_prompts(conversations, self.tokenizer, self.chat_template, self.config.verify_prompts)
+            p.text
+            for p in chat_prompts(self.conversations, self.tokenizer, self.chat_template, self.config.verify_prompts)
         ]
 
     def _step(self, name: str, action) -> None:
@@ -247,7 +257,6 @@ class ExportJob:
     def _write_modelfile(self, folder: Path, gguf_name: str) -> dict[str, Any]:
         from plugins.export.modelfile import sampling_parameters, write_modelfile
 
-        evaluation = self.context.recall(keys.EVALUATION_REPORT) or {}
         num_ctx = int(self.tokenized.get("max_seq_length") or 2048)
         turn_format = write_modelfile(
             folder / gguf_name,
@@ -255,7 +264,7 @@ class ExportJob:
             self.chat_template,
             num_ctx=num_ctx,
             system_prompt=self.config.system_prompt,
-            sampling=sampling_parameters(evaluation.get("generation")),
+            sampling=sampling_parameters(self.evaluation.get("generation")),
         )
         return {
             "path": str(self.root / "gguf" / "Modelfile"),
@@ -283,8 +292,8 @@ class ExportJob:
             files=sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != "README.md"),
             training_config=self.training_config.model_dump(mode="json") if self.training_config else {},
             training_result={k: v for k, v in self.result.items() if k != "log_history"},
-            dataset_stats=self.context.recall(keys.DATASET_STATS) or {},
-            evaluation=self.context.recall(keys.EVALUATION_REPORT) or {},
+            dataset_stats=self.dataset_stats,
+            evaluation=self.evaluation,
             max_seq_length=self.tokenized.get("max_seq_length"),
             hub_model_id=self.config.hub_model_id,
         )

@@ -3,31 +3,44 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plugins import memory_keys as keys
-
-EVENTS_FILE = "events.jsonl"
+from entity_training.executor import EVENTS_FILE
 
 
-def collect_report_data(recall: Any, run_dir: Path, run_settings: dict[str, Any] | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ReportInputs:
+    """What the report shows from memory; an entry of a stage that did not run is empty."""
+
+    training_config: dict[str, Any] = field(default_factory=dict)
+    memory_plan: dict[str, Any] = field(default_factory=dict)
+    dataset_stats: dict[str, Any] = field(default_factory=dict)
+    token_stats: dict[str, Any] = field(default_factory=dict)
+    training_result: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    export: dict[str, Any] = field(default_factory=dict)
+    inference: dict[str, Any] = field(default_factory=dict)
+
+
+def collect_report_data(
+    inputs: ReportInputs, run_dir: Path, run_settings: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Everything the template needs; missing stages simply give empty sections."""
-    result = recall(keys.TRAINING_RESULT) or {}
-    training_config = recall(keys.TRAINING_CONFIG)
-    memory_plan = recall(keys.TRAINING_MEMORY_PLAN)
+    result = inputs.training_result
     return {
         "run_name": (run_settings or {}).get("name") or Path(run_dir).name,
         "run_dir": str(run_dir),
-        "training_config": training_config.model_dump(mode="json") if training_config else {},
-        "memory_plan": memory_plan.model_dump(mode="json") if memory_plan else {},
-        "dataset_stats": flat_items(recall(keys.DATASET_STATS) or {}),
-        "token_stats": flat_items(recall(keys.DATASET_TOKEN_STATS) or {}),
+        "training_config": inputs.training_config,
+        "memory_plan": inputs.memory_plan,
+        "dataset_stats": flat_items(inputs.dataset_stats),
+        "token_stats": flat_items(inputs.token_stats),
         "training": {k: v for k, v in result.items() if k != "log_history"},
         "loss_series": loss_series(result.get("log_history") or []),
-        "evaluation": recall(keys.EVALUATION_REPORT) or {},
-        "export": recall(keys.EXPORT_REPORT) or {},
-        "inference": recall(keys.INFERENCE_REPORT) or {},
+        "evaluation": inputs.evaluation,
+        "export": inputs.export,
+        "inference": inputs.inference,
         "timings": plugin_timings(Path(run_dir) / EVENTS_FILE),
     }
 

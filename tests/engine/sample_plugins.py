@@ -64,6 +64,7 @@ class Summer(Plugin):
     name = "summer"
     supported_stages = (Stage.DO,)
     dependencies = ("numbers",)
+    provides = ("total",)
 
     async def _execute_impl(self, context):
         total = sum(context.recall("numbers"))
@@ -143,6 +144,7 @@ class OtherCalculator(ToolPlugin):
 class ToolUser(Plugin):
     name = "tool_user"
     supported_stages = (Stage.THINK,)
+    provides = ("tool_results",)
 
     async def _execute_impl(self, context):
         doubled = await context.use_tool("double", x=21)
@@ -155,6 +157,7 @@ class Leaker(Plugin):
 
     name = "leaker"
     supported_stages = (Stage.INPUT,)
+    provides = ("auth",)
 
     async def _execute_impl(self, context):
         import os
@@ -176,3 +179,11 @@ class Reporter(Plugin):
 
     async def _execute_impl(self, context):
         CALLS.append("report")
+
+
+class OneKeyNotATuple(Plugin):
+    """Declares ("numbers") (a string), not ("numbers",)."""
+
+    name = "one_key_not_a_tuple"
+    supported_stages = (Stage.DO,)
+    dependencies = "numbers"  # type: ignore[assignment]

@@ -21,6 +21,7 @@ class Greeter(Plugin):
 
     name = "greeter"
     supported_stages = (Stage.INPUT,)
+    provides = ("greeting",)
 
     class ConfigModel(PluginConfig):
         greeting: str = Field("hello", description="What to say.")
@@ -100,3 +101,63 @@ def test_entry_point_plugin_from_an_installed_package(tmp_path, monkeypatch):
         assert run(workflow, tmp_path / "run").memory.get("greeting") == "hello"
     finally:
         sys.modules.pop("ep_plugin_pkg", None)
+
+
+COMMAND_PACKAGE = """
+from entity_training.command import Command
+from entity_training.errors import ConfigError
+
+
+class Hello(Command):
+    help = "Say hello."
+
+    def add_arguments(self, parser):
+        parser.add_argument("who")
+
+    def run(self, args):
+        if args.who == "nobody":
+            raise ConfigError("nobody to greet")
+        print(f"hello {args.who}")
+        return 0
+"""
+
+
+def _install_distribution(site, name: str, code: str, entry_points: str) -> None:
+    """A tiny installed distribution (code + dist-info with entry points) under ``site``."""
+    (site / name).mkdir(parents=True)
+    (site / name / "__init__.py").write_text(textwrap.dedent(code))
+    dist_info = site / f"{name}-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(entry_points)
+
+
+def test_a_package_contributes_a_command(tmp_path, monkeypatch, capsys):
+    from entity_training.cli import command_names, main
+    from entity_training.command import COMMAND_ENTRY_POINT_GROUP
+
+    site = tmp_path / "site"
+    _install_distribution(
+        site,
+        "hello_command_pkg",
+        COMMAND_PACKAGE,
+        f"[{COMMAND_ENTRY_POINT_GROUP}]\nhello = hello_command_pkg:Hello\nbroken = hello_command_pkg:Missing\n",
+    )
+    monkeypatch.syspath_prepend(str(site))
+    try:
+        assert {"hello", "broken", "plan", "preview"} <= set(command_names())
+        assert main(["hello", "world"]) == 0 and "hello world" in capsys.readouterr().out
+        assert main(["hello", "nobody"]) == 2 and "nobody to greet" in capsys.readouterr().err
+        # A package that fails to load costs only its own command.
+        assert main(["broken"]) == 1 and "Missing" in capsys.readouterr().err
+        assert main(["--help"]) == 0 and "Say hello." in capsys.readouterr().out
+    finally:
+        sys.modules.pop("hello_command_pkg", None)
+
+
+def test_the_built_in_plugins_are_entry_points_of_this_distribution():
+    from entity_training.registry import DISTRIBUTION, entry_point_plugins
+
+    builtins = entry_point_plugins(DISTRIBUTION)
+    assert {"dataset_loader", "training_config", "fine_tuning", "model_export"} <= set(builtins)
+    assert resolve_plugin("fine_tuning", []).origin == f"entry point {builtins['fine_tuning'].value}"

@@ -122,6 +122,16 @@ def test_missing_dependency(tmp_path):
     assert "needs 'numbers', which no plugin before it provides" in problems_of(excinfo)[0].message
 
 
+def test_a_declaration_that_is_a_string_is_refused(tmp_path):
+    text = "workflow:\n  DO:\n    - plugin: sample_plugins.OneKeyNotATuple\n    - plugin: sample_plugins.Summer\n"
+    with pytest.raises(ConfigError) as excinfo:
+        load(tmp_path, text)
+    messages = [p.message for p in problems_of(excinfo)]
+    assert "must be a tuple of memory keys, e.g. ('dataset.train',); got 'numbers'" in messages[0]
+    assert "needs 'numbers'" in messages[1]  # the other plugins are still checked
+    assert len(messages) == 2
+
+
 def test_dependency_provided_too_late_says_so(tmp_path):
     workflow_text = """
     workflow:
