@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_runner import run_train
+from helpers.cli import run_train
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent

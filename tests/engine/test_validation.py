@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import load, write_workflow
+from helpers.engine import load, write_workflow
 from pydantic import ValidationError
 
 from entity_training.errors import ConfigError
