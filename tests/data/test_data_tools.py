@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from helpers.data_tokenizer import build_tokenizer
+from helpers.workflows import write_workflow
 from rich.console import Console
 
 from plugins.data.convert import NotConvertible, to_format
@@ -119,9 +120,7 @@ def test_sample_data_is_varied_valid_alpaca():
 
 def test_a_bad_dataset_stops_the_run_with_exit_code_2(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c"}\n', encoding="utf-8")
-    (tmp_path / "wf.yaml").write_text(
-        "workflow:\n  INPUT:\n    - plugin: dataset_loader\n      config: {dataset_path: bad.jsonl}\n", encoding="utf-8"
-    )
+    write_workflow(tmp_path, dataset={"dataset_path": "bad.jsonl"}, stop_after="INPUT")
     result = subprocess.run(
         [sys.executable, str(REPO / "train.py"), "--config", "wf.yaml", "--yes", "--output", str(tmp_path / "run")],
         capture_output=True,

@@ -3,9 +3,8 @@ data tokenizes, the second run hits the cache, and the preview shows it."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from helpers.workflows import write_workflow
 from rich.console import Console
 
 from entity_training import Stage
@@ -14,21 +13,6 @@ from entity_training.workflow import load_workflow
 from plugins import memory_keys
 from plugins.data.preview import print_preview
 from plugins.data.tokenized import load_tokenized
-
-REPO = Path(__file__).resolve().parents[2]
-WORKFLOW = """
-run: {{name: data, seed: 3}}
-workflow:
-  INPUT:
-    - plugin: dataset_loader
-      config: {{dataset_path: {data}, validation_split: 0.1}}
-  PARSE:
-    - plugin: training_config
-      config: {{model_name_or_path: tiny}}
-  THINK:
-    - plugin: data_preparation
-      config: {{max_seq_length: 512, cache_dir: {cache}}}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +25,12 @@ def model_cache(tmp_path_factory):
 
 @pytest.mark.slow
 async def test_sample_data_through_input_parse_think(tmp_path, model_cache):
-    path = tmp_path / "wf.yaml"
-    path.write_text(
-        WORKFLOW.format(data=REPO / "data" / "sample.jsonl", cache=tmp_path / "tokenized"), encoding="utf-8"
+    path = write_workflow(
+        tmp_path,
+        run={"name": "data", "seed": 3},
+        dataset={"validation_split": 0.1},
+        preparation={"max_seq_length": 512, "cache_dir": tmp_path / "tokenized"},
+        stop_after="THINK",
     )
 
     first = await WorkflowExecutor(load_workflow(path), tmp_path / "run1").run(stop_after=Stage.THINK)

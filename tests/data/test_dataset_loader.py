@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.workflows import line_of, write_workflow
 
 from entity_training import ConfigError, InputError, Stage
 from entity_training.workflow import load_workflow
@@ -403,20 +404,17 @@ def test_empty_after_filtering_says_why(tmp_path):
 @pytest.mark.parametrize(
     ("setting", "expected"),
     [
-        ("dataset_format: xml", "dataset_format"),
-        ("validation_split: 1.0", "validation_split"),
-        ("max_samples: 0", "max_samples"),
+        ({"dataset_format": "xml"}, "dataset_format"),
+        ({"validation_split": 1.0}, "validation_split"),
+        ({"max_samples": 0}, "max_samples"),
     ],
 )
 def test_bad_settings_are_config_errors(tmp_path, setting, expected):
-    workflow = tmp_path / "wf.yaml"
-    workflow.write_text(
-        f"workflow:\n  INPUT:\n    - plugin: dataset_loader\n      config:\n        dataset_path: d.jsonl\n        {setting}\n",
-        encoding="utf-8",
-    )
+    workflow = write_workflow(tmp_path, dataset={"dataset_path": "d.jsonl", **setting}, stop_after="INPUT")
     with pytest.raises(ConfigError) as caught:
         load_workflow(workflow)
-    assert caught.value.exit_code == 2 and expected in str(caught.value) and f"{workflow}:6" in str(caught.value)
+    line = line_of(workflow, f"{expected}:")
+    assert caught.value.exit_code == 2 and expected in str(caught.value) and f"{workflow}:{line}" in str(caught.value)
 
 
 def test_every_config_field_is_described():

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers.workflows import step, write_workflow
 from test_docs_api import doc_blocks
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,10 +47,8 @@ def test_plugin_package_installs_and_runs_by_entry_point(tmp_path):
         {"instruction": "Count to two.", "output": "One, two."},
     ]
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "wf.yaml").write_text(
-        "run: {output_dir: out}\nworkflow:\n  INPUT:\n    - plugin: dataset_loader\n"
-        "      config: {dataset_path: data.jsonl, validation_split: 0.0, shuffle: false}\n    - plugin: deduplicate\n"
-    )
+    dataset = step("dataset_loader", dataset_path="data.jsonl", validation_split=0.0, shuffle=False)
+    write_workflow(tmp_path, run={"output_dir": "out"}, stages={"INPUT": [dataset, step("deduplicate")]})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
     listing = subprocess.run(
         [sys.executable, "-m", "entity_training.cli", "list-plugins"],

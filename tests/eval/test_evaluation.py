@@ -13,6 +13,7 @@ from helpers.export_fixtures import (  # noqa: F401
     make_lora_adapter,
     trained_model_dir,
 )
+from helpers.workflows import step, write_workflow
 from pydantic import ValidationError
 
 from entity_training import InputError, PluginConfig, ReviewFailed, Stage
@@ -278,27 +279,6 @@ class SeedMemory(Plugin):
             context.remember(key, value)
 
 
-WORKFLOW = """
-run: {{name: behaviour, output_dir: {out}}}
-workflow:
-  INPUT:
-    - plugin: test_evaluation.SeedMemory
-      config: {{memory_file: {memory}}}
-  REVIEW:
-    - plugin: evaluation
-      config:
-        metrics: [loss]
-        num_samples: 0
-        generation: {{max_new_tokens: 4}}
-        behaviour_checks: {checks}
-        thresholds: {{behaviour_min: 1.0}}
-  OUTPUT:
-    - plugin: model_export
-      config: {{export_formats: [huggingface], verify: false}}
-    - plugin: run_report
-"""
-
-
 @pytest.mark.parametrize(
     "check, code",
     [
@@ -316,8 +296,24 @@ def test_behaviour_threshold_in_a_workflow(eval_run, check, code, capsys):
     seeded = run_dir / "seed.json"
     seeded.write_text(json.dumps({k: memory.get(k) for k in SeedMemory.provides}), encoding="utf-8")
     out = run_dir / "run"
-    workflow = run_dir / "workflow.yaml"
-    workflow.write_text(WORKFLOW.format(out=out, memory=seeded, checks=_checks_file(run_dir, check)), encoding="utf-8")
+    evaluation = step(
+        "evaluation",
+        metrics=["loss"],
+        num_samples=0,
+        generation={"max_new_tokens": 4},
+        behaviour_checks=_checks_file(run_dir, check),
+        thresholds={"behaviour_min": 1.0},
+    )
+    workflow = write_workflow(
+        run_dir,
+        name="workflow.yaml",
+        run={"name": "behaviour", "output_dir": out},
+        stages={
+            "INPUT": [step("test_evaluation.SeedMemory", memory_file=seeded)],
+            "REVIEW": [evaluation],
+            "OUTPUT": [step("model_export", export_formats=["huggingface"], verify=False), step("run_report")],
+        },
+    )
 
     assert main(["--config", str(workflow), "--yes"]) == code
     printed = capsys.readouterr()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.export_fixtures import CONVERSATIONS, fill_memory_for_export, make_lora_adapter, trained_model_dir  # noqa: F401
+from helpers.workflows import line_of, step, write_workflow
 
 from entity_training import ConfigError, Stage
 from entity_training.memory import Memory
@@ -247,16 +248,15 @@ async def test_tools_are_offered_and_match_the_plugin(full_run, tmp_path):
 def test_unknown_export_format_in_a_workflow_is_a_config_error(tmp_path):
     from entity_training.workflow import load_workflow
 
-    workflow = tmp_path / "wf.yaml"
-    workflow.write_text(
-        "workflow:\n  OUTPUT:\n    - plugin: model_export\n      config:\n        export_formats: [huggingface, onnx]\n",
-        encoding="utf-8",
+    workflow = write_workflow(
+        tmp_path, stages={"OUTPUT": [step("model_export", export_formats=["huggingface", "onnx"])]}
     )
     with pytest.raises(ConfigError) as caught:
         load_workflow(workflow)
     message = str(caught.value)
     assert caught.value.exit_code == 2
-    assert "onnx" in message and "export_formats" in message and "wf.yaml:5" in message
+    line = line_of(workflow, "export_formats")
+    assert "onnx" in message and "export_formats" in message and f"wf.yaml:{line}" in message
 
 
 async def test_push_to_hub_uploads_each_folder_without_exposing_the_token(make_context, full_run, monkeypatch):

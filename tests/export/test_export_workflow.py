@@ -9,53 +9,41 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers.workflows import line_of, step, write_workflow
 
 from entity_training.cli import main
 
-REPO = Path(__file__).resolve().parents[2]
-
-WORKFLOW = """
-run: {{name: e2e, output_dir: {out}, seed: 7}}
-workflow:
-  INPUT:
-    - plugin: dataset_loader
-      config: {{dataset_path: {data}, max_samples: 30, validation_split: 0.2}}
-  PARSE:
-    - plugin: training_config
-      config: {{model_name_or_path: tiny, training_method: lora, learning_rate: 1.0e-3, max_steps: 3, batch_size: 4, logging_steps: 1}}
-  THINK:
-    - plugin: data_preparation
-      config: {{max_seq_length: 256}}
-  DO:
-    - plugin: fine_tuning
-  REVIEW:
-    - plugin: evaluation
-      config: {{num_samples: 2, generation: {{max_new_tokens: 8}}, thresholds: {thresholds}}}
-  OUTPUT:
-    - plugin: model_export
-      config: {exports}
-    - plugin: inference_test
-      config: {{num_prompts: 1, max_new_tokens: 4, formats: [huggingface]}}
-    - plugin: run_report
-"""
+EXPORTS = {"export_formats": ["huggingface", "gguf", "ollama"], "gguf_quantization": ["q8_0"]}
 
 
-EXPORTS = "{export_formats: [huggingface, gguf, ollama], gguf_quantization: [q8_0]}"
-
-
-def _run(tmp_path: Path, thresholds: str, *flags: str, exports: str = EXPORTS) -> tuple[int, Path]:
+def _run(tmp_path: Path, thresholds: dict, *flags: str, exports: dict = EXPORTS) -> tuple[int, Path]:
     out = tmp_path / "run"
-    config = tmp_path / "workflow.yaml"
-    config.write_text(
-        WORKFLOW.format(out=out, data=REPO / "data" / "sample.jsonl", thresholds=thresholds, exports=exports),
-        encoding="utf-8",
+    config = write_workflow(
+        tmp_path,
+        name="workflow.yaml",
+        run={"name": "e2e", "output_dir": out, "seed": 7},
+        dataset={"max_samples": 30, "validation_split": 0.2},
+        training={
+            "training_method": "lora",
+            "learning_rate": 1.0e-3,
+            "max_steps": 3,
+            "batch_size": 4,
+            "logging_steps": 1,
+        },
+        preparation={"max_seq_length": 256},
+        review=[step("evaluation", num_samples=2, generation={"max_new_tokens": 8}, thresholds=thresholds)],
+        output=[
+            step("model_export", **exports),
+            step("inference_test", num_prompts=1, max_new_tokens=4, formats=["huggingface"]),
+            step("run_report"),
+        ],
     )
     return main(["--config", str(config), "--yes", *flags]), out
 
 
 @pytest.mark.slow
 def test_passing_run_exports_and_reports(tmp_path):
-    code, out = _run(tmp_path, "{perplexity_max: 1.0e+9}")
+    code, out = _run(tmp_path, {"perplexity_max": 1.0e9})
     assert code == 0
     memory = json.loads((out / "memory.json").read_text())["entries"]
     assert memory["evaluation.report"]["status"] == "PASS"
@@ -69,7 +57,7 @@ def test_passing_run_exports_and_reports(tmp_path):
 
 @pytest.mark.slow
 def test_failing_threshold_exits_3_and_skips_the_export(tmp_path):
-    code, out = _run(tmp_path, "{loss_max: 0.001}")
+    code, out = _run(tmp_path, {"loss_max": 0.001})
     assert code == 3
     memory = json.loads((out / "memory.json").read_text())["entries"]
     assert memory["evaluation.report"]["status"] == "FAIL"
@@ -82,11 +70,10 @@ def test_failing_threshold_exits_3_and_skips_the_export(tmp_path):
 def test_full_fine_tune_of_a_lora_workflow_skips_merged_and_says_so(tmp_path, capsys):
     from plugins.model_export import MERGED_OF_FULL
 
-    exports = "{export_formats: [huggingface, merged, gguf, ollama], gguf_quantization: [f16]}"
-    code, out = _run(tmp_path, "{perplexity_max: 1.0e+9}", "--method", "full", exports=exports)
+    exports = {"export_formats": ["huggingface", "merged", "gguf", "ollama"], "gguf_quantization": ["f16"]}
+    code, out = _run(tmp_path, {"perplexity_max": 1.0e9}, "--method", "full", exports=exports)
     assert code == 0
-    lines = (tmp_path / "workflow.yaml").read_text().splitlines()
-    line = next(number for number, text in enumerate(lines, 1) if "export_formats" in text)
+    line = line_of(tmp_path / "workflow.yaml", "export_formats")
     printed = " ".join(capsys.readouterr().out.split())
     assert f"note: {tmp_path / 'workflow.yaml'}:{line}" in printed and MERGED_OF_FULL in printed  # in the plan
     memory = json.loads((out / "memory.json").read_text())["entries"]

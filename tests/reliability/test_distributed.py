@@ -10,39 +10,28 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.workflows import write_workflow
 
 REPO = Path(__file__).resolve().parents[2]
-
-WORKFLOW = """
-run: {name: ddp, output_dir: %(run_dir)s, seed: 3}
-workflow:
-  INPUT:
-    - plugin: dataset_loader
-      config: {dataset_path: %(data)s, validation_split: 0.1, max_samples: 40}
-  PARSE:
-    - plugin: training_config
-      config:
-        model_name_or_path: tiny
-        training_method: lora
-        learning_rate: 1.0e-3
-        batch_size: 2
-        max_steps: 4
-        save_steps: 2
-        logging_steps: 1
-  THINK:
-    - plugin: data_preparation
-      config: {max_seq_length: 128, cache_dir: %(cache)s}
-  DO:
-    - plugin: fine_tuning
-"""
 
 
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu(tmp_path):
     run_dir = tmp_path / "run"
-    config = tmp_path / "ddp.yaml"
-    config.write_text(
-        WORKFLOW % {"run_dir": run_dir, "data": REPO / "data" / "sample.jsonl", "cache": tmp_path / "tokenized"}
+    config = write_workflow(
+        tmp_path,
+        name="ddp.yaml",
+        run={"name": "ddp", "output_dir": run_dir, "seed": 3},
+        dataset={"validation_split": 0.1, "max_samples": 40},
+        training={
+            "training_method": "lora",
+            "learning_rate": 1.0e-3,
+            "batch_size": 2,
+            "max_steps": 4,
+            "save_steps": 2,
+            "logging_steps": 1,
+        },
+        preparation={"max_seq_length": 128, "cache_dir": tmp_path / "tokenized"},
     )
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     done = subprocess.run(

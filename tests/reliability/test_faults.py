@@ -21,6 +21,7 @@ import torch
 from helpers.cli import run_train as cli
 from helpers.export_fixtures import fill_memory_for_export, make_lora_adapter, trained_model_dir  # noqa: F401
 from helpers.training import build_tiny_model_dir, make_context, packed_rows, write_tokenized
+from helpers.workflows import step, write_workflow
 
 from entity_training import PluginError, Stage
 from entity_training.disk import as_disk_full
@@ -32,15 +33,27 @@ from plugins.training_config import TrainingConfigPlugin
 
 REPO = Path(__file__).resolve().parents[2]
 ENGINE_TESTS = REPO / "tests" / "engine"  # sample_plugins: the engine's toy plugins
-TOY_WORKFLOW = """
-run: {name: toy, output_dir: out}
-workflow:
-  input:
-    - plugin: sample_plugins.Writer
-  DO:
-    - plugin: sample_plugins.Sleeper
-      config: {steps: 600}
-"""
+
+
+def _write_toy_workflow(folder: Path, *, steps: int = 600) -> Path:
+    """The engine's toy plugins: a writer, then a sleeper of ``steps`` short steps."""
+    return write_workflow(
+        folder,
+        run={"name": "toy", "output_dir": "out"},
+        stages={"INPUT": [step("sample_plugins.Writer")], "DO": [step("sample_plugins.Sleeper", steps=steps)]},
+    )
+
+
+def _write_training_workflow(folder: Path, *, max_steps: int = 12, save_steps: int = 100, output=()) -> Path:
+    """The real training plugins on the tiny model, run through the CLI."""
+    return write_workflow(
+        folder,
+        run={"name": "signal-test", "output_dir": "run", "seed": 42},
+        dataset={"validation_split": 0.1},
+        training={"batch_size": 2, "max_steps": max_steps, "save_steps": save_steps, "logging_steps": 1},
+        preparation={"max_seq_length": 256},
+        output=output,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +155,11 @@ class FillDisk(Plugin):
 def test_a_full_disk_reaches_the_cli_as_one_message_with_the_place_and_what_to_do(tmp_path, kind, expected):
     (tmp_path / "plugs" / "fill_disk").mkdir(parents=True)
     (tmp_path / "plugs" / "fill_disk" / "plugin.py").write_text(FULL_DISK_PLUGIN)
-    (tmp_path / "wf.yaml").write_text(
-        "run: {name: full, output_dir: out}\nplugin_dirs: [plugs]\n"
-        "workflow:\n  INPUT:\n    - plugin: sample_plugins.Writer\n  DO:\n    - plugin: fill_disk\n"
+    write_workflow(
+        tmp_path,
+        run={"name": "full", "output_dir": "out"},
+        plugin_dirs=["plugs"],
+        stages={"INPUT": [step("sample_plugins.Writer")], "DO": [step("fill_disk")]},
     )
     result = cli("--config", "wf.yaml", "--yes", cwd=tmp_path, env={"FULL_DISK_KIND": kind})
     run_dir = tmp_path / "out"
@@ -184,9 +199,7 @@ def small_disk(tmp_path):
 @pytest.mark.slow
 def test_a_really_full_disk_stops_training_cleanly_and_resume_finishes(tmp_path, small_disk):
     """A tiny-model checkpoint is 2.7 MB: checkpoint-2 fits on 4 MiB, checkpoint-4 does not."""
-    (tmp_path / "wf.yaml").write_text(
-        TRAINING_WORKFLOW.replace("max_steps: 12, save_steps: 100", "max_steps: 6, save_steps: 2")
-    )
+    _write_training_workflow(tmp_path, max_steps=6, save_steps=2)
     disk = small_disk("4m")
     run_dir = disk / "run"
     stopped = cli("--config", "wf.yaml", "--yes", "--output", str(run_dir), cwd=tmp_path, timeout=600)
@@ -208,10 +221,9 @@ def test_a_really_full_disk_stops_training_cleanly_and_resume_finishes(tmp_path,
 def test_no_room_for_the_merged_model_is_refused_before_writing(tmp_path, small_disk):
     """export output_path on a 64 KiB disk: the merge pre-flight refuses it (exit 2), nothing is written there."""
     export_dir = small_disk("64k") / "export"
-    workflow = TRAINING_WORKFLOW.replace("max_steps: 12", "max_steps: 1") + (
-        f"  OUTPUT:\n    - plugin: model_export\n      config: {{export_formats: [merged], output_path: {export_dir}}}\n"
+    _write_training_workflow(
+        tmp_path, max_steps=1, output=[step("model_export", export_formats=["merged"], output_path=export_dir)]
     )
-    (tmp_path / "wf.yaml").write_text(workflow)
     result = cli("--config", "wf.yaml", "--yes", cwd=tmp_path, timeout=600)
     message = " ".join(result.stderr.split())
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
@@ -222,7 +234,7 @@ def test_no_room_for_the_merged_model_is_refused_before_writing(tmp_path, small_
 
 def test_a_run_directory_on_a_read_only_disk_is_refused_before_anything_runs(tmp_path, small_disk):
     """Root ignores permission bits, so a read-only mount is what makes a folder unwritable for every user."""
-    (tmp_path / "wf.yaml").write_text(TOY_WORKFLOW)
+    _write_toy_workflow(tmp_path)
     run_dir = small_disk("64k", read_only=True) / "run"
     result = cli("--config", "wf.yaml", "--yes", "--output", str(run_dir), cwd=tmp_path)
     message = " ".join(result.stderr.split())
@@ -235,7 +247,7 @@ def test_a_run_directory_on_a_read_only_disk_is_refused_before_anything_runs(tmp
 
 
 def test_truncated_memory_json_stops_resume_with_the_file_and_what_to_do(tmp_path):
-    (tmp_path / "wf.yaml").write_text(TOY_WORKFLOW.replace("600", "2"))
+    _write_toy_workflow(tmp_path, steps=2)
     assert cli("--config", "wf.yaml", cwd=tmp_path).returncode == 0
     memory_file = tmp_path / "out" / "memory.json"
     memory_file.write_bytes(memory_file.read_bytes()[:-25])  # cut short, as by a crash mid-write on another FS
@@ -248,7 +260,7 @@ def test_truncated_memory_json_stops_resume_with_the_file_and_what_to_do(tmp_pat
 
 def test_resume_takes_over_a_dead_runs_lock_even_before_its_first_stage_ended(tmp_path):
     """SIGKILL during INPUT leaves run.lock and events.jsonl, no memory.json: --resume starts over."""
-    (tmp_path / "wf.yaml").write_text(TOY_WORKFLOW.replace("600", "2"))
+    _write_toy_workflow(tmp_path, steps=2)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     run_dir = tmp_path / "out"
     run_dir.mkdir()
@@ -263,7 +275,7 @@ def test_resume_takes_over_a_dead_runs_lock_even_before_its_first_stage_ended(tm
 
 
 def test_a_second_run_into_the_same_directory_is_refused_with_the_first_pid(tmp_path):
-    (tmp_path / "wf.yaml").write_text(TOY_WORKFLOW)
+    _write_toy_workflow(tmp_path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ENGINE_TESTS), str(REPO)])}
     first = subprocess.Popen(
         [sys.executable, str(REPO / "train.py"), "--config", "wf.yaml"],
@@ -289,27 +301,11 @@ def test_a_second_run_into_the_same_directory_is_refused_with_the_first_pid(tmp_
 
 # -- pre-emption: SIGINT / SIGTERM during real training ----------------------------------------
 
-TRAINING_WORKFLOW = f"""
-run: {{name: signal-test, output_dir: run, seed: 42}}
-workflow:
-  INPUT:
-    - plugin: dataset_loader
-      config: {{dataset_path: {REPO / "data" / "sample.jsonl"}, validation_split: 0.1}}
-  PARSE:
-    - plugin: training_config
-      config: {{model_name_or_path: tiny, batch_size: 2, max_steps: 12, save_steps: 100, logging_steps: 1}}
-  THINK:
-    - plugin: data_preparation
-      config: {{max_seq_length: 256}}
-  DO:
-    - plugin: fine_tuning
-"""
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_during_training_saves_a_checkpoint_and_resume_finishes(tmp_path, signum, code):
-    (tmp_path / "wf.yaml").write_text(TRAINING_WORKFLOW)
+    _write_training_workflow(tmp_path)
     run_dir = tmp_path / "run"
     process = subprocess.Popen(
         [sys.executable, str(REPO / "train.py"), "--config", "wf.yaml", "--yes"],

@@ -18,40 +18,35 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers.workflows import step, write_workflow
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_STEPS = 6
-WORKFLOW = f"""
-run: {{name: kill-test, output_dir: run, seed: 42}}
-workflow:
-  INPUT:
-    - plugin: dataset_loader
-      config: {{dataset_path: {REPO / "data" / "sample.jsonl"}, validation_split: 0.1}}
-  PARSE:
-    - plugin: training_config
-      config:
-        model_name_or_path: tiny
-        training_method: lora
-        learning_rate: 1.0e-3
-        batch_size: 2
-        max_steps: {MAX_STEPS}
-        save_steps: 2
-        save_total_limit: 2
-        logging_steps: 1
-        lora_dropout: 0.1
-  THINK:
-    - plugin: data_preparation
-      config: {{max_seq_length: 256}}
-  DO:
-    - plugin: fine_tuning
-  OUTPUT:
-    - plugin: model_export
-      config: {{export_formats: [huggingface], verify_prompts: 2}}
-"""
 RUN_TIMEOUT_S = 600
 POLL_S = 0.005
 
 pytestmark = pytest.mark.slow
+
+
+def _write_workflow(folder: Path) -> Path:
+    """A workflow like configs/default.yaml on the tiny model."""
+    return write_workflow(
+        folder,
+        run={"name": "kill-test", "output_dir": "run", "seed": 42},
+        dataset={"validation_split": 0.1},
+        training={
+            "training_method": "lora",
+            "learning_rate": 1.0e-3,
+            "batch_size": 2,
+            "max_steps": MAX_STEPS,
+            "save_steps": 2,
+            "save_total_limit": 2,
+            "logging_steps": 1,
+            "lora_dropout": 0.1,
+        },
+        preparation={"max_seq_length": 256},
+        output=[step("model_export", export_formats=["huggingface"], verify_prompts=2)],
+    )
 
 
 def _command(work_dir: Path, *extra: str) -> list[str]:
@@ -117,7 +112,7 @@ def _training_result(run_dir: Path) -> dict:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict:
     work_dir = tmp_path_factory.mktemp("reference")
-    (work_dir / "wf.yaml").write_text(WORKFLOW)
+    _write_workflow(work_dir)
     result = _run(work_dir)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return _training_result(work_dir / "run")
@@ -138,7 +133,7 @@ def _points():
 def test_killed_run_resumes_to_the_same_result(point, reference, tmp_path):
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    (tmp_path / "wf.yaml").write_text(WORKFLOW)
+    _write_workflow(tmp_path)
     run_dir = tmp_path / "run"
     log = (tmp_path / "first.log").open("w")
     process = subprocess.Popen(_command(tmp_path), cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)

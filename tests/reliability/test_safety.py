@@ -8,25 +8,18 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 from helpers.cli import run_train
 from helpers.training import build_tiny_model_dir
+from helpers.workflows import step, write_workflow, write_yaml
 from rich.console import Console
 
 from entity_training import ConfigError, InputError
 from entity_training.workflow import load_workflow
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "data" / "sample.jsonl"
-
-
-def _write(folder: Path, text: str, name: str = "wf.yaml") -> Path:
-    path = folder / name
-    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
-    return path
 
 
 # -- pickle -------------------------------------------------------------------------------------
@@ -86,16 +79,7 @@ def test_settings_that_run_model_code_are_off_by_default_and_red_in_the_plan(tmp
     from plugins.training_config import TrainingConfigPlugin
 
     assert TrainingConfigPlugin.ConfigModel.model_fields[key].default is False
-    workflow_text = f"""
-        workflow:
-          INPUT:
-            - plugin: dataset_loader
-              config: {{dataset_path: {DATA}}}
-          PARSE:
-            - plugin: training_config
-              config: {{model_name_or_path: tiny, {key}: true}}
-        """
-    workflow = load_workflow(_write(tmp_path, workflow_text))
+    workflow = load_workflow(write_workflow(tmp_path, training={key: True}, stop_after="PARSE"))
     buffer = io.StringIO()
     monkeypatch.setattr(
         commands, "console", Console(file=buffer, force_terminal=True, color_system="standard", width=300)
@@ -107,30 +91,19 @@ def test_settings_that_run_model_code_are_off_by_default_and_red_in_the_plan(tmp
     assert rendered.rfind(red, 0, rendered.index(warning)) != -1
 
     buffer.truncate(0)
-    commands.print_plan(load_workflow(_write(tmp_path, workflow_text.replace("true", "false"))), None)
+    commands.print_plan(load_workflow(write_workflow(tmp_path, training={key: False}, stop_after="PARSE")), None)
     assert warning not in buffer.getvalue()
     assert key not in DataPreparationPlugin.ConfigModel.model_fields  # it follows training_config
 
 
 def test_a_pickle_only_model_is_refused_by_the_cli_until_allow_pickle_is_set(pickled_model, tmp_path):
     _, pickled = pickled_model
-    _write(
+    write_workflow(
         tmp_path,
-        f"""
-        run: {{name: pickle, output_dir: run, seed: 1}}
-        workflow:
-          INPUT:
-            - plugin: dataset_loader
-              config: {{dataset_path: {DATA}, validation_split: 0.0, max_samples: 8}}
-          PARSE:
-            - plugin: training_config
-              config: {{model_name_or_path: {pickled}, max_steps: 2, batch_size: 2, save_steps: null}}
-          THINK:
-            - plugin: data_preparation
-              config: {{max_seq_length: 64, chat_template: chatml}}
-          DO:
-            - plugin: fine_tuning
-        """,
+        run={"name": "pickle", "output_dir": "run", "seed": 1},
+        dataset={"validation_split": 0.0, "max_samples": 8},
+        training={"model_name_or_path": pickled, "max_steps": 2, "batch_size": 2, "save_steps": None},
+        preparation={"max_seq_length": 64, "chat_template": "chatml"},
     )
     refused = run_train("--config", "wf.yaml", "--yes", cwd=tmp_path)
     message = " ".join(refused.stderr.split())
@@ -161,7 +134,7 @@ def test_a_pickle_only_model_is_refused_by_the_cli_until_allow_pickle_is_set(pic
 def test_yaml_tags_cannot_construct_objects(tmp_path, tag):
     marker = tmp_path / "executed"
     value = tag.format(marker=marker)
-    path = _write(tmp_path, f"run:\n  name: {value}\nworkflow:\n  INPUT:\n    - plugin: dataset_loader\n")
+    path = write_yaml(tmp_path, f"run:\n  name: {value}\nworkflow:\n  INPUT:\n    - plugin: dataset_loader\n")
     with pytest.raises(ConfigError) as caught:
         load_workflow(path)
     assert "wf.yaml" in caught.value.render()
@@ -176,16 +149,8 @@ def test_variables_are_substituted_as_plain_text_never_run(tmp_path):
         "NESTED": "${SHELL_SUBST}",
         "PYTHON": "__import__('os').system('touch " + str(marker) + "')",
     }
-    path = _write(
-        tmp_path,
-        f"""
-        run:
-          name: "${{SHELL_SUBST}}|${{BACKTICKS}}|${{NESTED}}|${{PYTHON}}|$${{LITERAL}}"
-        workflow:
-          INPUT:
-            - plugin: dataset_loader
-              config: {{dataset_path: {DATA}}}
-        """,
+    path = write_workflow(
+        tmp_path, run={"name": "${SHELL_SUBST}|${BACKTICKS}|${NESTED}|${PYTHON}|$${LITERAL}"}, stop_after="INPUT"
     )
     workflow = load_workflow(path, env=env)
     expected = "|".join([env["SHELL_SUBST"], env["BACKTICKS"], "${SHELL_SUBST}", env["PYTHON"], "${LITERAL}"])
@@ -198,7 +163,7 @@ def test_plugins_load_only_from_named_places(tmp_path):
     marker = tmp_path / "imported"
     (tmp_path / "sneaky").mkdir()
     (tmp_path / "sneaky" / "plugin.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
-    path = _write(tmp_path, "workflow:\n  INPUT:\n    - plugin: sneaky\n")
+    path = write_workflow(tmp_path, stages={"INPUT": [step("sneaky")]})
     with pytest.raises(ConfigError, match="unknown plugin 'sneaky'"):
         load_workflow(path)
     assert not marker.exists()
@@ -212,27 +177,13 @@ FAKE_API_KEY = "sk-fake-api-key-for-leak-test-987654"
 
 @pytest.mark.slow
 def test_secrets_never_reach_an_output_file_or_the_console(tmp_path):
-    _write(
+    write_workflow(
         tmp_path,
-        f"""
-        run: {{name: "leak-${{FOO_API_KEY}}", output_dir: run, seed: 1}}
-        workflow:
-          INPUT:
-            - plugin: dataset_loader
-              config: {{dataset_path: {DATA}, validation_split: 0.1}}
-          PARSE:
-            - plugin: training_config
-              config: {{model_name_or_path: tiny, max_steps: 2, batch_size: 2, save_steps: 1}}
-          THINK:
-            - plugin: data_preparation
-              config: {{max_seq_length: 256}}
-          DO:
-            - plugin: fine_tuning
-          OUTPUT:
-            - plugin: model_export
-              config: {{export_formats: [huggingface], verify_prompts: 1}}
-            - plugin: run_report
-        """,
+        run={"name": "leak-${FOO_API_KEY}", "output_dir": "run", "seed": 1},
+        dataset={"validation_split": 0.1},
+        training={"max_steps": 2, "batch_size": 2, "save_steps": 1},
+        preparation={"max_seq_length": 256},
+        output=[step("model_export", export_formats=["huggingface"], verify_prompts=1), step("run_report")],
     )
     env = {**os.environ, "HF_TOKEN": FAKE_HF_TOKEN, "FOO_API_KEY": FAKE_API_KEY}
     result = subprocess.run(
