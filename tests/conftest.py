@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import threading
+import functools
 from pathlib import Path
 
 import pytest
-
-from entity_training.context import PluginContext
-from entity_training.events import EventBus
-from entity_training.memory import Memory
-from entity_training.registry import ToolRouter
-from entity_training.stages import Stage
+from helpers import context
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
@@ -19,27 +14,8 @@ SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
 
 @pytest.fixture
 def make_context(tmp_path):
-    """Build a PluginContext to run one plugin without the executor.
-
-    Returns a factory: ``make_context(stage, memory=None, run_dir=None, events=None)``; pass a list
-    as ``events`` to collect what the plugin emits.
-    """
-
-    def factory(stage: Stage, memory: Memory | None = None, run_dir: Path | None = None, events: list | None = None):
-        bus = EventBus()
-        if events is not None:
-            bus.subscribe(events.append)
-        return PluginContext(
-            memory=memory if memory is not None else Memory(),
-            bus=bus,
-            tools=ToolRouter(),
-            run_dir=run_dir or tmp_path,
-            stage=stage,
-            plugin_name="test",
-            cancel_event=threading.Event(),
-        )
-
-    return factory
+    """``helpers.context.make_context`` with the test's ``tmp_path`` as the default ``run_dir``."""
+    return functools.partial(context.make_context, run_dir=tmp_path)
 
 
 @pytest.fixture

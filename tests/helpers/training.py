@@ -1,17 +1,11 @@
 """Shared pieces of the training tests: a tiny Llama in a local folder, packed rows on disk, and
-a context factory. No download: everything is built in a second from a fixed seed.
+a PackedTrainer over them. No download: everything is built in a second from a fixed seed.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
-
-from entity_training import Stage
-from entity_training.context import PluginContext
-from entity_training.events import EventBus
-from entity_training.memory import Memory
 
 TINY_VOCAB = 256
 
@@ -118,34 +112,6 @@ def _write_split(folder: Path, rows: list[dict]) -> Path:
         grouping.append(members)
     write_split(folder, grouping, input_ids, labels)
     return folder
-
-
-def make_context(
-    stage: Stage,
-    run_dir: Path,
-    memory: Memory | None = None,
-    *,
-    resume: bool = False,
-    events: list | None = None,
-    sinks: tuple = (),
-    cancel_event: threading.Event | None = None,
-):
-    """A context for one plugin call; ``events`` collects what it emits, ``sinks`` see each event."""
-    bus = EventBus()
-    if events is not None:
-        bus.subscribe(events.append)
-    for sink in sinks:
-        bus.subscribe(sink)
-    return PluginContext(
-        memory=memory if memory is not None else Memory(),
-        bus=bus,
-        tools=None,
-        run_dir=run_dir,
-        stage=stage,
-        plugin_name="test",
-        cancel_event=cancel_event or threading.Event(),
-        resume=resume,
-    )
 
 
 def packed_trainer(model, tmp_path: Path, rows: list[dict], *, train: bool = False, **arguments):

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.cli import run_train as cli
+from helpers.context import make_context
 from helpers.export_fixtures import fill_memory_for_export, make_lora_adapter, trained_model_dir  # noqa: F401
-from helpers.training import build_tiny_model_dir, make_context, packed_rows, write_tokenized
+from helpers.training import build_tiny_model_dir, packed_rows, write_tokenized
 from helpers.workflows import step, write_workflow
 
 from entity_training import PluginError, Stage
@@ -72,9 +73,9 @@ async def _train(run_dir: Path, model: str, tokenized: dict, *, events: list | N
     torch.manual_seed(0)
     memory = Memory()
     defaults = {"model_name_or_path": model, "batch_size": 4, "logging_steps": 2, "save_steps": 2, "seed": 0}
-    await TrainingConfigPlugin({**defaults, **settings}).execute(make_context(Stage.PARSE, run_dir, memory))
+    await TrainingConfigPlugin({**defaults, **settings}).execute(make_context(Stage.PARSE, memory, run_dir=run_dir))
     memory.set(memory_keys.DATASET_TOKENIZED, tokenized)
-    context = make_context(Stage.DO, run_dir, memory, events=events, cancel_event=threading.Event())
+    context = make_context(Stage.DO, memory, run_dir=run_dir, events=events, cancel_event=threading.Event())
     plugin = FineTuningPlugin({})
     try:
         await plugin.execute(context)

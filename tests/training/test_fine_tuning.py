@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.training import build_tiny_model_dir, make_context, packed_rows, write_tokenized
+from helpers.context import make_context
+from helpers.training import build_tiny_model_dir, packed_rows, write_tokenized
 
 from entity_training import ConfigError, PluginError, RunInterrupted, Stage
 from entity_training.memory import Memory
@@ -45,12 +46,12 @@ async def run_training(
             cancel.set()
 
     memory = Memory()
-    parse = make_context(Stage.PARSE, run_dir, memory)
+    parse = make_context(Stage.PARSE, memory, run_dir=run_dir)
     defaults = {"model_name_or_path": model, "batch_size": 4, "logging_steps": 2, "save_steps": 4, "seed": 0}
     await TrainingConfigPlugin({**defaults, **settings}).execute(parse)
     memory.set(memory_keys.DATASET_TOKENIZED, tokenized)
     context = make_context(
-        Stage.DO, run_dir, memory, resume=resume, events=events, sinks=(press_ctrl_c,), cancel_event=cancel
+        Stage.DO, memory, run_dir=run_dir, resume=resume, events=events, sinks=(press_ctrl_c,), cancel_event=cancel
     )
     plugin = FineTuningPlugin({})
     try:
@@ -104,7 +105,7 @@ async def test_the_evaluation_measures_the_final_models_last_validation_loss(
     assert result["best_eval_loss"] == min(record["eval_loss"] for record in evaluations)
     assert result["best_eval_step"] in (0, 2, 4)
 
-    review = make_context(Stage.REVIEW, tmp_path / "run", memory)
+    review = make_context(Stage.REVIEW, memory, run_dir=tmp_path / "run")
     await EvaluationPlugin(
         {"metrics": ["loss"], "num_samples": 0, "compare_with_base": False, "batch_size": 3}
     ).execute(review)
