@@ -17,7 +17,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_DATA = REPO / "data" / "sample.jsonl"
 
-# The THINK steps of every workflow that trains, in order (a new preparation plugin goes here).
+# The THINK steps of the standard pipeline, in order: a new preparation or planning plugin is added
+# here once, and every workflow the tests build runs it.
 THINK_STEPS = ("data_preparation",)
 STANDARD_STAGES = ("INPUT", "PARSE", "THINK", "DO")
 
