@@ -15,15 +15,15 @@ from entity_training.stages import Stage
 
 def make_context(
     stage: Stage,
+    run_dir: Path,
     memory: Memory | None = None,
     *,
-    run_dir: Path,
     events: list | None = None,
     sinks: Iterable[Callable[[dict], None]] = (),
     resume: bool = False,
     cancel_event: threading.Event | None = None,
 ) -> PluginContext:
-    """A context for one plugin call in ``stage``, on ``memory`` (a fresh one by default).
+    """A context for one plugin call in ``stage``, in ``run_dir``, on ``memory`` (a fresh one by default).
 
     ``events`` collects what the plugin emits; each of ``sinks`` sees every event as it is emitted;
     ``cancel_event`` is the run's cancellation flag (set it to press Ctrl-C).

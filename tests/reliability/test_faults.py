@@ -73,9 +73,9 @@ async def _train(run_dir: Path, model: str, tokenized: dict, *, events: list | N
     torch.manual_seed(0)
     memory = Memory()
     defaults = {"model_name_or_path": model, "batch_size": 4, "logging_steps": 2, "save_steps": 2, "seed": 0}
-    await TrainingConfigPlugin({**defaults, **settings}).execute(make_context(Stage.PARSE, memory, run_dir=run_dir))
+    await TrainingConfigPlugin({**defaults, **settings}).execute(make_context(Stage.PARSE, run_dir, memory))
     memory.set(memory_keys.DATASET_TOKENIZED, tokenized)
-    context = make_context(Stage.DO, memory, run_dir=run_dir, events=events, cancel_event=threading.Event())
+    context = make_context(Stage.DO, run_dir, memory, events=events, cancel_event=threading.Event())
     plugin = FineTuningPlugin({})
     try:
         await plugin.execute(context)

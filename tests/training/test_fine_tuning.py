@@ -46,12 +46,12 @@ async def run_training(
             cancel.set()
 
     memory = Memory()
-    parse = make_context(Stage.PARSE, memory, run_dir=run_dir)
+    parse = make_context(Stage.PARSE, run_dir, memory)
     defaults = {"model_name_or_path": model, "batch_size": 4, "logging_steps": 2, "save_steps": 4, "seed": 0}
     await TrainingConfigPlugin({**defaults, **settings}).execute(parse)
     memory.set(memory_keys.DATASET_TOKENIZED, tokenized)
     context = make_context(
-        Stage.DO, memory, run_dir=run_dir, resume=resume, events=events, sinks=(press_ctrl_c,), cancel_event=cancel
+        Stage.DO, run_dir, memory, resume=resume, events=events, sinks=(press_ctrl_c,), cancel_event=cancel
     )
     plugin = FineTuningPlugin({})
     try:
@@ -105,7 +105,7 @@ async def test_the_evaluation_measures_the_final_models_last_validation_loss(
     assert result["best_eval_loss"] == min(record["eval_loss"] for record in evaluations)
     assert result["best_eval_step"] in (0, 2, 4)
 
-    review = make_context(Stage.REVIEW, memory, run_dir=tmp_path / "run")
+    review = make_context(Stage.REVIEW, tmp_path / "run", memory)
     await EvaluationPlugin(
         {"metrics": ["loss"], "num_samples": 0, "compare_with_base": False, "batch_size": 3}
     ).execute(review)

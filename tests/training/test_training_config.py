@@ -47,7 +47,7 @@ def test_cli_flag_fields_exist_under_their_agreed_names():
 async def test_execute_stores_the_resolved_config(tiny_model, tmp_path):
     memory = Memory()
     plugin = TrainingConfigPlugin({"model_name_or_path": tiny_model, "learning_rate": 1e-3})
-    summary = await plugin.execute(make_context(Stage.PARSE, memory, run_dir=tmp_path))
+    summary = await plugin.execute(make_context(Stage.PARSE, tmp_path, memory))
     config = memory.get(memory_keys.TRAINING_CONFIG)
     assert "lora" in summary
     assert config["learning_rate"] == 1e-3 and config["training_method"] == "lora"
