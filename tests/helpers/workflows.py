@@ -17,8 +17,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_DATA = REPO / "data" / "sample.jsonl"
 
-# The THINK steps of the standard pipeline, in order: a new preparation or planning plugin is added
-# here once, and every workflow the tests build runs it.
+# What THINK runs in a workflow that trains, in order: a new preparation or planning plugin is added
+# here once, and every training workflow the tests build runs it.
 THINK_STEPS = ("data_preparation",)
 STANDARD_STAGES = ("INPUT", "PARSE", "THINK", "DO")
 
@@ -82,12 +82,12 @@ def line_of(path: Path, text: str) -> int:
 def _standard_stages(dataset, training, preparation, stop_after: str) -> dict[str, list[dict]]:
     if stop_after not in STANDARD_STAGES:
         raise ValueError(f"stop_after must be one of {STANDARD_STAGES}, got {stop_after!r}")
+    # A workflow that stops after THINK only prepares the data: there is no training to plan.
+    think = THINK_STEPS if stop_after == "DO" else ("data_preparation",)
     steps = {
         "INPUT": [step("dataset_loader", **{"dataset_path": SAMPLE_DATA, **(dataset or {})})],
         "PARSE": [step("training_config", **{"model_name_or_path": "tiny", **(training or {})})],
-        "THINK": [
-            step(name, **(preparation or {})) if name == "data_preparation" else step(name) for name in THINK_STEPS
-        ],
+        "THINK": [step(name, **(preparation or {})) if name == "data_preparation" else step(name) for name in think],
         "DO": [step("fine_tuning")],
     }
     return {stage: steps[stage] for stage in STANDARD_STAGES[: STANDARD_STAGES.index(stop_after) + 1]}
