@@ -79,7 +79,7 @@ def main() -> None:
     if args.quick:
         args.vocab, args.rows, args.length, args.repeats = 32_000, 2, 128, 1
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from training_helpers import build_tiny_model_dir
+    from helpers.training import build_tiny_model_dir
 
     load_start = load_average()
     model_dir = build_tiny_model_dir(Path(tempfile.mkdtemp(prefix="loss-memory-")), hidden=256, vocab=args.vocab)

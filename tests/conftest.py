@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 import pytest
 
 from entity_training.context import STRICT_MEMORY_ENV
-from entity_training.memory import Memory
-from entity_training.stages import Stage
 from entity_training.testing import make_context as make_plugin_context
 
 # In tests a plugin that reads or writes a memory key it does not declare fails (subprocesses too).
@@ -21,16 +20,8 @@ SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
 
 @pytest.fixture
 def make_context(tmp_path):
-    """Build a PluginContext to run one plugin without the executor.
-
-    Returns a factory: ``make_context(stage, memory=None, run_dir=None, events=None)``; pass a list
-    as ``events`` to collect what the plugin emits.
-    """
-
-    def factory(stage: Stage, memory: Memory | None = None, run_dir: Path | None = None, events: list | None = None):
-        return make_plugin_context(stage, run_dir or tmp_path, memory, events=events)
-
-    return factory
+    """``entity_training.testing.make_context`` with the test's ``tmp_path`` as the default ``run_dir``."""
+    return functools.partial(make_plugin_context, run_dir=tmp_path)
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 Why the mask: with several samples in one row, a plain causal mask lets a token attend to the
 earlier samples of its row. Restarting ``position_ids`` does not prevent that under sdpa/eager
-attention (see tests/test_packing.py), so the collator passes a 4-D block-diagonal causal mask.
+attention (see tests/data/test_packing.py), so the collator passes a 4-D block-diagonal causal mask.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ one layer plus each layer's input with gradient checkpointing), the logits and t
 softmax (of one chunk of tokens when the vocabulary is large: the chunked loss), and a framework
 overhead (with bitsandbytes' own on a CPU for QLoRA). The activation and logits coefficients count the tensors
 autograd saves in a Llama-style block; they were checked against measured peak RSS on CPU
-(tests/test_memory_plan.py).
+(tests/training/test_memory_plan.py).
 
 If the estimate exceeds the memory available, ``fit_to_memory`` enables gradient checkpointing,
 then halves the micro-batch while doubling gradient accumulation (the effective batch stays the
@@ -155,7 +155,7 @@ def _activation_bytes(shape: ModelShape, settings: TrainingShape) -> int:
     # embeddings and norms) keep an fp32 residual stream and norms beside the 2-byte products: 3
     # bytes on average. The adapter path is fp32 for every LoRA method: PEFT casts each input to the
     # adapter weights' dtype. Calibrated on a CPU with native bf16 (benchmarks/RESULTS.md, memory
-    # plan section; tests/test_memory_plan.py).
+    # plan section; tests/training/test_memory_plan.py).
     if settings.precision == "fp32":
         block_bytes = FP32
     else:

@@ -108,7 +108,7 @@ def _keep_4bit_weights_trainable(model) -> None:
     On a CPU with AVX512-BF16, a ``Linear4bit`` called in eval mode without gradients converts its
     weight in place to a CPU inference layout and keeps it. The initial validation pass then
     degrades all the training after it: a tiny Llama's QLoRA loss fell 5.56 -> 5.11 in 12 steps
-    instead of below 5.0 without the repacking (tests/test_fine_tuning.py).
+    instead of below 5.0 without the repacking (tests/training/test_fine_tuning.py).
     """
     for module in model.modules():
         if hasattr(module, "support_avx512bf16_for_cpu"):

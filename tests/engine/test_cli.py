@@ -8,12 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from cli_runner import run_train
+from helpers.cli import run_train
+from helpers.workflows import write_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -21,12 +21,6 @@ ML_LIBRARIES = ("torch", "transformers", "datasets")
 
 
 cli = functools.partial(run_train, timeout=60)
-
-
-def write(tmp_path: Path, text: str, name: str = "wf.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text).lstrip())
-    return path
 
 
 GOOD = """
@@ -76,7 +70,7 @@ def test_bad_input_exits_2_with_a_located_message_and_no_traceback(tmp_path, cas
     text, extra, expected = BAD_INPUTS[case]
     (tmp_path / "plugs" / "broken").mkdir(parents=True)
     (tmp_path / "plugs" / "broken" / "plugin.py").write_text("raise ImportError('missing dependency xyz')\n")
-    config = write(tmp_path, text)
+    config = write_yaml(tmp_path, text)
     before = sorted(p.name for p in tmp_path.iterdir())
     result = cli("--config", str(config), *extra, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
@@ -87,7 +81,7 @@ def test_bad_input_exits_2_with_a_located_message_and_no_traceback(tmp_path, cas
 
 
 def test_success_run_then_rerun_is_refused_then_overwrite(tmp_path):
-    config = write(tmp_path, GOOD)
+    config = write_yaml(tmp_path, GOOD)
     first = cli("--config", str(config), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert json.loads((tmp_path / "out" / "run.json").read_text())["summary"] == {"count": 3, "total": 3}
@@ -99,21 +93,21 @@ def test_success_run_then_rerun_is_refused_then_overwrite(tmp_path):
 
 
 def test_output_flag_and_named_flags_and_set(tmp_path):
-    config = write(tmp_path, GOOD)
+    config = write_yaml(tmp_path, GOOD)
     result = cli("--config", str(config), "--output", "elsewhere", "--set", "writer.count=5", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "elsewhere" / "run.json").read_text())["summary"]["total"] == 10
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
-    config = write(tmp_path, GOOD)
+    config = write_yaml(tmp_path, GOOD)
     result = cli("--config", str(config), "--dry-run", cwd=tmp_path)
     assert result.returncode == 0 and "sample_plugins.Writer" in result.stdout and "count=3" in result.stdout
     assert not (tmp_path / "out").exists()
 
 
 def test_plugin_failure_exits_1_without_traceback_unless_debug(tmp_path):
-    config = write(tmp_path, "workflow:\n  DO:\n    - plugin: sample_plugins.Failer\n")
+    config = write_yaml(tmp_path, "workflow:\n  DO:\n    - plugin: sample_plugins.Failer\n")
     result = cli("--config", str(config), "--output", "r1", cwd=tmp_path)
     assert result.returncode == 1 and "boom" in result.stderr and "Traceback" not in result.stderr
     debug = cli("--config", str(config), "--output", "r2", "--debug", cwd=tmp_path)
@@ -121,7 +115,7 @@ def test_plugin_failure_exits_1_without_traceback_unless_debug(tmp_path):
 
 
 def test_review_failure_exits_3(tmp_path):
-    config = write(
+    config = write_yaml(
         tmp_path, "workflow:\n  REVIEW:\n    - plugin: sample_plugins.Failer\n      config: {kind: review}\n"
     )
     result = cli("--config", str(config), "--output", "r", cwd=tmp_path)
@@ -129,14 +123,14 @@ def test_review_failure_exits_3(tmp_path):
 
 
 def test_resume_without_a_run_is_refused(tmp_path):
-    config = write(tmp_path, GOOD)
+    config = write_yaml(tmp_path, GOOD)
     result = cli("--config", str(config), "--resume", cwd=tmp_path)
     assert result.returncode == 2 and "no run to resume" in result.stderr
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_saves_then_exits_and_resume_completes(tmp_path, signum, code):
-    config = write(
+    config = write_yaml(
         tmp_path,
         "run: {output_dir: out}\nworkflow:\n  input:\n    - plugin: sample_plugins.Writer\n  DO:\n    - plugin: sample_plugins.Sleeper\n      config: {steps: 400}\n",
     )
@@ -167,13 +161,13 @@ def test_signal_saves_then_exits_and_resume_completes(tmp_path, signum, code):
 def test_a_live_lock_refuses_a_second_run(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "run.lock").write_text(json.dumps({"pid": os.getpid()}))
-    config = write(tmp_path, GOOD)
+    config = write_yaml(tmp_path, GOOD)
     result = cli("--config", str(config), cwd=tmp_path)
     assert result.returncode == 2 and f"pid {os.getpid()}" in result.stderr
 
 
 def test_validate_and_list_plugins(tmp_path):
-    config = write(tmp_path, GOOD)
+    config = write_yaml(tmp_path, GOOD)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)])}
     validate = subprocess.run(
         [sys.executable, "-m", "entity_training.cli", "validate", str(config)],
@@ -209,7 +203,7 @@ def test_importing_the_engine_does_not_import_ml_libraries(imports, heavy):
 
 def test_secrets_never_reach_any_output(tmp_path):
     token = "hf_FAKEtoken1234567890abcdef"
-    config = write(tmp_path, "run: {output_dir: out}\nworkflow:\n  input:\n    - plugin: sample_plugins.Leaker\n")
+    config = write_yaml(tmp_path, "run: {output_dir: out}\nworkflow:\n  input:\n    - plugin: sample_plugins.Leaker\n")
     result = cli("--config", str(config), cwd=tmp_path, env={"HF_TOKEN": token})
     assert result.returncode == 0, result.stderr
     assert token not in result.stdout + result.stderr

@@ -6,7 +6,7 @@ import sys
 import textwrap
 
 import pytest
-from helpers import load, run
+from helpers.engine import load, run
 
 from entity_training.errors import ConfigError
 from entity_training.registry import ENTRY_POINT_GROUP, known_plugin_names, resolve_plugin

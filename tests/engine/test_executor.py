@@ -8,7 +8,7 @@ import threading
 
 import pytest
 import sample_plugins
-from helpers import load
+from helpers.engine import load
 
 from entity_training.errors import RunInterrupted
 from entity_training.executor import WorkflowExecutor

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 import sample_plugins
-from helpers import load, run
+from helpers.engine import load, run
 
 from entity_training import Plugin, PluginError, Stage
 from entity_training.context import STRICT_MEMORY_ENV

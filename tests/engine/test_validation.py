@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from helpers import load, write_workflow
+from helpers.engine import load
+from helpers.workflows import write_yaml
 from pydantic import ValidationError
 
 from entity_training.errors import ConfigError
@@ -283,7 +284,7 @@ def test_non_utf8_workflow_file(tmp_path):
 
 
 def test_workflow_written_to_disk_can_be_revalidated(tmp_path):
-    path = write_workflow(tmp_path, WRITER)
+    path = write_yaml(tmp_path, WRITER)
     assert len(load_workflow(path).steps) == 2
 
 
