@@ -33,13 +33,13 @@ from pydantic import Field, model_validator
 from entity_training import PluginConfig, Stage, ToolPlugin, tool
 from entity_training.plugin import Finding, Plugin
 from plugins import memory_keys as keys
+from plugins.export.formats import FULL_WEIGHT_FORMATS, formats_for, merge_refused_message
 
 ExportFormat = Literal["huggingface", "merged", "safetensors", "gguf", "ollama"]
 GGUFQuantization = Literal[
     "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1",
     "q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k",
 ]  # fmt: skip
-FULL_WEIGHT_FORMATS = {"merged", "safetensors", "gguf"}  # written from full weights: an adapter is merged first
 # Settings read only when their format is exported.
 FORMAT_SETTINGS = {
     "gguf_quantization": "gguf",
@@ -47,35 +47,10 @@ FORMAT_SETTINGS = {
     "llama_cpp_dir": "gguf",
     "system_prompt": "ollama",
 }
-MERGED_OF_FULL = "merged skipped: a full fine-tune already is a whole model; the huggingface export holds it"
-MERGED_AS_HUGGINGFACE = (
-    "merged written as huggingface: a full fine-tune already is a whole model, with no adapter to merge"
-)
-GGUF_FOR_OLLAMA = "gguf added: ollama runs a GGUF file (written with gguf_quantization)"
 QUANTIZED_BASE = (
     "the QLoRA adapter is merged into the unquantized base model (the one evaluation scores), not into the "
     "4-bit weights it was trained against, which would round the merged adapter away"
 )
-
-
-def formats_for(requested: list[str] | set[str], *, full_model: bool = False) -> tuple[set[str], list[str]]:
-    """The formats to write for what was asked, and a note for each adjustment made."""
-    formats, notes = set(requested), []
-    if "ollama" in formats and "gguf" not in formats:
-        formats.add("gguf")
-        notes.append(GGUF_FOR_OLLAMA)
-    if full_model and "merged" in formats:
-        formats.discard("merged")
-        notes.append(MERGED_OF_FULL if "huggingface" in formats else MERGED_AS_HUGGINGFACE)
-        formats.add("huggingface")
-    return formats, notes
-
-
-def merge_refused_message(formats: set[str]) -> str:
-    return (
-        f"export_formats {sorted(formats & FULL_WEIGHT_FORMATS)} need full weights, but the model is a LoRA "
-        "adapter and merge_adapter is false. Set merge_adapter: true or export only 'huggingface'."
-    )
 
 
 def _training_setting(plugins: list[Plugin], name: str) -> Any:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from entity_training import ConfigError, PluginError, Problem
-from plugins.model_export import FULL_WEIGHT_FORMATS, formats_for, merge_refused_message
+from plugins.export.formats import FULL_WEIGHT_FORMATS, formats_for, merge_refused_message
 from plugins.models.loaders import user_model_options
 
 

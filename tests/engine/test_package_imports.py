@@ -140,3 +140,55 @@ def test_the_main_process_is_rank_zero(monkeypatch, environment, main):
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     assert is_main_process() is main
+
+
+def _runtime_imports(tree: ast.AST, modules: set[str]) -> set[str]:
+    """Modules of ``modules`` that ``tree`` imports when run, at any depth (inside functions too),
+    leaving out ``if TYPE_CHECKING:`` blocks; ``from a import b`` counts ``a.b`` when it is a module."""
+    skipped = {
+        id(child)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for statement in node.body
+        for child in ast.walk(statement)
+    }
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                submodule = f"{node.module}.{alias.name}"
+                found.add(submodule if submodule in modules else node.module)
+    return found & modules
+
+
+def test_no_import_cycle_between_plugin_modules_even_inside_functions():
+    """A plugin's helpers never import the plugin back (model_export and its export job once did)."""
+    root = ENGINE.parent / "plugins"
+    files = {".".join(p.relative_to(ENGINE.parent).with_suffix("").parts): p for p in root.rglob("*.py")}
+    files = {name.removesuffix(".__init__"): path for name, path in files.items()}
+    graph = {
+        name: _runtime_imports(ast.parse(path.read_text(encoding="utf-8")), set(files)) - {name}
+        for name, path in files.items()
+    }
+    # A package's __init__ imported for its submodule is not an edge back into the package.
+    graph = {name: {m for m in imported if not name.startswith(f"{m}.")} for name, imported in graph.items()}
+
+    def cycle_from(module: str, trail: list[str], seen: set[str]) -> list[str] | None:
+        if module in trail:
+            return [*trail[trail.index(module) :], module]
+        if module in seen:
+            return None
+        seen.add(module)
+        for imported in sorted(graph[module]):
+            found = cycle_from(imported, [*trail, module], seen)
+            if found:
+                return found
+        return None
+
+    seen: set[str] = set()
+    cycles = [cycle for module in sorted(graph) if (cycle := cycle_from(module, [], seen))]
+    assert not cycles, " -> ".join(cycles[0])

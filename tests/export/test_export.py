@@ -148,7 +148,7 @@ def test_unknown_export_format_is_rejected():
 
 
 async def test_merged_of_a_full_fine_tune_is_skipped_and_reported(make_context, full_run):
-    from plugins.model_export import MERGED_AS_HUGGINGFACE
+    from plugins.export.formats import MERGED_AS_HUGGINGFACE
 
     run_dir, memory = full_run
     paths, report = await _export(make_context, run_dir, memory, export_formats=["merged"], verify=False)

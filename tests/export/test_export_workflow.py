@@ -68,7 +68,7 @@ def test_failing_threshold_exits_3_and_skips_the_export(tmp_path):
 
 @pytest.mark.slow
 def test_full_fine_tune_of_a_lora_workflow_skips_merged_and_says_so(tmp_path, capsys):
-    from plugins.model_export import MERGED_OF_FULL
+    from plugins.export.formats import MERGED_OF_FULL
 
     exports = {"export_formats": ["huggingface", "merged", "gguf", "ollama"], "gguf_quantization": ["f16"]}
     code, out = _run(tmp_path, {"perplexity_max": 1.0e9}, "--method", "full", exports=exports)
