@@ -123,7 +123,7 @@ def main() -> None:
         "measured": measured,
         "baseline": baseline,
         "components": plan.components,
-        "precision": config["precision"],
+        "precision": config.precision,
         "steps": steps,
         "gradient_checkpointing": checkpointing,
     }
