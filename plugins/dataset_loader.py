@@ -1,13 +1,14 @@
 """DatasetLoaderPlugin (INPUT): read dataset files into validated conversations and split them.
 
 Features: .jsonl/.json/.parquet/.csv/.txt files and ``save_to_disk`` folders; format detection
-(alpaca, sharegpt, openai, prompt_completion, text) per file, with the reason; row validation
+(alpaca, sharegpt, openai, prompt_completion, text; preference pairs and KTO rows, see
+``plugins.data.preference_formats``) per file, with the reason; one task per dataset; row validation
 with file and line; a reproducible train/validation split, written to ``<run_dir>/data/``
 (memory holds each split's file entry, see ``plugins.data.conversation_files``); statistics.
 
 Raises:
     InputError: a missing or unreadable file, invalid JSON, bad rows (policy ``error``), an empty
-        dataset after filtering.
+        dataset after filtering, files of different tasks, KTO data with a single label value.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pydantic import Field
 from entity_training import Plugin, PluginConfig, Stage
 from plugins import memory_keys
 from plugins.data.conversation_files import write_conversations
-from plugins.data.dataset import ConversationDataset, load_conversations
+from plugins.data.dataset import ConversationDataset, check_kto_labels, check_one_task, load_conversations
 from plugins.utils import cache_root
 
 
@@ -36,8 +37,24 @@ class DatasetLoaderPlugin(Plugin):
             ...,
             description="A data file or folder, or a list of them (.jsonl, .json, .parquet, .csv, .txt, save_to_disk folders).",
         )
-        dataset_format: Literal["auto", "alpaca", "sharegpt", "openai", "prompt_completion", "text", "json"] = Field(
-            "auto", description="Row format; auto detects it per file from the keys of the first row."
+        dataset_format: Literal[
+            "auto",
+            "alpaca",
+            "sharegpt",
+            "openai",
+            "prompt_completion",
+            "text",
+            "json",
+            "sharegpt_pairs",
+            "openai_pairs",
+            "prompt_pairs",
+            "transcript_pairs",
+            "kto_messages",
+            "kto_prompt_completion",
+        ] = Field(
+            "auto",
+            description="Row format; auto detects it per file from the keys of the first row. The *_pairs formats "
+            "are preference pairs (chosen/rejected), the kto_* formats labelled completions.",
         )
         field_map: dict[str, str] = Field(
             default_factory=dict, description="Rename columns before detection: {column in the file: expected name}."
@@ -73,6 +90,7 @@ class DatasetLoaderPlugin(Plugin):
         seed = self.config.seed if self.config.seed is not None else context.seed
         train_set = await asyncio.to_thread(self._load, self.config.dataset_path)
         self._report_load(context, train_set)
+        check_kto_labels(train_set)
         for file in train_set.files:
             context.log(f"{file.path}: {file.format} ({file.reason}); {file.rows} rows, {file.bad_rows} rejected")
 
@@ -86,6 +104,7 @@ class DatasetLoaderPlugin(Plugin):
                 context.warn("validation_split is ignored because validation_path is set")
             validation_set = await asyncio.to_thread(self._load, self.config.validation_path)
             self._report_load(context, validation_set)
+            check_one_task(train_set.files + validation_set.files)
             train, validation = conversations, validation_set.conversations
             files = train_set.files + validation_set.files
         else:

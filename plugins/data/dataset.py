@@ -14,7 +14,14 @@ from typing import Any, Literal
 
 from entity_training import InputError, Problem
 from plugins.data import load_cache
-from plugins.data.formats import BadRow, apply_field_map, detect_format, missing_keys, normalise_row
+from plugins.data.formats import BadRow, apply_field_map
+from plugins.data.preference_formats import (
+    detect_row_format,
+    missing_keys_of,
+    normalise_any_row,
+    task_of_conversation,
+    task_of_format,
+)
 from plugins.data.readers import RawRow, TextUnit, expand_paths, read_rows
 
 BadRowPolicy = Literal["error", "skip"]
@@ -56,6 +63,14 @@ class ConversationDataset:
 
     def __len__(self) -> int:
         return len(self.conversations)
+
+    @property
+    def task(self) -> str:
+        """sft, preference or unpaired: one per dataset (``load_conversations`` refuses a mix)."""
+        tasks = {task_of_format(f.format) for f in self.files if f.format}
+        if not tasks and self.conversations:
+            tasks = {task_of_conversation(self.conversations[0])}
+        return next(iter(tasks), "sft")
 
     def statistics(self) -> dict[str, Any]:
         return conversation_statistics(self.conversations, self.files, len(self.bad_rows))
@@ -100,6 +115,7 @@ def load_conversations(
             [RowProblem(**b) for b in cached["bad_rows"]],
         )
     dataset = _parse(files, dataset_format, field_map or {}, text_unit)
+    check_one_task(dataset.files)
     _enforce_policy(dataset, on_bad_rows)
     # A file that changed while it was parsed may not match the key computed before: cache nothing then.
     if key and load_cache.key_for(files, settings, cache_dir) == key:
@@ -129,7 +145,7 @@ def _parse(
             try:
                 if not fmt:
                     raise BadRow(reason)
-                conversation = normalise_row(value, fmt)
+                conversation = normalise_any_row(value, fmt)
             except BadRow as exc:
                 report.bad_rows += 1
                 dataset.bad_rows.append(RowProblem(row.where, row.file, row.line, _explain(exc, value, fmt)))
@@ -148,7 +164,7 @@ def _file_format(rows: list[RawRow], mapped: list[Any], dataset_format: str) -> 
     first_problem = None
     for row, value in zip(rows, mapped, strict=True):
         try:
-            fmt, why = detect_format(value)
+            fmt, why = detect_row_format(value)
         except BadRow as exc:
             first_problem = first_problem or str(exc)
             continue
@@ -159,7 +175,7 @@ def _file_format(rows: list[RawRow], mapped: list[Any], dataset_format: str) -> 
 def _explain(exc: BadRow, value: Any, fmt: str) -> str:
     reason = str(exc)
     if fmt and isinstance(value, Mapping):
-        missing = missing_keys(value, fmt)
+        missing = missing_keys_of(value, fmt)
         if missing:
             reason = f"missing the key(s) {', '.join(repr(k) for k in missing)} required by the {fmt} format"
     return reason
@@ -178,6 +194,39 @@ def _enforce_policy(dataset: ConversationDataset, on_bad_rows: BadRowPolicy) -> 
         files = ", ".join(f.path for f in dataset.files)
         reason = f"all {len(bad)} rows were rejected (first: {bad[0].where}: {bad[0].reason})" if bad else "no rows"
         raise InputError(Problem(f"the dataset is empty after filtering: {reason}. Files read: {files}."))
+
+
+def check_one_task(files: list[FileReport]) -> None:
+    """Raise InputError when the files hold data of different tasks (SFT conversations, pairs, KTO rows)."""
+    by_task: dict[str, list[str]] = {}
+    for report in files:
+        if report.format:
+            by_task.setdefault(task_of_format(report.format), []).append(report.path)
+    if len(by_task) > 1:
+        listed = "; ".join(f"{task}: {', '.join(paths)}" for task, paths in sorted(by_task.items()))
+        raise InputError(
+            Problem(
+                f"the dataset mixes tasks ({listed}); a run trains one task. Give these files to separate runs "
+                "(or workflow steps)."
+            )
+        )
+
+
+def check_kto_labels(dataset: ConversationDataset) -> None:
+    """Unpaired (KTO) training data needs desirable and undesirable examples: raise InputError naming the files."""
+    if dataset.task != "unpaired":
+        return
+    labels = {conversation["desirable"] for conversation in dataset.conversations}
+    if len(labels) == 1:
+        only = "desirable (label: true)" if labels == {True} else "undesirable (label: false)"
+        files = ", ".join(f.path for f in dataset.files)
+        raise InputError(
+            Problem(
+                f"every row is {only}: KTO needs both desirable and undesirable examples. Add rows with the other "
+                "label.",
+                file=files,
+            )
+        )
 
 
 def split_conversations(
@@ -201,19 +250,26 @@ def split_conversations(
 def conversation_statistics(
     conversations: list[dict[str, Any]], files: list[FileReport] | None = None, bad_rows: int = 0
 ) -> dict[str, Any]:
-    """Rows, turns, characters, roles, formats and per-file counts (JSON-serialisable)."""
+    """Rows, task, turns, characters, roles, formats and per-file counts (JSON-serialisable).
+
+    The turns of a preference row are its prompt turns and its answers (chosen and rejected, or the completion).
+    """
     roles: Counter[str] = Counter()
     characters = 0
     tool_calls = 0
     for conversation in conversations:
-        for message in conversation["messages"]:
+        for message in _all_messages(conversation):
             roles[message["role"]] += 1
             characters += len(message["content"])
             tool_calls += len(message.get("tool_calls") or ())
     turns = sum(roles.values())
     files = files or []
+    task = ConversationDataset(list(conversations[:1]), files).task
+    unpaired = {"desirable": sum(1 for c in conversations if c["desirable"])} if task == "unpaired" else {}
     return {
         "rows": len(conversations),
+        "task": task,
+        **unpaired,
         "turns": turns,
         "turns_per_row": round(turns / len(conversations), 2) if conversations else 0.0,
         "characters": characters,
@@ -224,3 +280,8 @@ def conversation_statistics(
         "files": {f.path: {"format": f.format, "why": f.reason, "rows": f.rows, "bad_rows": f.bad_rows} for f in files},
         "bad_rows": bad_rows,
     }
+
+
+def _all_messages(conversation: dict[str, Any]) -> list[dict[str, Any]]:
+    answers = ("chosen", "rejected", "completion")
+    return conversation["messages"] + [m for key in answers for m in conversation.get(key, ())]
