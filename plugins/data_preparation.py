@@ -1,6 +1,7 @@
 """DataPreparationPlugin (THINK): chat template, tokenization, label masking, packing, cache.
 
-Features: labels from the template itself (assistant turns, the last one, or everything);
+Features: labels from the template itself (assistant turns, the last one, or everything; for
+preference data, each answer after its prompt, never packed, ``dataset.tokenized["task"]``);
 best-fit packing with per-sample positions; a verified on-disk cache keyed by the data, the
 tokenizer, the template and every option (the key is printed; ``rebuild_cache`` forces a rebuild).
 
@@ -111,6 +112,12 @@ class DataPreparationPlugin(Plugin):
         context.summarize("tokenized_cache_key", prepared.stats["cache_key"])
         stats = prepared.stats
         origin = "cache hit" if prepared.cache_hit else "tokenized"
+        if stats["task"] != "sft":
+            return (
+                f"{stats['train']['samples']} {stats['task']} examples -> {stats['train']['sequences']} sequences "
+                f"(not packed), {stats['tokens']:,} tokens ({stats['trained_tokens']:,} trained, answers only), "
+                f"{stats['truncated_samples']} truncated, {origin} {stats['cache_key']}"
+            )
         return (
             f"{stats['train']['samples']} samples -> {stats['train']['rows']} rows, {stats['tokens']:,} tokens "
             f"({stats['trained_tokens']:,} trained), packing {stats['packing_efficiency']:.1%}, "
@@ -138,7 +145,11 @@ class DataPreparationPlugin(Plugin):
         for split in ("train", "validation"):
             split_stats = stats[split] or {}
             if split_stats.get("truncated_samples"):
-                context.warn(f"{split}: {split_stats['truncated_samples']} samples cut at max_seq_length")
+                cut = "the start of their prompt, then the end of their answers" if stats["task"] != "sft" else ""
+                context.warn(
+                    f"{split}: {split_stats['truncated_samples']} samples cut at max_seq_length"
+                    + (f" ({cut})" if cut else "")
+                )
             dropped = split_stats.get("dropped_too_long", 0) + split_stats.get("dropped_untrained", 0)
             if dropped:
                 context.warn(

@@ -59,6 +59,14 @@ def trained_spans(
     turns = [k for k, message in enumerate(messages) if message["role"] == "assistant"]
     if train_on == "last_assistant":
         turns = turns[-1:]
+    return text, turn_spans(renderer, conversation, text, turns)
+
+
+def turn_spans(renderer: TemplateRenderer, conversation: dict[str, Any], text: str, turns: list[int]) -> list[Span]:
+    """The character spans of the assistant messages ``turns`` in ``text``, the conversation's rendering."""
+    messages = conversation["messages"]
+    source = conversation.get("source")
+    tools = conversation.get("tools")
     spans = []
     for k in turns:
         before = renderer.render(messages[:k], tools=tools, add_generation_prompt=True, source=source)
@@ -75,7 +83,7 @@ def trained_spans(
             )
         end = len(after.rstrip())
         spans.append((len(before), max(end, len(before))))
-    return text, spans
+    return spans
 
 
 def trained_token_mask(encoding: Any, spans: Sequence[Span], text_length: int) -> np.ndarray:
@@ -87,14 +95,12 @@ def trained_token_mask(encoding: Any, spans: Sequence[Span], text_length: int) -
     mask = np.zeros(count, dtype=bool)
     for start, end in spans:
         mask[
-            _first_token_from(encoding, start, count, text_length) : _first_token_from(
-                encoding, end, count, text_length
-            )
+            first_token_from(encoding, start, count, text_length) : first_token_from(encoding, end, count, text_length)
         ] = True
     return mask
 
 
-def _first_token_from(encoding: Any, char: int, count: int, text_length: int) -> int:
+def first_token_from(encoding: Any, char: int, count: int, text_length: int) -> int:
     """Index of the first token that starts at or after character ``char``."""
     while char < text_length:
         token = encoding.char_to_token(char)
@@ -121,7 +127,7 @@ def encode_conversations(
     ``num_proc > 1`` spreads the chunks over spawned worker processes (rendering is pure Python);
     the result is identical, in the same order.
     """
-    backend = _backend_tokenizer(tokenizer)
+    backend = backend_tokenizer(tokenizer)
     options = (train_on, max_seq_length, truncation)
     chunks = [conversations[start : start + chunk_size] for start in range(0, len(conversations), chunk_size)]
     if num_proc > 1 and len(chunks) > 1:
@@ -203,7 +209,7 @@ def _label_chunk(
     return out
 
 
-def _backend_tokenizer(tokenizer: Any) -> Any:
+def backend_tokenizer(tokenizer: Any) -> Any:
     """The Rust tokenizer behind a fast tokenizer, without truncation or padding configured on it."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:

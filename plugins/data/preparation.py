@@ -1,5 +1,8 @@
 """Conversations -> tokenized, labelled, packed splits on disk, through the cache.
 
+Preference data (pairs, or KTO completions; the task comes from the rows) is encoded one sequence
+per answer and written with ``preference_tokenized``, never packed.
+
 ``prepare_tokenized`` is the whole THINK-stage data job; the plugin, the benchmark and the
 ``preview`` command call it.
 """
@@ -8,13 +11,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from plugins.data import cache, cache_pruning
 from plugins.data.encoding import EncodedSamples, TrainOn, Truncation, encode_conversations
 from plugins.data.packing import best_fit_decreasing, packing_efficiency
+from plugins.data.preference_encoding import EncodedPreferences, encode_preferences
+from plugins.data.preference_formats import task_of_conversation
+from plugins.data.preference_tokenized import PARTS, write_preference_split
 from plugins.data.templates import TemplateRenderer, resolve_chat_template
 from plugins.data.tokenized import write_split
 from plugins.data.tokenizer_identity import TokenizerFiles, tokenizer_digest
@@ -62,12 +68,17 @@ def prepare_tokenized(
     recently used entries are kept (None: all), except those in use by live processes.
     """
     template = resolve_chat_template(options.chat_template, tokenizer)
+    task = task_of_conversation(train[0]) if train else "sft"
+    if task != "sft":
+        options = replace(options, packing=False)  # a pair's two sequences are compared, never packed
     key = cache.cache_key(
         {
             "train": cache.dataset_digest(train),
             "validation": cache.dataset_digest(validation or []),
             "tokenizer": tokenizer_digest(tokenizer, template, files=tokenizer_files, memo_dir=cache_dir),
             **asdict(options),
+            # Only preference data names its task: SFT keys stay as they were, so existing entries still hit.
+            **({"task": task} if task != "sft" else {}),
         }
     )
     entry = cache_dir / key
@@ -88,7 +99,7 @@ def prepare_tokenized(
         entry = cache.build_entry(
             cache_dir,
             key,
-            lambda folder: _write_splits(folder, splits, tokenizer, renderer, options, num_proc, on_progress),
+            lambda folder: _write_splits(folder, splits, tokenizer, renderer, options, num_proc, on_progress, task),
         )
     prepared = _result(entry, cache.read_manifest(entry), cache_hit=False, stale_reason=stale_reason)
     if max_entries is not None:
@@ -104,6 +115,7 @@ def _write_splits(
     options: PreparationOptions,
     num_proc: int,
     on_progress: Progress | None,
+    task: str,
 ) -> dict[str, Any]:
     """Encode, pack and write every split into ``folder``; return the manifest."""
     written: dict[str, Any] = {}
@@ -113,6 +125,19 @@ def _write_splits(
             written[name] = stats[name] = None
             continue
         progress = (lambda done, total, n=name: on_progress(f"tokenize {n}", done, total)) if on_progress else None
+        if task != "sft":
+            preferences = encode_preferences(
+                conversations,
+                tokenizer,
+                renderer,
+                task=task,
+                max_seq_length=options.max_seq_length,
+                truncation=options.truncation,
+                on_progress=progress,
+            )
+            written[name] = write_preference_split(folder / name, preferences.examples, task)
+            stats[name] = _preference_stats(preferences, written[name], options.max_seq_length, len(conversations))
+            continue
         encoded = encode_conversations(
             conversations,
             tokenizer,
@@ -125,7 +150,13 @@ def _write_splits(
         )
         written[name] = write_split(folder / name, _group_rows(encoded, options), encoded.input_ids, encoded.labels)
         stats[name] = _split_stats(encoded, written[name], options.max_seq_length, len(conversations))
-    return {"splits": written, "stats": stats, "chat_template": renderer.source, "options": asdict(options)}
+    return {
+        "splits": written,
+        "stats": stats,
+        "chat_template": renderer.source,
+        "options": asdict(options),
+        "task": task,
+    }
 
 
 def _group_rows(encoded: EncodedSamples, options: PreparationOptions) -> list[list[int]]:
@@ -150,6 +181,27 @@ def _split_stats(
     }
 
 
+def _preference_stats(
+    encoded: EncodedPreferences, written: dict[str, Any], max_seq_length: int, rows: int
+) -> dict[str, Any]:
+    """The SFT split statistics, counted in examples (a pair, or a KTO completion) and their sequences."""
+    sequences = written["rows"] * len(PARTS[written["task"]])
+    return {
+        "task": written["task"],
+        "conversations": rows,
+        "samples": written["rows"],
+        "rows": written["rows"],
+        "sequences": sequences,
+        "tokens": written["tokens"],
+        "trained_tokens": written["trained_tokens"],
+        "truncated_samples": encoded.truncated,
+        "dropped_too_long": encoded.dropped_too_long,
+        "dropped_untrained": encoded.dropped_untrained,
+        # Not packed: the share of max_seq_length the sequences fill.
+        "packing_efficiency": round(packing_efficiency(written["tokens"], sequences, max_seq_length), 4),
+    }
+
+
 def _result(entry: Path, manifest: dict[str, Any], *, cache_hit: bool, stale_reason: str | None = None) -> PreparedData:
     options = manifest["options"]
     tokenized = {split: str(entry / split) if manifest["splits"].get(split) else None for split in SPLITS} | {
@@ -158,9 +210,11 @@ def _result(entry: Path, manifest: dict[str, Any], *, cache_hit: bool, stale_rea
         "chat_template": manifest["chat_template"],
         "train_on": options["train_on"],
         "packing": options["packing"],
+        "task": manifest.get("task", "sft"),
     }
     train = manifest["stats"]["train"]
     stats = {
+        "task": tokenized["task"],
         "tokens": train["tokens"],
         "trained_tokens": train["trained_tokens"],
         "truncated_samples": train["truncated_samples"],
