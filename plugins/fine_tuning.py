@@ -15,6 +15,7 @@ Features:
 
 Raises:
     ConfigError: an explicit resume_from_checkpoint that is not a complete checkpoint.
+    InputError: preference or KTO data (``dataset.tokenized["task"]`` is not sft), before the model loads.
     RunInterrupted: the user pressed Ctrl-C (a checkpoint was saved first).
     PluginError: out of memory even after the retries, or a missing input from earlier stages.
 """
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, PositiveInt
 
-from entity_training import ConfigError, Plugin, PluginConfig, PluginError, Problem, RunInterrupted, Stage
+from entity_training import ConfigError, InputError, Plugin, PluginConfig, PluginError, Problem, RunInterrupted, Stage
 from plugins import memory_keys
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class FineTuningPlugin(Plugin):
     description = "Train the model (full, LoRA, DoRA or QLoRA) on the tokenized data, with checkpoints."
     supported_stages = (Stage.DO,)
     dependencies = (memory_keys.TRAINING_CONFIG, memory_keys.DATASET_TOKENIZED, memory_keys.TRAINING_MEMORY_PLAN)
+    optional_dependencies = (memory_keys.DATASET_STATS,)  # names the data files when refusing preference data
     provides = (memory_keys.TRAINING_RESULT,)
 
     ConfigModel = FineTuningConfig
@@ -78,6 +80,7 @@ class FineTuningPlugin(Plugin):
                 plugin=self.plugin_name(),
                 stage=context.stage.value,
             )
+        self._refuse_preference_data(context, tokenized)
         result = await asyncio.to_thread(self._train_with_retries, context, config, tokenized, plan.settings)
         context.remember(memory_keys.TRAINING_RESULT, result)
         context.summarize("train_loss", result["train_loss"])
@@ -95,6 +98,23 @@ class FineTuningPlugin(Plugin):
         return (
             f"{result['steps']} steps, train loss {result['train_loss']:.4f}{eval_part}, "
             f"{result['tokens_per_second']:.0f} tokens/s"
+        )
+
+    @staticmethod
+    def _refuse_preference_data(context, tokenized: dict[str, Any]) -> None:
+        """Supervised fine-tuning trains on SFT data only; preference pairs and KTO rows go to preference_training."""
+        task = tokenized.get("task", "sft")
+        if task == "sft":
+            return
+        stats = context.recall(memory_keys.DATASET_STATS) or {}
+        files = ", ".join(stats.get("files") or ()) or tokenized["train"]
+        raise InputError(
+            Problem(
+                f"the dataset is {task} data ({'chosen/rejected pairs' if task == 'preference' else 'KTO rows'}), "
+                "which fine_tuning (supervised fine-tuning) cannot train on. Use the preference training plugin "
+                "(preference_training) in DO instead, or give fine_tuning SFT data.",
+                file=files,
+            )
         )
 
     async def cleanup(self, context) -> None:
