@@ -9,13 +9,15 @@ restores it), except where noted. Large artefacts live on disk and memory holds 
 # one conversation a line: {"messages": [{role, content}...], "tools"?, "source"}; read_conversations reads it
 DATASET_TRAIN = "dataset.train"
 DATASET_VALIDATION = "dataset.validation"  # the same for validation.jsonl; may have no rows
-DATASET_STATS = "dataset.stats"  # rows, turns, characters, detected format, per-file counts
+DATASET_STATS = "dataset.stats"  # rows, task (sft|preference|unpaired), turns, characters, formats, per-file counts
 
 # PARSE: TrainingConfigPlugin
 TRAINING_CONFIG = "training.config"  # the resolved training configuration (ResolvedTrainingConfig)
 
 # THINK: data preparation
-DATASET_TOKENIZED = "dataset.tokenized"  # {"train": path, "validation": path|None, "cache_key": str, ...}
+# {"train": path, "validation": path|None, "cache_key": str, "task": "sft"|"preference"|"unpaired", ...};
+# the paths hold plugins.data.tokenized rows for sft, plugins.data.preference_tokenized splits otherwise
+DATASET_TOKENIZED = "dataset.tokenized"
 DATASET_TOKEN_STATS = "dataset.token_stats"  # tokens, trained tokens, truncated samples, packing efficiency
 
 # THINK: MemoryPlanPlugin
