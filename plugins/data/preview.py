@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from plugins.data.encoding import IGNORE_INDEX
+from plugins.data.preference_tokenized import PARTS, load_preference_split
 from plugins.data.tokenized import load_tokenized
 
 TRAINED_STYLE = "bold green"
@@ -22,6 +23,9 @@ def print_preview(tokenized: dict[str, Any], tokenizer: Any, n: int = 3, console
     from rich.table import Table
 
     console = console or Console()
+    if tokenized.get("task", "sft") != "sft":
+        _print_preference_preview(tokenized, tokenizer, n, console)
+        return
     rows = load_tokenized(tokenized["train"])
     console.print(
         f"cache key {tokenized['cache_key']}  train_on={tokenized['train_on']}  packing={tokenized['packing']}  "
@@ -47,6 +51,27 @@ def print_preview(tokenized: dict[str, Any], tokenizer: Any, n: int = 3, console
             shown += 1
     if shown == 0:
         console.print(Table(title="no samples"))
+
+
+def _print_preference_preview(tokenized: dict[str, Any], tokenizer: Any, n: int, console: Any) -> None:
+    """Each of the first ``n`` examples as its sequences (chosen and rejected, or the completion)."""
+    from rich.panel import Panel
+
+    split = load_preference_split(tokenized["train"])
+    console.print(
+        f"cache key {tokenized['cache_key']}  task={split.task}  max_seq_length={tokenized['max_seq_length']}  "
+        f"examples={len(split)}",
+        highlight=False,
+    )
+    console.print(f"[{TRAINED_STYLE}]trained tokens (the answer)[/]  [{MASKED_STYLE}]masked tokens (label -100)[/]")
+    for index in range(min(n, len(split))):
+        example = split[index]
+        label = f", {'desirable' if example['desirable'] else 'undesirable'}" if "desirable" in example else ""
+        for part in PARTS[split.task]:
+            ids, labels = example[f"{part}_input_ids"], example[f"{part}_labels"]
+            trained = sum(label != IGNORE_INDEX for label in labels)
+            title = f"example {index + 1} {part}{label}: {len(ids)} tokens, {trained} trained"
+            console.print(Panel(render_sample(ids, labels, tokenizer), title=title, title_align="left"))
 
 
 def render_sample(ids: list[int], labels: list[int], tokenizer: Any) -> Any:

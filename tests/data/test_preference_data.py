@@ -256,3 +256,20 @@ def test_sft_data_is_tokenized_as_before_with_task_sft(tmp_path):
         rows, None, build_tokenizer(), PreparationOptions(max_seq_length=64), cache_dir=tmp_path
     )
     assert prepared.tokenized["task"] == prepared.stats["task"] == "sft" and prepared.tokenized["packing"] is True
+
+
+def test_preview_shows_both_answers_of_a_pair(tmp_path):
+    from rich.console import Console
+
+    from plugins.data.preview import print_preview
+
+    rows = [
+        {"messages": [user("Hi there")], "chosen": [assistant("Hello, friend.")], "rejected": [assistant("Go away.")]}
+    ]
+    tokenizer = build_tokenizer()
+    prepared = prepare_tokenized(rows, None, tokenizer, PreparationOptions(max_seq_length=64), cache_dir=tmp_path)
+    console = Console(record=True, width=120)
+    print_preview(prepared.tokenized, tokenizer, n=1, console=console)
+    output = console.export_text()
+    assert "task=preference" in output and "example 1 chosen" in output and "example 1 rejected" in output
+    assert "Hello, friend." in output and "Go away." in output
