@@ -273,3 +273,37 @@ def test_preview_shows_both_answers_of_a_pair(tmp_path):
     output = console.export_text()
     assert "task=preference" in output and "example 1 chosen" in output and "example 1 rejected" in output
     assert "Hello, friend." in output and "Go away." in output
+
+
+@pytest.mark.parametrize(("demo", "task"), [("dpo_en_demo.json", "preference"), ("kto_en_demo.json", "unpaired")])
+async def test_shared_demos_through_input_and_think_with_the_tiny_tokenizer(
+    demo, task, shared_datasets, tmp_path, monkeypatch
+):
+    """The loader and preparation plugins as a workflow runs them (declared memory keys, the tiny model's own
+    template): every example keeps its answer tokens, and long ones are counted as truncated."""
+    from helpers.workflows import write_workflow
+
+    from entity_training import Stage
+    from entity_training.executor import WorkflowExecutor
+    from entity_training.workflow import load_workflow
+    from plugins import memory_keys
+
+    monkeypatch.setenv("ENTITY_TRAINING_CACHE", str(tmp_path / "cache"))
+    path = write_workflow(
+        tmp_path,
+        dataset={"dataset_path": shared_datasets / demo, "validation_split": 0.1},
+        preparation={"max_seq_length": 256},
+        stop_after="THINK",
+    )
+    result = await WorkflowExecutor(load_workflow(path), tmp_path / "run").run(stop_after=Stage.THINK)
+    assert result.status == "success", result.error
+    assert result.memory.get(memory_keys.DATASET_STATS)["task"] == task
+    tokenized = result.memory.get(memory_keys.DATASET_TOKENIZED)
+    stats = result.memory.get(memory_keys.DATASET_TOKEN_STATS)
+    assert tokenized["task"] == stats["task"] == task and tokenized["packing"] is False
+    assert stats["train"]["samples"] == 270 and stats["validation"]["samples"] == 30
+    assert 0 < stats["truncated_samples"] <= 270
+    split = load_preference_split(tokenized["train"])
+    for part in ("chosen", "rejected") if task == "preference" else ("completion",):
+        assert (split.lengths(part) <= 256).all()
+        assert all(any(label != IGNORE_INDEX for label in split[i][f"{part}_labels"]) for i in range(len(split)))
