@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from plugins.data.preference_formats import task_of_conversation
+
 OUTPUT_FORMATS = ("openai", "sharegpt", "alpaca")
 _SHAREGPT_SPEAKERS = {"system": "system", "user": "human", "assistant": "gpt", "tool": "observation"}
 
@@ -15,7 +17,10 @@ class NotConvertible(ValueError):
 
 def to_format(conversation: dict[str, Any], fmt: str) -> dict[str, Any]:
     """One output row of format ``fmt`` (openai, sharegpt or alpaca)."""
-    if fmt == "openai":
+    task = task_of_conversation(conversation)
+    if task != "sft":
+        row = _preference_row(conversation, fmt, task)
+    elif fmt == "openai":
         row: dict[str, Any] = {"messages": conversation["messages"]}
     elif fmt == "sharegpt":
         row = {"conversations": [turn for m in conversation["messages"] for turn in _sharegpt_turns(m)]}
@@ -26,6 +31,22 @@ def to_format(conversation: dict[str, Any], fmt: str) -> dict[str, Any]:
     if conversation.get("tools"):
         row["tools"] = conversation["tools"] if fmt == "openai" else json.dumps(conversation["tools"])
     return row
+
+
+def _preference_row(conversation: dict[str, Any], fmt: str, task: str) -> dict[str, Any]:
+    """Pairs as openai_pairs or sharegpt_pairs rows, KTO rows as kto_messages rows."""
+    if task == "unpaired" and fmt == "openai":
+        return {"messages": conversation["messages"] + conversation["completion"], "label": conversation["desirable"]}
+    if task == "preference" and fmt == "openai":
+        return {key: conversation[key] for key in ("messages", "chosen", "rejected")}
+    if task == "preference" and fmt == "sharegpt":
+        turns = {
+            key: [t for m in conversation[key] for t in _sharegpt_turns(m)]
+            for key in ("messages", "chosen", "rejected")
+        }
+        answers = {key: value[0] if len(value) == 1 else value for key, value in turns.items() if key != "messages"}
+        return {"conversations": turns["messages"], **answers}
+    raise NotConvertible(f"{fmt} cannot hold {task} rows; use openai")
 
 
 def _sharegpt_turns(message: dict[str, Any]) -> list[dict[str, str]]:

@@ -307,3 +307,25 @@ async def test_shared_demos_through_input_and_think_with_the_tiny_tokenizer(
     for part in ("chosen", "rejected") if task == "preference" else ("completion",):
         assert (split.lengths(part) <= 256).all()
         assert all(any(label != IGNORE_INDEX for label in split[i][f"{part}_labels"]) for i in range(len(split)))
+
+
+@pytest.mark.parametrize(
+    ("row", "fmt"),
+    [
+        (PAIR, "openai"),
+        (PAIR, "sharegpt"),
+        ({"messages": [user("Q")], "completion": [assistant("A")], "desirable": True}, "openai"),
+    ],
+)
+def test_converted_preference_rows_load_back_the_same(row, fmt):
+    from plugins.data.convert import to_format
+
+    converted = to_format(row, fmt)
+    assert normalise_any_row(converted, detect_row_format(converted)[0]) == row
+
+
+def test_alpaca_cannot_hold_pairs():
+    from plugins.data.convert import NotConvertible, to_format
+
+    with pytest.raises(NotConvertible, match="cannot hold preference rows"):
+        to_format(PAIR, "alpaca")
