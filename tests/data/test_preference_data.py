@@ -329,3 +329,15 @@ def test_alpaca_cannot_hold_pairs():
 
     with pytest.raises(NotConvertible, match="cannot hold preference rows"):
         to_format(PAIR, "alpaca")
+
+
+async def test_the_loader_refuses_a_validation_file_of_another_task(tmp_path, make_context):
+    from entity_training import Stage
+    from plugins.dataset_loader import DatasetLoaderPlugin
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "Q", "chosen": "a", "rejected": "b"}])
+    sft = write_jsonl(tmp_path / "eval.jsonl", [{"instruction": "i", "output": "o"}])
+    config = {"dataset_path": str(pairs), "validation_path": str(sft), "reuse_parsed": False}
+    with pytest.raises(InputError, match="mixes tasks") as caught:
+        await DatasetLoaderPlugin(config).execute(make_context(Stage.INPUT))
+    assert str(sft) in str(caught.value)
