@@ -78,7 +78,7 @@ def normalise_row(row: Any, fmt: str) -> dict[str, Any]:
         check_conversation(conversation["messages"])
     tools = row.get("tools")
     if tools not in (None, "", []):
-        conversation["tools"] = _parse_tools(tools)
+        conversation["tools"] = parse_tools(tools)
     return conversation
 
 
@@ -105,28 +105,29 @@ def _alpaca(row: Mapping[str, Any]) -> dict[str, Any]:
     messages = []
     system = _optional_text(row, "system")
     if system:
-        messages.append(_message("system", system))
+        messages.append(make_message("system", system))
     history = row.get("history") or []
     if not isinstance(history, list) or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in history):
         raise BadRow("'history' must be a list of [user, assistant] pairs")
     for user_text, assistant_text in history:
         messages += [
-            _message("user", _as_text(user_text, "history")),
-            _message("assistant", _as_text(assistant_text, "history")),
+            make_message("user", as_text(user_text, "history")),
+            make_message("assistant", as_text(assistant_text, "history")),
         ]
     prompt = f"{instruction}\n\n{extra_input}" if extra_input else instruction
-    messages += [_message("user", prompt), _message("assistant", output)]
+    messages += [make_message("user", prompt), make_message("assistant", output)]
     return {"messages": messages}
 
 
-def _sharegpt(row: Mapping[str, Any]) -> dict[str, Any]:
-    turns = _required(row, "conversations")
+def sharegpt_conversation(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The turns of a ShareGPT row (also the prompt and answer turns of ShareGPT preference pairs)."""
+    turns = required(row, "conversations")
     if not isinstance(turns, list):
         raise BadRow(f"'conversations' must be a list, got {type(turns).__name__}")
     messages = []
     system = _optional_text(row, "system")
     if system:
-        messages.append(_message("system", system))
+        messages.append(make_message("system", system))
     for position, turn in enumerate(turns):
         if not isinstance(turn, Mapping) or "from" not in turn or "value" not in turn:
             raise BadRow(f"turn {position} of 'conversations' needs the keys 'from' and 'value'")
@@ -134,40 +135,40 @@ def _sharegpt(row: Mapping[str, Any]) -> dict[str, Any]:
         role = SHAREGPT_ROLES.get(speaker) if isinstance(speaker, str) else None
         if role is None:
             raise BadRow(f"turn {position} has the unknown role {speaker!r}; known roles: {', '.join(SHAREGPT_ROLES)}")
-        value = _as_text(turn["value"], f"turn {position} 'value'")
+        value = as_text(turn["value"], f"turn {position} 'value'")
         if speaker == "function_call":
-            messages.append(_message("assistant", "", tool_calls=[_tool_call_from_text(value, position)]))
+            messages.append(make_message("assistant", "", tool_calls=[_tool_call_from_text(value, position)]))
         else:
-            messages.append(_message(role, value))
+            messages.append(make_message(role, value))
     return {"messages": messages}
 
 
 def _openai(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {"messages": _openai_messages(_required(row, "messages"), "messages")}
+    return {"messages": openai_messages(required(row, "messages"), "messages")}
 
 
 def _prompt_completion(row: Mapping[str, Any]) -> dict[str, Any]:
-    prompt, completion = _required(row, "prompt"), _required(row, "completion")
+    prompt, completion = required(row, "prompt"), required(row, "completion")
     if isinstance(prompt, list) or isinstance(completion, list):
         # TRL's conversational prompt-completion: both columns are lists of messages
-        return {"messages": _openai_messages(prompt, "prompt") + _openai_messages(completion, "completion")}
-    prompt_text = _as_text(prompt, "prompt")
-    completion_text = _as_text(completion, "completion")
+        return {"messages": openai_messages(prompt, "prompt") + openai_messages(completion, "completion")}
+    prompt_text = as_text(prompt, "prompt")
+    completion_text = as_text(completion, "completion")
     if not completion_text.strip():
         raise BadRow("'completion' is empty")
-    return {"messages": [_message("user", prompt_text), _message("assistant", completion_text)]}
+    return {"messages": [make_message("user", prompt_text), make_message("assistant", completion_text)]}
 
 
 def _text(row: Mapping[str, Any]) -> dict[str, Any]:
     text = _required_text(row, "text", allow_empty=True)
     if not text.strip():
         raise BadRow("'text' is empty")
-    return {"messages": [_message("assistant", text)], "document": True}
+    return {"messages": [make_message("assistant", text)], "document": True}
 
 
 _NORMALISERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "alpaca": _alpaca,
-    "sharegpt": _sharegpt,
+    "sharegpt": sharegpt_conversation,
     "openai": _openai,
     "prompt_completion": _prompt_completion,
     "text": _text,
@@ -182,14 +183,14 @@ def missing_keys(row: Mapping[str, Any], fmt: str) -> list[str]:
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _message(role: str, content: str, tool_calls: list | None = None) -> dict[str, Any]:
+def make_message(role: str, content: str, tool_calls: list | None = None) -> dict[str, Any]:
     message: dict[str, Any] = {"role": role, "content": content}
     if tool_calls:
         message["tool_calls"] = tool_calls
     return message
 
 
-def _as_text(value: Any, what: str) -> str:
+def as_text(value: Any, what: str) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, list) and all(isinstance(p, Mapping) and "text" in p for p in value):
@@ -197,7 +198,7 @@ def _as_text(value: Any, what: str) -> str:
     raise BadRow(f"{what} must be a string, got {type(value).__name__}")
 
 
-def _required(row: Mapping[str, Any], key: str) -> Any:
+def required(row: Mapping[str, Any], key: str) -> Any:
     """The value of a key the format needs; a row of the file without it is a bad row, not a crash."""
     if key not in row or row[key] is None:
         raise BadRow(f"missing the key {key!r}")
@@ -205,7 +206,7 @@ def _required(row: Mapping[str, Any], key: str) -> Any:
 
 
 def _required_text(row: Mapping[str, Any], key: str, allow_empty: bool = False) -> str:
-    text = _as_text(_required(row, key), repr(key))
+    text = as_text(required(row, key), repr(key))
     if not allow_empty and not text.strip():
         raise BadRow(f"{key!r} is empty")
     return text
@@ -213,10 +214,10 @@ def _required_text(row: Mapping[str, Any], key: str, allow_empty: bool = False) 
 
 def _optional_text(row: Mapping[str, Any], key: str) -> str:
     value = row.get(key)
-    return "" if value is None else _as_text(value, repr(key))
+    return "" if value is None else as_text(value, repr(key))
 
 
-def _openai_messages(messages: Any, column: str) -> list[dict[str, Any]]:
+def openai_messages(messages: Any, column: str) -> list[dict[str, Any]]:
     if not isinstance(messages, list):
         raise BadRow(f"{column!r} must be a list of messages, got {type(messages).__name__}")
     result = []
@@ -232,8 +233,8 @@ def _openai_messages(messages: Any, column: str) -> list[dict[str, Any]]:
         content = message.get("content")
         if content is None and not tool_calls:
             raise BadRow(f"message {position} ({role}) has no 'content'")
-        text = "" if content is None else _as_text(content, f"message {position} 'content'")
-        result.append(_message(role, text, tool_calls=tool_calls))
+        text = "" if content is None else as_text(content, f"message {position} 'content'")
+        result.append(make_message(role, text, tool_calls=tool_calls))
     return result
 
 
@@ -258,7 +259,7 @@ def _tool_call_from_text(value: str, position: int) -> dict[str, Any]:
     return _normalise_tool_call(call, position)
 
 
-def _parse_tools(tools: Any) -> list | str:
+def parse_tools(tools: Any) -> list | str:
     if isinstance(tools, str):
         try:
             parsed = json.loads(tools)

@@ -21,7 +21,15 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from plugins.data import formats
-from plugins.data.formats import BadRow, _as_text, _message, _openai_messages, _parse_tools, _required, _sharegpt
+from plugins.data.formats import (
+    BadRow,
+    as_text,
+    make_message,
+    openai_messages,
+    parse_tools,
+    required,
+    sharegpt_conversation,
+)
 
 Task = Literal["sft", "preference", "unpaired"]
 PAIRED = ("chosen", "rejected")
@@ -86,7 +94,7 @@ def normalise_any_row(row: Any, fmt: str) -> dict[str, Any]:
         raise BadRow("'chosen' and 'rejected' are identical, so the pair prefers nothing")
     tools = row.get("tools")
     if tools not in (None, "", []):
-        normalised["tools"] = _parse_tools(tools)
+        normalised["tools"] = parse_tools(tools)
     return normalised
 
 
@@ -99,12 +107,12 @@ def missing_keys_of(row: Mapping[str, Any], fmt: str) -> list[str]:
 
 
 def _sharegpt_pairs(row: Mapping[str, Any]) -> dict[str, Any]:
-    prompt = _sharegpt(row)["messages"]  # also takes the optional 'system' column
+    prompt = sharegpt_conversation(row)["messages"]  # also takes the optional 'system' column
     return {"messages": prompt, **{key: _sharegpt_answer(row, key) for key in PAIRED}}
 
 
 def _openai_pairs(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {"messages": _openai_messages(_required(row, "messages"), "messages"), **_openai_answers(row)}
+    return {"messages": openai_messages(required(row, "messages"), "messages"), **_openai_answers(row)}
 
 
 def _prompt_pairs(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -113,7 +121,7 @@ def _prompt_pairs(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def _transcript_pairs(row: Mapping[str, Any]) -> dict[str, Any]:
     """Anthropic HH style: two whole transcripts that share every turn but the last answer."""
-    chosen, rejected = (_as_text(_required(row, key), repr(key)) for key in PAIRED)
+    chosen, rejected = (as_text(required(row, key), repr(key)) for key in PAIRED)
     shared = os.path.commonprefix([chosen, rejected])
     cut = shared.rfind(HH_ANSWER)
     if cut < 0:
@@ -126,12 +134,12 @@ def _transcript_pairs(row: Mapping[str, Any]) -> dict[str, Any]:
         answer = text[cut + len(HH_ANSWER) :]
         if HH_TURN.search(answer):
             raise BadRow(f"the transcripts differ before their last assistant turn ({key!r} goes on with more turns)")
-        answers[key] = [_message("assistant", answer.strip())]
+        answers[key] = [make_message("assistant", answer.strip())]
     return {"messages": _hh_turns(chosen[:cut]), **answers}
 
 
 def _kto_messages(row: Mapping[str, Any]) -> dict[str, Any]:
-    messages = _openai_messages(_required(row, "messages"), "messages")
+    messages = openai_messages(required(row, "messages"), "messages")
     start = len(messages)
     while start > 0 and messages[start - 1]["role"] == "assistant":
         start -= 1
@@ -159,10 +167,10 @@ _NORMALISERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
 
 def _prompt(row: Mapping[str, Any]) -> list[dict[str, Any]]:
     """A 'prompt' column: a string (one user turn) or a list of messages."""
-    prompt = _required(row, "prompt")
+    prompt = required(row, "prompt")
     if isinstance(prompt, list) and not all(isinstance(m, Mapping) and "text" in m for m in prompt):
-        return _openai_messages(prompt, "prompt")
-    return [_message("user", _as_text(prompt, "'prompt'"))]
+        return openai_messages(prompt, "prompt")
+    return [make_message("user", as_text(prompt, "'prompt'"))]
 
 
 def _openai_answers(row: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -171,29 +179,31 @@ def _openai_answers(row: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 def _answer(row: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
     """An answer column: a string, one message, or a list of messages."""
-    value = _required(row, key)
+    value = required(row, key)
     if isinstance(value, Mapping):
-        return _openai_messages([value], key)
+        return openai_messages([value], key)
     if isinstance(value, list) and not all(isinstance(m, Mapping) and "text" in m for m in value):
-        return _openai_messages(value, key)
-    return [_message("assistant", _as_text(value, repr(key)))]
+        return openai_messages(value, key)
+    return [make_message("assistant", as_text(value, repr(key)))]
 
 
 def _sharegpt_answer(row: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
-    turn = _required(row, key)
+    turn = required(row, key)
     turns = turn if isinstance(turn, list) else [turn]
-    return _sharegpt({"conversations": turns})["messages"]
+    return sharegpt_conversation({"conversations": turns})["messages"]
 
 
 def _hh_turns(transcript: str) -> list[dict[str, Any]]:
     pieces = HH_TURN.split(transcript)
     if pieces[0].strip():
         raise BadRow("the transcripts must start with '\\n\\nHuman:' (Anthropic HH style)")
-    return [_message(HH_ROLES[speaker], text.strip()) for speaker, text in zip(pieces[1::2], pieces[2::2], strict=True)]
+    return [
+        make_message(HH_ROLES[speaker], text.strip()) for speaker, text in zip(pieces[1::2], pieces[2::2], strict=True)
+    ]
 
 
 def _label(row: Mapping[str, Any]) -> bool:
-    label = _required(row, "label")
+    label = required(row, "label")
     if not isinstance(label, bool):
         raise BadRow(f"'label' must be true (desirable) or false (undesirable), got {label!r}")
     return label
