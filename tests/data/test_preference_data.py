@@ -227,6 +227,16 @@ def test_truncation_cuts_the_prompt_start_first_then_the_answers():
     assert len(ids) == 40 and whole.startswith("<|im_start|>user\nQ")  # short prompt kept whole
     assert trained == "g" * len(trained) and not trained.endswith("<|im_end|>")  # the long answer is cut at its end
     assert encoded.truncated == 1
+    tokenizer = build_char_tokenizer(CHATML)
+    dropped = encode_preferences(
+        [long_prompt, PAIR],
+        tokenizer,
+        TemplateRenderer(CHATML, tokenizer),
+        task="preference",
+        max_seq_length=40,
+        truncation="drop",
+    )
+    assert (dropped.dropped_too_long, dropped.truncated, len(dropped.examples)) == (1, 0, 1)
 
 
 def test_preference_splits_are_written_cached_and_never_packed(tmp_path):
