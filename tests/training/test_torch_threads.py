@@ -80,12 +80,19 @@ def test_config_accepts_auto_an_integer_or_null_and_refuses_zero():
 
 
 def test_this_process_working_during_the_sample_is_not_other_work():
+    """Our own busy core is subtracted: the reading while we spin exceeds the reading while we wait
+    by far less than the core we used. Other processes' load moves both readings, so each attempt
+    compares two samples taken back to back, and the smallest excess of three attempts counts."""
     import time
 
-    from plugins.training.threads import OtherCpuUse
+    from plugins.training.threads import OtherCpuUse, busy_cores_now
 
-    sample = OtherCpuUse()
-    until = time.process_time() + 0.5
-    while time.process_time() < until:  # a whole core of our own, as imports and model loading use
-        pass
-    assert sample.busy_cores(min_seconds=0) < 0.75
+    def excess() -> float:
+        idle = busy_cores_now(0.5)
+        sample = OtherCpuUse()
+        until = time.process_time() + 0.5
+        while time.process_time() < until:  # a whole core of our own, as imports and model loading use
+            pass
+        return sample.busy_cores(min_seconds=0) - idle
+
+    assert min(excess() for _ in range(3)) < 0.75
