@@ -1,0 +1,229 @@
+"""PreferenceTrainingPlugin (DO) on a tiny Llama: every loss learns a repeated batch, full training
+too; the adapter's reference is the base with the adapter disabled; bad settings and SFT data stop
+with exit 2; a run stopped by Ctrl-C and resumed ends like an uninterrupted one."""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers.training import build_tiny_model_dir, plan_memory
+from helpers.workflows import line_of, step, write_workflow
+
+from entity_training import ConfigError, InputError, RunInterrupted, Stage
+from entity_training.memory import Memory
+from entity_training.testing import make_context
+from entity_training.workflow import load_workflow
+from plugins import memory_keys
+from plugins.data.preference_tokenized import EncodedExample, write_preference_split
+from plugins.preference_training import PreferenceTrainingPlugin
+from plugins.training.preference.trainer import PreferenceTrainer
+from plugins.training_config import TrainingConfigPlugin
+
+PLUGIN = "plugins.preference_training.PreferenceTrainingPlugin"
+
+
+def _sequence(prompt: list[int], answer: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.asarray(prompt + answer, dtype=np.int32)
+    labels = np.asarray([-100] * len(prompt) + answer, dtype=np.int32)
+    return ids, labels
+
+
+def _examples(count: int, *, unpaired: bool, seed: int = 0) -> list[EncodedExample]:
+    """Prompts of random tokens; the chosen answer counts up from the prompt's last token in
+    threes, the rejected one is random (for KTO: every other example is a rejected one)."""
+    rng = random.Random(seed)
+    examples = []
+    for index in range(count):
+        prompt = [rng.randrange(10, 200) for _ in range(rng.randrange(4, 9))]
+        chosen = [(prompt[-1] + 3 * i) % 200 + 10 for i in range(1, rng.randrange(6, 12))]
+        rejected = [rng.randrange(10, 200) for _ in range(rng.randrange(6, 12))]
+        if unpaired:
+            desirable = index % 2 == 0
+            parts = {"completion": _sequence(prompt, chosen if desirable else rejected)}
+            examples.append(EncodedExample(parts=parts, desirable=desirable))
+        else:
+            examples.append(EncodedExample(parts={"chosen": _sequence(prompt, chosen), "rejected": _sequence(prompt, rejected)}))
+    return examples
+
+
+def write_preference_data(folder: Path, *, task: str = "preference") -> dict:
+    """A ``dataset.tokenized`` entry of a preference task, with 8 training and 4 validation examples."""
+    unpaired = task == "unpaired"
+    entry = {"task": task, "max_seq_length": 32, "chat_template": None, "tokenizer": None, "cache_key": "test"}
+    for split, count, seed in (("train", 8, 0), ("validation", 4, 1)):
+        write_preference_split(folder / split, _examples(count, unpaired=unpaired, seed=seed), task)
+        entry[split] = str(folder / split)
+    return entry
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return str(build_tiny_model_dir(tmp_path_factory.mktemp("model")))
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    return write_preference_data(tmp_path_factory.mktemp("pairs"))
+
+
+@pytest.fixture(scope="module")
+def unpaired(tmp_path_factory):
+    return write_preference_data(tmp_path_factory.mktemp("unpaired"), task="unpaired")
+
+
+async def run_preference(
+    run_dir: Path, model: str, tokenized: dict, *, plugin=None, resume=False, events=None, cancel_at_step=None, **settings
+):
+    """TrainingConfig, the memory plan, then PreferenceTraining; ``cancel_at_step`` presses 'Ctrl-C'."""
+    torch.manual_seed(0)
+    cancel = threading.Event()
+
+    def press_ctrl_c(event):
+        if cancel_at_step is not None and event["type"] == "progress" and event["completed"] >= cancel_at_step:
+            cancel.set()
+
+    memory = Memory()
+    defaults = {"model_name_or_path": model, "batch_size": 4, "logging_steps": 2, "save_steps": 4, "seed": 0,
+                "lora_dropout": 0.0, "lr_scheduler": "constant", "learning_rate": 1e-2, "max_steps": 10}  # fmt: skip
+    await TrainingConfigPlugin({**defaults, **settings}).execute(make_context(Stage.PARSE, run_dir, memory))
+    memory.set(memory_keys.DATASET_TOKENIZED, tokenized)
+    await plan_memory(run_dir, memory, events=events)
+    context = make_context(
+        Stage.DO, run_dir, memory, resume=resume, events=events, sinks=(press_ctrl_c,), cancel_event=cancel
+    )
+    plugin = PreferenceTrainingPlugin(plugin or {})
+    try:
+        await plugin.execute(context)
+    finally:
+        await plugin.cleanup(context)
+    return memory.get(memory_keys.TRAINING_RESULT)
+
+
+def _train_records(result: dict) -> list[dict]:
+    return [record for record in result["log_history"] if "loss" in record]
+
+
+@pytest.mark.parametrize(
+    ("loss", "beta"), [("dpo", 0.1), ("ipo", 0.1), ("orpo", 0.1), ("simpo", 2.0), ("kto", 0.1)]
+)
+async def test_every_loss_learns_a_repeated_batch(loss, beta, tiny_model, pairs, unpaired, tmp_path):
+    events = []
+    data = unpaired if loss == "kto" else pairs
+    result = await run_preference(tmp_path, tiny_model, data, plugin={"loss": loss, "beta": beta}, events=events)
+    records = _train_records(result)
+    assert records[-1]["loss"] < records[0]["loss"] * 0.9, [r["loss"] for r in records]
+    assert result["steps"] == 10 and result["loss"] == loss and result["method"] == "lora"
+    assert (Path(result["final_model_path"]) / "adapter_model.safetensors").is_file()
+    assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"} <= set(records[-1])
+    assert records[-1]["rewards/margins"] > 0
+    assert result["final_eval_loss"] is not None and "eval_rewards/accuracies" in result["log_history"][-2]
+    metrics = [e for e in events if e["type"] == "metrics"]
+    assert any("rewards/margins" in e["values"] for e in metrics)
+    assert "rewards/margins" in (tmp_path / "metrics.jsonl").read_text()
+
+
+@pytest.mark.parametrize("precompute", [False, True], ids=["frozen-copy", "precomputed"])
+async def test_full_training_learns_with_a_frozen_or_precomputed_reference(precompute, tiny_model, pairs, tmp_path):
+    result = await run_preference(
+        tmp_path, tiny_model, pairs, plugin={"loss": "dpo", "precompute_ref_logps": precompute},
+        training_method="full", learning_rate=1e-3,
+    )  # fmt: skip
+    records = _train_records(result)
+    assert records[-1]["loss"] < records[0]["loss"] * 0.9, [r["loss"] for r in records]
+    assert (Path(result["final_model_path"]) / "model.safetensors").is_file()
+
+
+async def test_the_adapters_reference_is_the_base_with_the_adapter_disabled(tiny_model, pairs, tmp_path, monkeypatch):
+    """No second model with an adapter, and the reference log-probabilities are the base model's."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from plugins.training.callbacks import TokenCounter
+    from plugins.training.preference.batches import PreferenceCollator, PreferenceRows
+    from plugins.training.validation_loss import row_losses
+
+    trainers = []
+    original = PreferenceTrainer.__init__
+
+    def keep(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        trainers.append(self)
+
+    monkeypatch.setattr(PreferenceTrainer, "__init__", keep)
+    result = await run_preference(tmp_path / "run", tiny_model, pairs, max_steps=4)
+    assert [trainer.ref_model for trainer in trainers] == [None]
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), result["final_model_path"])
+    trainer = PreferenceTrainer(
+        model=tuned,
+        loss_settings=PreferenceTrainingPlugin.ConfigModel(),
+        args=TrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to=[]),
+        tokens=TokenCounter(),
+        checkpoint_dir=tmp_path / "checkpoints",
+        save_total_limit=1,
+    )
+    rows = PreferenceRows(pairs["train"])
+    batch = PreferenceCollator(pad_token_id=0)([rows[i] for i in range(4)])
+    with torch.no_grad():
+        reference = trainer._reference_logps(tuned, batch, counts=None)
+        policy = trainer._sequence_logps(tuned, batch, split=None)
+        expected = -row_losses(base(input_ids=batch["input_ids"]).logits, batch["labels"])[0]
+    torch.testing.assert_close(reference.sums, expected, rtol=1e-5, atol=1e-4)
+    assert (policy.sums - expected).abs().max() > 0.1  # the trained adapter does change the model
+
+
+async def test_sft_data_is_refused_before_the_model_loads(tmp_path, monkeypatch):
+    import plugins.training.model_setup as model_setup
+
+    monkeypatch.setattr(model_setup, "load_model_for_training", lambda *a, **k: pytest.fail("the model was loaded"))
+    sft = {"train": str(tmp_path / "train"), "validation": None, "max_seq_length": 32, "chat_template": None}
+    with pytest.raises(InputError, match="fine_tuning plugin") as caught:
+        await run_preference(tmp_path, "tiny", sft)
+    assert caught.value.exit_code == 2
+
+
+async def test_a_loss_that_does_not_fit_the_data_is_refused(tmp_path, pairs):
+    with pytest.raises(ConfigError, match="loss kto trains on unpaired") as caught:
+        await run_preference(tmp_path, "tiny", pairs, plugin={"loss": "kto"})
+    assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [("beta", 0, "greater than 0"), ("loss", "dpoo", "dpo")])
+def test_bad_settings_are_refused_at_load_with_their_line(key, value, message, tmp_path):
+    workflow = write_workflow(
+        tmp_path,
+        stages={
+            "PARSE": [step("training_config", model_name_or_path="tiny")],
+            "DO": [step(PLUGIN, **{key: value})],
+        },
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_workflow(workflow)
+    text = str(caught.value)
+    assert caught.value.exit_code == 2 and message in text
+    assert f":{line_of(workflow, f'{key}:')}" in text, text
+
+
+def test_settings_the_loss_ignores_are_announced():
+    findings = PreferenceTrainingPlugin({"loss": "orpo", "simpo_gamma": 1.0}).check_workflow([])
+    assert [(f.key, f.error) for f in findings] == [("simpo_gamma", False)]
+
+
+async def test_resumed_run_ends_like_an_uninterrupted_one(tiny_model, pairs, tmp_path):
+    settings = {"max_steps": 8, "plugin": {"loss": "dpo"}}
+    reference = await run_preference(tmp_path / "straight", tiny_model, pairs, **settings)
+
+    interrupted = tmp_path / "interrupted"
+    with pytest.raises(RunInterrupted):
+        await run_preference(interrupted, tiny_model, pairs, cancel_at_step=3, **settings)
+    resumed = await run_preference(interrupted, tiny_model, pairs, resume=True, **settings)
+    assert resumed["resumed_from"] is not None and int(resumed["resumed_from"].rsplit("-", 1)[1]) >= 3
+    assert resumed["steps"] == reference["steps"] == 8
+    assert resumed["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-5)
+    assert resumed["final_eval_loss"] == pytest.approx(reference["final_eval_loss"], rel=1e-5)
