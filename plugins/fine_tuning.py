@@ -99,56 +99,26 @@ class FineTuningPlugin(Plugin):
     def _train_once(
         self, context, config: ResolvedTrainingConfig, tokenized, settings: TrainingShape, resume: str | None
     ) -> dict[str, Any]:
-        from pathlib import Path
-
-        from plugins.training.session import CHECKPOINT_DIR, finish_training, loaded_for_training, reporting_callbacks
+        from plugins.training.session import loaded_for_training, run_trainer
 
         with loaded_for_training(
-            context, config, settings, torch_threads=self.config.torch_threads, chat_template=tokenized.get("chat_template")
+            context,
+            config,
+            settings,
+            torch_threads=self.config.torch_threads,
+            chat_template=tokenized.get("chat_template"),
         ) as loaded:
             from plugins.data.collator import PackedCollator
-            from plugins.training.callbacks import TokenCounter
-            from plugins.training.trainer import PackedRows, PackedTrainer, training_arguments
+            from plugins.training.trainer import PackedRows, PackedTrainer
 
-            checkpoint_dir = Path(context.run_dir) / CHECKPOINT_DIR
-            tokenizer = loaded.tokenizer
-            train_rows = PackedRows(tokenized["train"])
-            eval_rows = PackedRows(tokenized["validation"]) if tokenized.get("validation") else None
-            if eval_rows is not None and len(eval_rows) == 0:
-                eval_rows = None
-            tokens = TokenCounter()
-            reporting, files, callbacks = reporting_callbacks(
-                context, config, tokens, has_validation=eval_rows is not None
-            )
-            trainer = PackedTrainer(
-                model=loaded.model,
-                args=training_arguments(
-                    config,
-                    checkpoint_dir=checkpoint_dir,
-                    has_validation=eval_rows is not None,
-                    evaluate_first=eval_rows is not None and resume is None,
-                    batch_size=settings.batch_size,
-                    gradient_accumulation_steps=settings.gradient_accumulation_steps,
-                    gradient_checkpointing=settings.gradient_checkpointing,
-                ),
-                train_dataset=train_rows,
-                eval_dataset=eval_rows,
-                data_collator=PackedCollator(pad_token_id=tokenizer.pad_token_id),
-                processing_class=tokenizer,
-                callbacks=callbacks,
-                tokens=tokens,
-                checkpoint_dir=checkpoint_dir,
-                save_total_limit=config.save_total_limit,
-            )
-            return finish_training(
-                trainer,
+            return run_trainer(
+                PackedTrainer,
                 context=context,
                 config=config,
                 settings=settings,
                 resume=resume,
-                reporting=reporting,
-                files=files,
-                tokens=tokens,
-                tokenizer=tokenizer,
-                has_validation=eval_rows is not None,
+                loaded=loaded,
+                train_rows=PackedRows(tokenized["train"]),
+                eval_rows=PackedRows(tokenized["validation"]) if tokenized.get("validation") else None,
+                data_collator=PackedCollator(pad_token_id=loaded.tokenizer.pad_token_id),
             )

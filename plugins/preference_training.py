@@ -69,9 +69,7 @@ class PreferenceTrainingConfig(TrainingRunConfig):
         lt=0.5,
         description="dpo and simpo: the share of pairs assumed mislabelled (conservative DPO); 0 trusts every pair.",
     )
-    simpo_gamma: float = Field(
-        0.5, ge=0, description="simpo: the target margin between chosen and rejected rewards."
-    )
+    simpo_gamma: float = Field(0.5, ge=0, description="simpo: the target margin between chosen and rejected rewards.")
     desirable_weight: float = Field(1.0, gt=0, description="kto: the weight of the desirable completions' loss.")
     undesirable_weight: float = Field(
         1.0,
@@ -172,68 +170,43 @@ class PreferenceTrainingPlugin(Plugin):
     def _train_once(
         self, context, config: ResolvedTrainingConfig, tokenized, settings: TrainingShape, resume: str | None
     ) -> dict[str, Any]:
-        from pathlib import Path
-
-        from plugins.training.session import CHECKPOINT_DIR, finish_training, loaded_for_training, reporting_callbacks
+        from plugins.training.session import loaded_for_training, run_trainer
 
         with loaded_for_training(
-            context, config, settings, torch_threads=self.config.torch_threads, chat_template=tokenized.get("chat_template")
+            context,
+            config,
+            settings,
+            torch_threads=self.config.torch_threads,
+            chat_template=tokenized.get("chat_template"),
         ) as loaded:
-            from plugins.training.callbacks import TokenCounter
             from plugins.training.preference.batches import PreferenceCollator, PreferenceRows
             from plugins.training.preference.losses import needs_reference
             from plugins.training.preference.trainer import PreferenceTrainer
-            from plugins.training.trainer import training_arguments
 
-            tokenizer = loaded.tokenizer
             train_rows = PreferenceRows(tokenized["train"])
             eval_rows = PreferenceRows(tokenized["validation"]) if tokenized.get("validation") else None
-            if eval_rows is not None and len(eval_rows) == 0:
-                eval_rows = None
             precompute = self.config.precompute_ref_logps and needs_reference(self.config.loss)
-            tokens = TokenCounter()
-            reporting, files, callbacks = reporting_callbacks(
-                context, config, tokens, has_validation=eval_rows is not None
-            )
-            trainer = PreferenceTrainer(
-                model=loaded.model,
-                ref_model=self._frozen_copy(loaded.model, config, precompute),
-                loss_settings=self.config,
-                args=training_arguments(
-                    config,
-                    checkpoint_dir=Path(context.run_dir) / CHECKPOINT_DIR,
-                    has_validation=eval_rows is not None,
-                    evaluate_first=eval_rows is not None and resume is None,
-                    batch_size=settings.batch_size,
-                    gradient_accumulation_steps=settings.gradient_accumulation_steps,
-                    gradient_checkpointing=settings.gradient_checkpointing,
-                ),
-                train_dataset=train_rows,
-                eval_dataset=eval_rows,
-                data_collator=PreferenceCollator(pad_token_id=tokenizer.pad_token_id),
-                processing_class=tokenizer,
-                callbacks=callbacks,
-                tokens=tokens,
-                checkpoint_dir=Path(context.run_dir) / CHECKPOINT_DIR,
-                save_total_limit=config.save_total_limit,
-            )
-            if precompute:
+
+            def precompute_reference(trainer: PreferenceTrainer) -> None:
                 # Also on resume: the model is the starting point until train() loads the checkpoint.
                 for rows in (train_rows, eval_rows):
-                    if rows is not None:
+                    if rows is not None and len(rows):
                         trainer.precompute_reference(rows)
                 context.log(f"reference log-probabilities computed for {len(train_rows)} training examples")
-            return finish_training(
-                trainer,
+
+            return run_trainer(
+                PreferenceTrainer,
                 context=context,
                 config=config,
                 settings=settings,
                 resume=resume,
-                reporting=reporting,
-                files=files,
-                tokens=tokens,
-                tokenizer=tokenizer,
-                has_validation=eval_rows is not None,
+                loaded=loaded,
+                train_rows=train_rows,
+                eval_rows=eval_rows,
+                data_collator=PreferenceCollator(pad_token_id=loaded.tokenizer.pad_token_id),
+                before_training=precompute_reference if precompute else None,
+                loss_settings=self.config,
+                ref_model=self._frozen_copy(loaded.model, config, precompute),
             )
 
     def _frozen_copy(self, model, config: ResolvedTrainingConfig, precompute: bool):
@@ -241,8 +214,8 @@ class PreferenceTrainingPlugin(Plugin):
         its maths at that precision anyway), unless the reference is precomputed or not needed."""
         import copy
 
-        from plugins.training.preference.losses import needs_reference
         from plugins.training.precision import torch_dtype
+        from plugins.training.preference.losses import needs_reference
 
         if config.training_method != "full" or precompute or not needs_reference(self.config.loss):
             return None
@@ -265,7 +238,11 @@ def _check_task(loss: str, task: str) -> None:
         raise ConfigError(
             Problem(
                 f"loss {loss} trains on {what[needed]}, but the data holds {what.get(task, task)}. "
-                + ("Use loss: kto for unpaired data." if task == "unpaired" else "Use dpo, ipo, orpo or simpo for pairs."),
+                + (
+                    "Use loss: kto for unpaired data."
+                    if task == "unpaired"
+                    else "Use dpo, ipo, orpo or simpo for pairs."
+                ),
                 path="loss",
             )
         )

@@ -4,9 +4,10 @@ preference_training share.
 - ``resume_checkpoint``: the checkpoint to resume from (``resume_from_checkpoint`` or ``--resume``);
 - ``train_with_oom_retries``: halve the micro-batch and retry from the last checkpoint on OOM;
 - ``loaded_for_training``: the model loaded with lean imports, the CPU threads chosen (and given
-  back afterwards); ``reporting_callbacks``: the engine reporting, metrics files, TensorBoard;
-- ``finish_training``: train (or recognise a finished checkpoint), stop with RunInterrupted after
-  Ctrl-C, evaluate the last step, save ``final-model/`` and build the ``training.result`` dict.
+  back afterwards);
+- ``run_trainer``: the Trainer with the engine reporting, metrics files and TensorBoard; train (or
+  recognise a finished checkpoint), stop with RunInterrupted after Ctrl-C, evaluate the last
+  step, save ``final-model/`` and build the ``training.result`` dict.
 """
 
 from __future__ import annotations
@@ -92,7 +93,9 @@ def train_with_oom_retries(
             )
         effective = settings.batch_size * settings.gradient_accumulation_steps
         batch = settings.batch_size // 2
-        settings = settings.model_copy(update={"batch_size": batch, "gradient_accumulation_steps": -(-effective // batch)})
+        settings = settings.model_copy(
+            update={"batch_size": batch, "gradient_accumulation_steps": -(-effective // batch)}
+        )
         latest = newest_complete_checkpoint(checkpoint_dir, context.warn)
         resume = str(latest) if latest else None
         context.warn(
@@ -173,7 +176,7 @@ def _log_loaded_model(context, config: ResolvedTrainingConfig, loaded) -> None:
     )
 
 
-def reporting_callbacks(
+def _reporting_callbacks(
     context, config: ResolvedTrainingConfig, tokens: TokenCounter, *, has_validation: bool
 ) -> tuple[EngineReportingCallback, MetricsFiles | None, list]:
     """The engine reporting (metrics, progress, Ctrl-C), the metrics files of the main process,
@@ -192,7 +195,70 @@ def reporting_callbacks(
     return reporting, files, callbacks
 
 
-def finish_training(
+def run_trainer(
+    trainer_class,
+    *,
+    context,
+    config: ResolvedTrainingConfig,
+    settings: TrainingShape,
+    resume: str | None,
+    loaded: LoadedModel,
+    train_rows,
+    eval_rows,
+    data_collator,
+    before_training: Callable[[Any], None] | None = None,
+    **trainer_arguments,
+) -> dict[str, Any]:
+    """Train ``loaded.model`` with a ``trainer_class`` (a CheckpointingTrainer) to the end and
+    return the ``training.result`` dict. An empty ``eval_rows`` counts as none;
+    ``before_training(trainer)`` runs once the trainer is built."""
+    from plugins.training.callbacks import TokenCounter
+    from plugins.training.trainer import training_arguments
+
+    if eval_rows is not None and len(eval_rows) == 0:
+        eval_rows = None
+    has_validation = eval_rows is not None
+    checkpoint_dir = Path(context.run_dir) / CHECKPOINT_DIR
+    tokens = TokenCounter()
+    reporting, files, callbacks = _reporting_callbacks(context, config, tokens, has_validation=has_validation)
+    trainer = trainer_class(
+        model=loaded.model,
+        args=training_arguments(
+            config,
+            checkpoint_dir=checkpoint_dir,
+            has_validation=has_validation,
+            evaluate_first=has_validation and resume is None,
+            batch_size=settings.batch_size,
+            gradient_accumulation_steps=settings.gradient_accumulation_steps,
+            gradient_checkpointing=settings.gradient_checkpointing,
+        ),
+        train_dataset=train_rows,
+        eval_dataset=eval_rows,
+        data_collator=data_collator,
+        processing_class=loaded.tokenizer,
+        callbacks=callbacks,
+        tokens=tokens,
+        checkpoint_dir=checkpoint_dir,
+        save_total_limit=config.save_total_limit,
+        **trainer_arguments,
+    )
+    if before_training is not None:
+        before_training(trainer)
+    return _finish_training(
+        trainer,
+        context=context,
+        config=config,
+        settings=settings,
+        resume=resume,
+        reporting=reporting,
+        files=files,
+        tokens=tokens,
+        tokenizer=loaded.tokenizer,
+        has_validation=has_validation,
+    )
+
+
+def _finish_training(
     trainer,
     *,
     context,

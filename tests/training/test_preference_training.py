@@ -5,24 +5,20 @@ with exit 2; a run stopped by Ctrl-C and resumed ends like an uninterrupted one.
 from __future__ import annotations
 
 import random
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers.training import build_tiny_model_dir, plan_memory
+from helpers.training import build_tiny_model_dir, run_do_plugin
 from helpers.workflows import line_of, step, write_workflow
 
-from entity_training import ConfigError, InputError, RunInterrupted, Stage
-from entity_training.memory import Memory
-from entity_training.testing import make_context
+from entity_training import ConfigError, InputError, RunInterrupted
 from entity_training.workflow import load_workflow
 from plugins import memory_keys
 from plugins.data.preference_tokenized import EncodedExample, write_preference_split
 from plugins.preference_training import PreferenceTrainingPlugin
 from plugins.training.preference.trainer import PreferenceTrainer
-from plugins.training_config import TrainingConfigPlugin
 
 PLUGIN = "plugins.preference_training.PreferenceTrainingPlugin"
 
@@ -47,7 +43,9 @@ def _examples(count: int, *, unpaired: bool, seed: int = 0) -> list[EncodedExamp
             parts = {"completion": _sequence(prompt, chosen if desirable else rejected)}
             examples.append(EncodedExample(parts=parts, desirable=desirable))
         else:
-            examples.append(EncodedExample(parts={"chosen": _sequence(prompt, chosen), "rejected": _sequence(prompt, rejected)}))
+            examples.append(
+                EncodedExample(parts={"chosen": _sequence(prompt, chosen), "rejected": _sequence(prompt, rejected)})
+            )
     return examples
 
 
@@ -77,30 +75,23 @@ def unpaired(tmp_path_factory):
 
 
 async def run_preference(
-    run_dir: Path, model: str, tokenized: dict, *, plugin=None, resume=False, events=None, cancel_at_step=None, **settings
+    run_dir: Path,
+    model: str,
+    tokenized: dict,
+    *,
+    plugin=None,
+    resume=False,
+    events=None,
+    cancel_at_step=None,
+    **settings,
 ):
     """TrainingConfig, the memory plan, then PreferenceTraining; ``cancel_at_step`` presses 'Ctrl-C'."""
-    torch.manual_seed(0)
-    cancel = threading.Event()
-
-    def press_ctrl_c(event):
-        if cancel_at_step is not None and event["type"] == "progress" and event["completed"] >= cancel_at_step:
-            cancel.set()
-
-    memory = Memory()
-    defaults = {"model_name_or_path": model, "batch_size": 4, "logging_steps": 2, "save_steps": 4, "seed": 0,
-                "lora_dropout": 0.0, "lr_scheduler": "constant", "learning_rate": 1e-2, "max_steps": 10}  # fmt: skip
-    await TrainingConfigPlugin({**defaults, **settings}).execute(make_context(Stage.PARSE, run_dir, memory))
-    memory.set(memory_keys.DATASET_TOKENIZED, tokenized)
-    await plan_memory(run_dir, memory, events=events)
-    context = make_context(
-        Stage.DO, run_dir, memory, resume=resume, events=events, sinks=(press_ctrl_c,), cancel_event=cancel
-    )
-    plugin = PreferenceTrainingPlugin(plugin or {})
-    try:
-        await plugin.execute(context)
-    finally:
-        await plugin.cleanup(context)
+    defaults = {"batch_size": 4, "logging_steps": 2, "save_steps": 4, "seed": 0, "lora_dropout": 0.0,
+                "lr_scheduler": "constant", "learning_rate": 1e-2, "max_steps": 10}  # fmt: skip
+    memory = await run_do_plugin(
+        PreferenceTrainingPlugin(plugin or {}), run_dir, model, tokenized, training={**defaults, **settings},
+        resume=resume, events=events, cancel_at_step=cancel_at_step,
+    )  # fmt: skip
     return memory.get(memory_keys.TRAINING_RESULT)
 
 
@@ -108,9 +99,7 @@ def _train_records(result: dict) -> list[dict]:
     return [record for record in result["log_history"] if "loss" in record]
 
 
-@pytest.mark.parametrize(
-    ("loss", "beta"), [("dpo", 0.1), ("ipo", 0.1), ("orpo", 0.1), ("simpo", 2.0), ("kto", 0.1)]
-)
+@pytest.mark.parametrize(("loss", "beta"), [("dpo", 0.1), ("ipo", 0.1), ("orpo", 0.1), ("simpo", 2.0), ("kto", 0.1)])
 async def test_every_loss_learns_a_repeated_batch(loss, beta, tiny_model, pairs, unpaired, tmp_path):
     events = []
     data = unpaired if loss == "kto" else pairs

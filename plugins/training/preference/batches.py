@@ -46,7 +46,9 @@ class PreferenceCollator:
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         parts = PARTS["preference"] if "chosen_input_ids" in examples[0] else PARTS["unpaired"]
-        sequences = [(example[f"{part}_input_ids"], example[f"{part}_labels"]) for part in parts for example in examples]
+        sequences = [
+            (example[f"{part}_input_ids"], example[f"{part}_labels"]) for part in parts for example in examples
+        ]
         length = max(len(ids) for ids, _ in sequences)
         input_ids = np.full((len(sequences), length), self.pad_token_id, dtype=np.int64)
         labels = np.full((len(sequences), length), IGNORE_INDEX, dtype=np.int64)

@@ -18,7 +18,13 @@ if TYPE_CHECKING:
 LossName = Literal["dpo", "ipo", "orpo", "kto", "simpo"]
 LOSSES: tuple[str, ...] = ("dpo", "ipo", "orpo", "kto", "simpo")
 # The data each loss trains on (the ``task`` of dataset.tokenized) and whether it compares with a reference model.
-TASK_OF_LOSS = {"dpo": "preference", "ipo": "preference", "orpo": "preference", "simpo": "preference", "kto": "unpaired"}
+TASK_OF_LOSS = {
+    "dpo": "preference",
+    "ipo": "preference",
+    "orpo": "preference",
+    "simpo": "preference",
+    "kto": "unpaired",
+}
 REFERENCE_FREE = ("orpo", "simpo")
 
 
@@ -70,7 +76,6 @@ def preference_loss(
 
 
 def _paired(settings: LossSettings, policy: SequenceLogps, reference: SequenceLogps | None):
-    import torch
     from torch.nn.functional import logsigmoid
 
     beta, smoothing = settings.beta, settings.label_smoothing
