@@ -21,10 +21,10 @@ Raises:
 
 from __future__ import annotations
 
-import asyncio
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from entity_training import Plugin, PluginError, Stage
+from entity_training import Plugin, Stage
 from plugins import memory_keys
 from plugins.training.run_config import TrainingRunConfig
 
@@ -47,30 +47,15 @@ class FineTuningPlugin(Plugin):
     ConfigModel = FineTuningConfig
 
     async def _execute_impl(self, context) -> str:
-        from plugins.training.session import train_with_oom_retries
+        from plugins.training.session import require_inputs, train_in_worker
 
         config = context.recall(memory_keys.TRAINING_CONFIG)
         tokenized = context.recall(memory_keys.DATASET_TOKENIZED)
         plan = context.recall(memory_keys.TRAINING_MEMORY_PLAN)
-        if config is None or tokenized is None or plan is None:
-            raise PluginError(
-                "needs training.config (training_config in PARSE), dataset.tokenized (data_preparation in THINK) "
-                "and training.memory_plan (memory_plan in THINK)",
-                plugin=self.plugin_name(),
-                stage=context.stage.value,
-            )
-
-        def train_once(settings: TrainingShape, resume: str | None) -> dict[str, Any]:
-            return self._train_once(context, config, tokenized, settings, resume)
-
-        result = await asyncio.to_thread(
-            train_with_oom_retries,
-            context,
-            config,
-            plan.settings,
-            train_once,
-            retries=self.config.oom_retries,
-            plugin_name=self.plugin_name(),
+        require_inputs(context, self.plugin_name(), config=config, tokenized=tokenized, plan=plan)
+        train_once = partial(self._train_once, context, config, tokenized)
+        result = await train_in_worker(
+            context, config, plan.settings, train_once, run_config=self.config, plugin_name=self.plugin_name()
         )
         context.remember(memory_keys.TRAINING_RESULT, result)
         context.summarize("train_loss", result["train_loss"])
@@ -101,13 +86,7 @@ class FineTuningPlugin(Plugin):
     ) -> dict[str, Any]:
         from plugins.training.session import loaded_for_training, run_trainer
 
-        with loaded_for_training(
-            context,
-            config,
-            settings,
-            torch_threads=self.config.torch_threads,
-            chat_template=tokenized.get("chat_template"),
-        ) as loaded:
+        with loaded_for_training(context, config, settings, self.config, tokenized) as loaded:
             from plugins.data.collator import PackedCollator
             from plugins.training.trainer import PackedRows, PackedTrainer
 

@@ -30,12 +30,12 @@ Raises:
 
 from __future__ import annotations
 
-import asyncio
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from entity_training import ConfigError, Finding, InputError, Plugin, PluginError, Problem, Stage
+from entity_training import ConfigError, Finding, InputError, Plugin, Problem, Stage
 from plugins import memory_keys
 from plugins.training.preference.losses import REFERENCE_FREE, TASK_OF_LOSS, LossName
 from plugins.training.run_config import TrainingRunConfig
@@ -118,31 +118,16 @@ class PreferenceTrainingPlugin(Plugin):
         ]
 
     async def _execute_impl(self, context) -> str:
-        from plugins.training.session import train_with_oom_retries
+        from plugins.training.session import require_inputs, train_in_worker
 
         config = context.recall(memory_keys.TRAINING_CONFIG)
         tokenized = context.recall(memory_keys.DATASET_TOKENIZED)
         plan = context.recall(memory_keys.TRAINING_MEMORY_PLAN)
-        if config is None or tokenized is None or plan is None:
-            raise PluginError(
-                "needs training.config (training_config in PARSE), dataset.tokenized (preference data preparation "
-                "in THINK) and training.memory_plan (memory_plan in THINK)",
-                plugin=self.plugin_name(),
-                stage=context.stage.value,
-            )
+        require_inputs(context, self.plugin_name(), config=config, tokenized=tokenized, plan=plan)
         _check_task(self.config.loss, tokenized.get("task") or "sft")
-
-        def train_once(settings: TrainingShape, resume: str | None) -> dict[str, Any]:
-            return self._train_once(context, config, tokenized, settings, resume)
-
-        result = await asyncio.to_thread(
-            train_with_oom_retries,
-            context,
-            config,
-            plan.settings,
-            train_once,
-            retries=self.config.oom_retries,
-            plugin_name=self.plugin_name(),
+        train_once = partial(self._train_once, context, config, tokenized)
+        result = await train_in_worker(
+            context, config, plan.settings, train_once, run_config=self.config, plugin_name=self.plugin_name()
         )
         result["loss"] = self.config.loss
         context.remember(memory_keys.TRAINING_RESULT, result)
@@ -172,13 +157,7 @@ class PreferenceTrainingPlugin(Plugin):
     ) -> dict[str, Any]:
         from plugins.training.session import loaded_for_training, run_trainer
 
-        with loaded_for_training(
-            context,
-            config,
-            settings,
-            torch_threads=self.config.torch_threads,
-            chat_template=tokenized.get("chat_template"),
-        ) as loaded:
+        with loaded_for_training(context, config, settings, self.config, tokenized) as loaded:
             from plugins.training.preference.batches import PreferenceCollator, PreferenceRows
             from plugins.training.preference.losses import needs_reference
             from plugins.training.preference.trainer import PreferenceTrainer

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from plugins.training.callbacks import EngineReportingCallback, MetricsFiles, TokenCounter
     from plugins.training.memory_plan import TrainingShape
     from plugins.training.model_setup import LoadedModel
+    from plugins.training.run_config import TrainingRunConfig
     from plugins.training_config import ResolvedTrainingConfig
 
 CHECKPOINT_DIR = "checkpoints"
@@ -56,6 +57,40 @@ def resume_checkpoint(context, config: ResolvedTrainingConfig, checkpoint_dir: P
         context.log(f"resuming training from {newest}")
         return str(newest)
     return None
+
+
+def require_inputs(context, plugin_name: str, *, config, tokenized, plan) -> None:
+    """Stop when an input of the training is missing from memory (a stage before it did not run)."""
+    if config is None or tokenized is None or plan is None:
+        raise PluginError(
+            "needs training.config (training_config in PARSE), dataset.tokenized (data_preparation in THINK) "
+            "and training.memory_plan (memory_plan in THINK)",
+            plugin=plugin_name,
+            stage=context.stage.value,
+        )
+
+
+async def train_in_worker(
+    context,
+    config: ResolvedTrainingConfig,
+    settings: TrainingShape,
+    train_once: Callable[[TrainingShape, str | None], dict[str, Any]],
+    *,
+    run_config: TrainingRunConfig,
+    plugin_name: str,
+) -> dict[str, Any]:
+    """``train_with_oom_retries`` in a worker thread, so that the engine's events and Ctrl-C flow."""
+    import asyncio
+
+    return await asyncio.to_thread(
+        train_with_oom_retries,
+        context,
+        config,
+        settings,
+        train_once,
+        retries=run_config.oom_retries,
+        plugin_name=plugin_name,
+    )
 
 
 def train_with_oom_retries(
@@ -107,10 +142,12 @@ def train_with_oom_retries(
 
 @contextmanager
 def loaded_for_training(
-    context, config: ResolvedTrainingConfig, settings: TrainingShape, *, torch_threads, chat_template: str | None
+    context, config: ResolvedTrainingConfig, settings: TrainingShape, run_config: TrainingRunConfig, tokenized: dict
 ) -> Iterator[LoadedModel]:
-    """The model and tokenizer (with the training chat template) for ``config``, seeded; within the
-    block torch uses the ``torch_threads`` setting, and its thread count is given back afterwards."""
+    """The model and tokenizer (with the chat template of the ``tokenized`` data) for ``config``,
+    seeded; within the block torch uses the ``torch_threads`` setting of ``run_config``, and its
+    thread count is given back afterwards."""
+    torch_threads = run_config.torch_threads
     from plugins.training.lean_imports import needs_bitsandbytes, training_imports
     from plugins.training.threads import OtherCpuUse
 
@@ -135,7 +172,7 @@ def loaded_for_training(
     try:
         set_torch_threads(context, torch_threads, other_cpu_use)
         _log_loaded_model(context, config, loaded)
-        loaded.tokenizer.chat_template = chat_template or loaded.tokenizer.chat_template
+        loaded.tokenizer.chat_template = tokenized.get("chat_template") or loaded.tokenizer.chat_template
         yield loaded
     finally:
         torch.set_num_threads(threads_before)  # the choice was for training, not for the stages after it
