@@ -216,3 +216,33 @@ async def test_resumed_run_ends_like_an_uninterrupted_one(tiny_model, pairs, tmp
     assert resumed["steps"] == reference["steps"] == 8
     assert resumed["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-5)
     assert resumed["final_eval_loss"] == pytest.approx(reference["final_eval_loss"], rel=1e-5)
+
+
+def test_a_large_vocabulary_scores_only_the_answer_tokens_with_the_same_result(tmp_path, pairs):
+    """From 32k tokens the log-probabilities come from the output layer on the answer tokens only
+    (chunked_loss.py); they and their gradients equal the full logits' ones."""
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from plugins.training.callbacks import TokenCounter
+    from plugins.training.preference.batches import PreferenceCollator, PreferenceRows
+
+    model = AutoModelForCausalLM.from_pretrained(build_tiny_model_dir(tmp_path / "model", vocab=32_000))
+    trainer = PreferenceTrainer(
+        model=model,
+        loss_settings=PreferenceTrainingPlugin.ConfigModel(),
+        args=TrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to=[]),
+        tokens=TokenCounter(),
+        checkpoint_dir=tmp_path / "checkpoints",
+        save_total_limit=1,
+    )
+    assert trainer.split_model is not None
+    rows = PreferenceRows(pairs["train"])
+    batch = PreferenceCollator(pad_token_id=0)([rows[i] for i in range(4)])
+    gradients = []
+    for split in (trainer.split_model, None):
+        model.zero_grad()
+        logps = trainer._sequence_logps(model, batch, split)
+        logps.sums.sum().backward()
+        gradients.append((logps.sums.detach(), model.lm_head.weight.grad.clone()))
+    torch.testing.assert_close(gradients[0][0], gradients[1][0], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(gradients[0][1], gradients[1][1], rtol=1e-4, atol=1e-6)
