@@ -90,7 +90,7 @@ class PreferenceTrainingConfig(TrainingRunConfig):
     )
 
 
-# Settings each loss reads; a setting changed for a loss that ignores it is announced at load.
+# The losses that read each setting; one set for a loss that ignores it is announced at load.
 _READ_BY = {
     "label_smoothing": ("dpo", "simpo"),
     "simpo_gamma": ("simpo",),
@@ -110,11 +110,10 @@ class PreferenceTrainingPlugin(Plugin):
     ConfigModel = PreferenceTrainingConfig
 
     def check_workflow(self, plugins) -> list[Finding]:
-        defaults = PreferenceTrainingConfig()
         return [
             Finding(f"{name} is ignored by loss {self.config.loss} (read by {', '.join(losses)})", key=name)
             for name, losses in _READ_BY.items()
-            if self.config.loss not in losses and getattr(self.config, name) != getattr(defaults, name)
+            if self.config.loss not in losses and name in self.config.model_fields_set
         ]
 
     async def _execute_impl(self, context) -> str:

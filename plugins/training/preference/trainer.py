@@ -33,7 +33,11 @@ class PreferenceTrainer(CheckpointingTrainer):
         if ref_model is not None:
             self.ref_model = ref_model.to(self.args.device).eval().requires_grad_(False)
             self.ref_split = split_for_chunked_loss(self.ref_model)
-        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        # Kept as tensors until logged: reading each value at every step would wait for the GPU.
+        self._metrics: dict[str, dict[str, list[torch.Tensor]]] = {
+            "train": defaultdict(list),
+            "eval": defaultdict(list),
+        }
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         policy = self._sequence_logps(model, inputs, self._split_of(model))
@@ -41,7 +45,7 @@ class PreferenceTrainer(CheckpointingTrainer):
         loss, metrics = preference_loss(self.loss_settings, policy, reference, inputs.get("desirable"))
         stored = self._metrics["train" if model.training else "eval"]
         for name, value in metrics.items():
-            stored[name].append(float(value))
+            stored[name].append(value)
         return (loss, {}) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -56,7 +60,7 @@ class PreferenceTrainer(CheckpointingTrainer):
         if mode is not None:
             prefix = "eval_" if mode == "eval" else ""
             for name, values in self._metrics[mode].items():
-                logs[prefix + name] = sum(values) / len(values)
+                logs[prefix + name] = torch.stack(values).float().mean().item()
             self._metrics[mode].clear()
         super().log(logs, start_time)
 
