@@ -95,6 +95,22 @@ async def run_preference(
     return memory.get(memory_keys.TRAINING_RESULT)
 
 
+def bare_trainer(model, tmp_path: Path) -> PreferenceTrainer:
+    """A PreferenceTrainer (DPO) on CPU around ``model``, for calling its methods directly."""
+    from transformers import TrainingArguments
+
+    from plugins.training.callbacks import TokenCounter
+
+    return PreferenceTrainer(
+        model=model,
+        loss_settings=PreferenceTrainingPlugin.ConfigModel(),
+        args=TrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to=[]),
+        tokens=TokenCounter(),
+        checkpoint_dir=tmp_path / "checkpoints",
+        save_total_limit=1,
+    )
+
+
 def _train_records(result: dict) -> list[dict]:
     return [record for record in result["log_history"] if "loss" in record]
 
@@ -130,9 +146,8 @@ async def test_full_training_learns_with_a_frozen_or_precomputed_reference(preco
 async def test_the_adapters_reference_is_the_base_with_the_adapter_disabled(tiny_model, pairs, tmp_path, monkeypatch):
     """No second model with an adapter, and the reference log-probabilities are the base model's."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, TrainingArguments
+    from transformers import AutoModelForCausalLM
 
-    from plugins.training.callbacks import TokenCounter
     from plugins.training.preference.batches import PreferenceCollator, PreferenceRows
     from plugins.training.validation_loss import row_losses
 
@@ -149,14 +164,7 @@ async def test_the_adapters_reference_is_the_base_with_the_adapter_disabled(tiny
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), result["final_model_path"])
-    trainer = PreferenceTrainer(
-        model=tuned,
-        loss_settings=PreferenceTrainingPlugin.ConfigModel(),
-        args=TrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to=[]),
-        tokens=TokenCounter(),
-        checkpoint_dir=tmp_path / "checkpoints",
-        save_total_limit=1,
-    )
+    trainer = bare_trainer(tuned, tmp_path)
     rows = PreferenceRows(pairs["train"])
     batch = PreferenceCollator(pad_token_id=0)([rows[i] for i in range(4)])
     with torch.no_grad():
@@ -221,20 +229,12 @@ async def test_resumed_run_ends_like_an_uninterrupted_one(tiny_model, pairs, tmp
 def test_a_large_vocabulary_scores_only_the_answer_tokens_with_the_same_result(tmp_path, pairs):
     """From 32k tokens the log-probabilities come from the output layer on the answer tokens only
     (chunked_loss.py); they and their gradients equal the full logits' ones."""
-    from transformers import AutoModelForCausalLM, TrainingArguments
+    from transformers import AutoModelForCausalLM
 
-    from plugins.training.callbacks import TokenCounter
     from plugins.training.preference.batches import PreferenceCollator, PreferenceRows
 
     model = AutoModelForCausalLM.from_pretrained(build_tiny_model_dir(tmp_path / "model", vocab=32_000))
-    trainer = PreferenceTrainer(
-        model=model,
-        loss_settings=PreferenceTrainingPlugin.ConfigModel(),
-        args=TrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to=[]),
-        tokens=TokenCounter(),
-        checkpoint_dir=tmp_path / "checkpoints",
-        save_total_limit=1,
-    )
+    trainer = bare_trainer(model, tmp_path)
     assert trainer.split_model is not None
     rows = PreferenceRows(pairs["train"])
     batch = PreferenceCollator(pad_token_id=0)([rows[i] for i in range(4)])
