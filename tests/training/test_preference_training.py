@@ -246,3 +246,57 @@ def test_a_large_vocabulary_scores_only_the_answer_tokens_with_the_same_result(t
         gradients.append((logps.sums.detach(), model.lm_head.weight.grad.clone()))
     torch.testing.assert_close(gradients[0][0], gradients[1][0], rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(gradients[0][1], gradients[1][1], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+async def test_dpo_with_an_adapter_ends_at_trls_loss(tmp_path):
+    """The same rows, order, LoRA and schedule give the same losses as TRL's DPOTrainer: the
+    formulas, the answer masks and the reference (the adapter disabled) agree with TRL's."""
+    pytest.importorskip("trl")
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    model_dir = build_tiny_model_dir(tmp_path / "model")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    rng = random.Random(0)
+    words = "the a cat dog runs jumps quickly slowly over under big small red blue".split()
+    texts = [
+        {name: " ".join(rng.choice(words) for _ in range(6)) for name in ("prompt", "chosen", "rejected")}
+        for _ in range(16)
+    ]
+
+    def sequence(prompt: str, answer: str) -> tuple[np.ndarray, np.ndarray]:
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        answer_ids = tokenizer(answer + tokenizer.eos_token)["input_ids"]
+        return np.asarray(prompt_ids + answer_ids, np.int32), np.asarray(
+            [-100] * len(prompt_ids) + answer_ids, np.int32
+        )
+
+    examples = [
+        EncodedExample(parts={part: sequence(row["prompt"], row[part]) for part in ("chosen", "rejected")})
+        for row in texts
+    ]
+    write_preference_split(tmp_path / "train", examples, "preference")
+    tokenized = {"task": "preference", "train": str(tmp_path / "train"), "validation": None, "max_seq_length": 64}
+    schedule = {"learning_rate": 1e-3, "max_steps": 6, "logging_steps": 2, "seed": 0}
+    ours = await run_preference(
+        tmp_path / "ours", str(model_dir), tokenized, batch_size=4, save_steps=None, precision="fp32",
+        lora_r=8, lora_alpha=16, lr_scheduler="cosine", **schedule,
+    )  # fmt: skip
+
+    torch.manual_seed(0)
+    trainer = DPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(model_dir),
+        args=DPOConfig(
+            output_dir=str(tmp_path / "trl"), per_device_train_batch_size=4, lr_scheduler_type="cosine",
+            save_strategy="no", use_cpu=True, report_to=[], beta=0.1, disable_tqdm=True, **schedule,
+        ),
+        train_dataset=Dataset.from_list(texts),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )  # fmt: skip
+    trainer.train()
+    theirs = [record["loss"] for record in trainer.state.log_history if "loss" in record]
+    assert [record["loss"] for record in _train_records(ours)] == pytest.approx(theirs, rel=1e-3)
