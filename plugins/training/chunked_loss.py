@@ -95,7 +95,9 @@ def chunked_row_losses(
     hidden: torch.Tensor, head: torch.nn.Module, labels: torch.Tensor, tokens_per_chunk: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row of ``labels``: the summed cross-entropy of its trained tokens (fp32) and their
-    count, as ``validation_loss.row_losses`` gives from full logits; for evaluation (no gradients)."""
+    count, as ``validation_loss.row_losses`` gives from full logits. For evaluation, and for the
+    sequence log-probabilities of preference training: there, with gradients, each chunk's logits
+    stay alive for the backward pass, but only at the trained (answer) positions."""
     import torch
     from torch.nn import functional
 

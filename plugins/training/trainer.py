@@ -93,9 +93,9 @@ def training_arguments(
     )
 
 
-class PackedTrainer(Trainer):
-    """Counts trained tokens, measures the validation loss per trained token, and publishes
-    checkpoints atomically.
+class CheckpointingTrainer(Trainer):
+    """The Trainer of every training plugin: counts trained tokens (``labels`` != -100), publishes
+    checkpoints atomically and leaves the metrics display to the engine's console.
 
     The Trainer writes each checkpoint into ``checkpoints/.staging``; once every rank has
     written its part, the main process verifies it, renames it to ``checkpoints/checkpoint-N``
@@ -109,6 +109,31 @@ class PackedTrainer(Trainer):
         self.checkpoint_dir = Path(checkpoint_dir)
         self.keep_checkpoints = save_total_limit
         self.published: list[Path] = []
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self.tokens.total += int((inputs["labels"] != -100).sum())
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        staged = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+        self._barrier()
+        if self.args.should_save:
+            published = publish_checkpoint(staged, self.checkpoint_dir)
+            self.published.append(published)
+            prune_checkpoints(self.checkpoint_dir, self.keep_checkpoints, best_step_of(published))
+        self._barrier()
+
+    def _barrier(self) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+
+
+class PackedTrainer(CheckpointingTrainer):
+    """Measures the validation loss per trained token, on packed rows; the chunked loss for large vocabularies."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.split_model = split_for_chunked_loss(self.model)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -150,24 +175,6 @@ class PackedTrainer(Trainer):
         if output.predictions is not None:
             output.metrics[f"{metric_key_prefix}_loss"] = token_mean(output.predictions)
         return output
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        self.tokens.total += int((inputs["labels"] != -100).sum())
-        return super().training_step(model, inputs, num_items_in_batch)
-
-    def _save_checkpoint(self, model, trial) -> None:
-        super()._save_checkpoint(model, trial)
-        staged = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
-        self._barrier()
-        if self.args.should_save:
-            published = publish_checkpoint(staged, self.checkpoint_dir)
-            self.published.append(published)
-            prune_checkpoints(self.checkpoint_dir, self.keep_checkpoints, best_step_of(published))
-        self._barrier()
-
-    def _barrier(self) -> None:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.barrier()
 
 
 def tensorboard_callback(run_dir: Path):

@@ -163,3 +163,47 @@ async def plan_memory(run_dir: Path, memory: Memory, *, events: list | None = No
     from plugins.memory_planning import MemoryPlanPlugin
 
     await MemoryPlanPlugin().execute(make_context(Stage.THINK, run_dir, memory, events=events))
+
+
+async def run_do_plugin(
+    plugin,
+    run_dir: Path,
+    model: str,
+    tokenized: dict,
+    *,
+    training: dict,
+    resume: bool = False,
+    events: list | None = None,
+    cancel_at_step: int | None = None,
+) -> Memory:
+    """TrainingConfig (``training`` and the model), the memory plan on ``tokenized``, then the DO
+    ``plugin``, as a workflow runs them; ``cancel_at_step`` presses 'Ctrl-C' (the engine's cancel
+    event) once progress reaches that step. Returns the memory."""
+    import threading
+
+    import torch
+
+    from plugins import memory_keys
+    from plugins.training_config import TrainingConfigPlugin
+
+    torch.manual_seed(0)
+    cancel = threading.Event()
+
+    def press_ctrl_c(event):
+        if cancel_at_step is not None and event["type"] == "progress" and event["completed"] >= cancel_at_step:
+            cancel.set()
+
+    memory = Memory()
+    await TrainingConfigPlugin({"model_name_or_path": model, **training}).execute(
+        make_context(Stage.PARSE, run_dir, memory)
+    )
+    memory.set(memory_keys.DATASET_TOKENIZED, tokenized)
+    await plan_memory(run_dir, memory, events=events)
+    context = make_context(
+        Stage.DO, run_dir, memory, resume=resume, events=events, sinks=(press_ctrl_c,), cancel_event=cancel
+    )
+    try:
+        await plugin.execute(context)
+    finally:
+        await plugin.cleanup(context)
+    return memory

@@ -6,20 +6,17 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 import torch
-from helpers.training import build_tiny_model_dir, packed_rows, plan_memory, write_tokenized
+from helpers.training import build_tiny_model_dir, packed_rows, run_do_plugin, write_tokenized
 
 from entity_training import ConfigError, PluginError, RunInterrupted, Stage
-from entity_training.memory import Memory
 from entity_training.testing import make_context
 from plugins import memory_keys
 from plugins.fine_tuning import FineTuningPlugin
 from plugins.training.checkpoints import checkpoint_problems, list_checkpoints, newest_complete_checkpoint
-from plugins.training_config import TrainingConfigPlugin
 
 
 @pytest.fixture(scope="module")
@@ -38,27 +35,11 @@ async def run_training(
     run_dir: Path, model: str, tokenized: dict, *, resume=False, events=None, cancel_at_step=None, **settings
 ):
     """TrainingConfig then FineTuning; ``cancel_at_step`` presses 'Ctrl-C' (the engine's cancel event)."""
-    torch.manual_seed(0)
-    cancel = threading.Event()
-
-    def press_ctrl_c(event):
-        if cancel_at_step is not None and event["type"] == "progress" and event["completed"] >= cancel_at_step:
-            cancel.set()
-
-    memory = Memory()
-    parse = make_context(Stage.PARSE, run_dir, memory)
-    defaults = {"model_name_or_path": model, "batch_size": 4, "logging_steps": 2, "save_steps": 4, "seed": 0}
-    await TrainingConfigPlugin({**defaults, **settings}).execute(parse)
-    memory.set(memory_keys.DATASET_TOKENIZED, tokenized)
-    await plan_memory(run_dir, memory, events=events)
-    context = make_context(
-        Stage.DO, run_dir, memory, resume=resume, events=events, sinks=(press_ctrl_c,), cancel_event=cancel
-    )
-    plugin = FineTuningPlugin({})
-    try:
-        await plugin.execute(context)
-    finally:
-        await plugin.cleanup(context)
+    defaults = {"batch_size": 4, "logging_steps": 2, "save_steps": 4, "seed": 0}
+    memory = await run_do_plugin(
+        FineTuningPlugin({}), run_dir, model, tokenized, training={**defaults, **settings},
+        resume=resume, events=events, cancel_at_step=cancel_at_step,
+    )  # fmt: skip
     return memory.get(memory_keys.TRAINING_RESULT), memory
 
 
