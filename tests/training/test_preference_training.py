@@ -300,3 +300,23 @@ async def test_dpo_with_an_adapter_ends_at_trls_loss(tmp_path):
     trainer.train()
     theirs = [record["loss"] for record in trainer.state.log_history if "loss" in record]
     assert [record["loss"] for record in _train_records(ours)] == pytest.approx(theirs, rel=1e-3)
+
+
+def test_the_dpo_workflow_trains_the_projects_demo_end_to_end(tmp_path):
+    """configs/dpo.yaml on the tiny model: INPUT reads the pairs, THINK tokenizes and plans, DO trains
+    with DPO, OUTPUT exports; the held-out pairs give a preference accuracy."""
+    import json
+
+    from helpers.cli import run_train
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "dpo"
+    done = run_train(
+        "--config", "configs/dpo.yaml", "--model", "tiny", "--max-steps", "3", "--output", str(out), "--yes",
+        cwd=repo, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = json.loads((out / "run.json").read_text(encoding="utf-8"))["summary"]
+    assert summary["dataset_rows"] == {"train": 48, "validation": 12}
+    assert 0.0 <= summary["preference_accuracy"] <= 1.0
+    assert (out / "export" / "huggingface").is_dir() or any((out / "export").iterdir())
