@@ -10,7 +10,8 @@
 
 Raises:
     InputError: no evaluation data (no validation split and no ``eval_dataset_path``); a bad
-        behaviour checks file (checked before the run starts).
+        behaviour checks file (checked before the run starts); preference data (refused at load
+        too, beside preference_training: preference accuracy in REVIEW is not built yet).
     ReviewFailed: (exit 3) a threshold failed and ``on_fail`` is ``stop``; OUTPUT is skipped.
 """
 
@@ -25,11 +26,16 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from entity_training import InputError, PluginConfig, Problem, ReviewFailed, Stage
-from entity_training.plugin import Plugin
+from entity_training.plugin import Finding, Plugin
 from plugins import memory_keys as keys
 from plugins.data.conversation_files import read_conversations
 
 Metric = Literal["loss", "perplexity", "bleu", "rouge", "exact_match"]
+PREFERENCE_NOT_SCORED = (
+    "evaluation scores supervised fine-tuning (loss, generated answers, behaviour checks) and cannot score "
+    "preference data yet; preference_training reports the held-out preference accuracy and reward margin "
+    "itself (the run summary's preference_accuracy). Remove evaluation from REVIEW in a preference workflow."
+)
 
 
 class GenerationSettings(PluginConfig):
@@ -126,6 +132,11 @@ class EvaluationPlugin(Plugin):
                 raise ValueError("; ".join(missing))
             return self
 
+    def check_workflow(self, plugins) -> list[Finding]:
+        if any(plugin.plugin_name() == "preference_training" for plugin in plugins):
+            return [Finding(PREFERENCE_NOT_SCORED, error=True)]
+        return []
+
     async def initialize(self, context) -> None:
         """A bad checks file fails the run before training, not after it."""
         if self.config.behaviour_checks:
@@ -134,11 +145,14 @@ class EvaluationPlugin(Plugin):
             load_checks(self.config.behaviour_checks)
 
     async def _execute_impl(self, context) -> str:
+        tokenized = context.recall(keys.DATASET_TOKENIZED) or {}
+        if tokenized.get("task", "sft") != "sft":
+            raise InputError(Problem(PREFERENCE_NOT_SCORED))
         evaluation = _Evaluation(
             self.config,
             context,
             result=context.recall(keys.TRAINING_RESULT),
-            tokenized=context.recall(keys.DATASET_TOKENIZED) or {},
+            tokenized=tokenized,
             validation=read_conversations(context.recall(keys.DATASET_VALIDATION)),
             training_config=context.recall(keys.TRAINING_CONFIG),
         )
