@@ -78,15 +78,23 @@ class InferenceTestPlugin(ToolPlugin):
         from plugins.data.conversation_files import validation_or_train
         from plugins.eval.benchmark import benchmark
         from plugins.eval.loading import load_saved_tokenizer
+        from plugins.eval.prompts import chat_prompts
         from plugins.models.loaders import user_model_options
 
         result = context.recall(keys.TRAINING_RESULT)
         permissions = user_model_options(context.recall(keys.TRAINING_CONFIG))
         tokenizer = load_saved_tokenizer(result["final_model_path"])
         template = (context.recall(keys.DATASET_TOKENIZED) or {}).get("chat_template")
-        # default prompts: held-out conversations when there are some
-        conversations = validation_or_train(context.recall(keys.DATASET_VALIDATION), context.recall(keys.DATASET_TRAIN))
-        prompts = self._prompts(conversations, tokenizer, template)
+        if self.config.prompts:
+            conversations = [
+                {"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": "-"}]}
+                for p in self.config.prompts
+            ]
+        else:  # held-out conversations when there are some; the split files are read only then
+            conversations = validation_or_train(
+                context.recall(keys.DATASET_VALIDATION), context.recall(keys.DATASET_TRAIN)
+            )
+        prompts = [p.text for p in chat_prompts(conversations, tokenizer, template, self.config.num_prompts)]
         behaviour = _BehaviourPrompts.from_evaluation(context.recall(keys.EVALUATION_REPORT), tokenizer, template)
         results, skipped = [], []
         for name, path in self._targets(context.recall(keys.EXPORT_PATHS) or {}, result, skipped):
@@ -140,16 +148,6 @@ class InferenceTestPlugin(ToolPlugin):
             else:
                 targets.append((fmt, paths[fmt]))
         return targets
-
-    def _prompts(self, conversations: list[dict[str, Any]], tokenizer: Any, template: str | None) -> list[str]:
-        from plugins.eval.prompts import chat_prompts
-
-        if self.config.prompts:
-            conversations = [
-                {"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": "-"}]}
-                for p in self.config.prompts
-            ]
-        return [p.text for p in chat_prompts(conversations, tokenizer, template, self.config.num_prompts)]
 
     # -- tools ---------------------------------------------------------------------------------
     @tool("benchmark")
