@@ -1,7 +1,7 @@
 """Estimate peak training memory before any weight is loaded, and fit the run to the device.
 
 The estimate adds up, in bytes: the weights at their storage dtype, the trainable (LoRA) weights,
-their gradients and optimizer states, the activations kept for the backward pass (all layers, or
+their gradients and optimizer states, under autocast full training's low-precision weight copies, the activations kept for the backward pass (all layers, or
 one layer plus each layer's input with gradient checkpointing), the logits and the loss's
 softmax (of one chunk of tokens when the vocabulary is large: the chunked loss), and a framework
 overhead (with bitsandbytes' own on a CPU for QLoRA). The activation and logits coefficients count the tensors
@@ -208,6 +208,14 @@ def _qlora_cpu_retained_bytes(shape: ModelShape, settings: TrainingShape) -> int
     return int(kept * _QLORA_CPU_RETAINED_PER_WEIGHT_BYTE)
 
 
+def _autocast_weight_copy_bytes(shape: ModelShape, settings: TrainingShape) -> int:
+    """Full training under bf16/fp16 autocast: each linear layer's fp32 weight is cast once per
+    forward pass, and the cast is kept until the backward pass has used it (2 bytes a weight)."""
+    if settings.method != "full" or settings.precision == "fp32":
+        return 0
+    return 2 * sum(layer.in_features * layer.out_features for layer in shape.linear_layers)
+
+
 def _weight_bytes(shape: ModelShape, settings: TrainingShape) -> int:
     if settings.method == "qlora":
         quantized = _quantized_params(shape)
@@ -244,6 +252,8 @@ def estimate_peak_memory(
         "logits and loss": _logits_bytes(shape, settings),
         "framework overhead": overhead,
     }
+    if copies := _autocast_weight_copy_bytes(shape, settings):
+        components["autocast weight copies"] = copies
     return MemoryPlan(
         settings=settings,
         components=components,
