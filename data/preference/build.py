@@ -1,11 +1,14 @@
-"""Write the preference demo: the same facts answered concisely (chosen) or with rambling (rejected).
+"""Write the preference demo: short questions, each answered in one correct phrase (chosen) or
+as the base model answers it (rejected).
 
-Every sentence here was written for this project (no third-party text). Both answers of a pair
-are correct; they differ only in style, so what preference training changes is visible in the
-length and the opening of the tuned model's answers, and in its preference accuracy on pairs it
-never saw.
+The questions and the chosen answers were written for this project (no third-party text). The
+rejected answers are SmolLM2-135M-Instruct's own greedy answers (on-policy pairs): full sentences,
+often padded and sometimes wrong. Preference training against the model's own habits is what
+moves its generations; pairs whose rejected side it would never write (an earlier version of this
+demo used invented rambling) are ranked correctly without changing what it says. What changes is
+visible in the length and correctness of the tuned model's answers to questions it never saw.
 
-    python data/preference/build.py     # rewrites train.jsonl and validation.jsonl beside this file
+    python data/preference/build.py     # rewrites train.jsonl and validation.jsonl (about 30 s on 2 cores)
 
 - ``train.jsonl`` / ``validation.jsonl``: TRL's conversational preference rows,
   ``{"prompt": [user message], "chosen": [assistant message], "rejected": [assistant message]}``.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 
 FACTS = [
@@ -81,32 +85,39 @@ FACTS = [
     ("What is the nearest star to Earth?", "The Sun."),
 ]
 
-OPENINGS = [
-    "Great question! This is something a lot of people wonder about, so let me take a moment to think it through carefully before I answer.",
-    "Oh, what an interesting thing to ask! There is actually quite a bit that could be said here, and I want to make sure I cover it properly.",
-    "Thank you so much for asking this. Before I get to the answer, it is worth noting that questions like this one come up all the time.",
-    "Well, let me see. I have to say, this is one of those topics that seems simple at first but deserves a thoughtful reply.",
-]
-CLOSINGS = [
-    "I hope this long explanation helps, and please feel free to ask me anything else you might be curious about!",
-    "So, to sum everything up after all of that, that is the answer. Let me know if you would like me to go on at greater length!",
-    "Anyway, that is my answer, although I could of course keep talking about this for quite a while longer if you want.",
-    "There you have it! I really enjoyed thinking about this with you, and I am always happy to elaborate further.",
-]
+MODEL = "smollm2-135m-instruct"
+MAX_NEW_TOKENS = 96
 
 
-def rambling(answer: str, rng: random.Random) -> str:
-    fact = answer.rstrip(".")
-    return (
-        f"{rng.choice(OPENINGS)} After considering it from several angles, the answer is {fact}. {rng.choice(CLOSINGS)}"
-    )
+def base_answers(questions: list[str]) -> list[str]:
+    """The base model's own greedy answers: the rejected side (on-policy pairs)."""
+    import torch
+
+    from plugins.models.loaders import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(MODEL)
+    tokenizer.padding_side = "left"
+    model = load_causal_lm(MODEL).eval()
+    answers = []
+    for start in range(0, len(questions), 8):
+        batch = questions[start : start + 8]
+        texts = [
+            tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+            for q in batch
+        ]
+        encoded = tokenizer(texts, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            output = model.generate(**encoded, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
+        prompt_length = encoded["input_ids"].shape[1]
+        answers += [tokenizer.decode(row[prompt_length:], skip_special_tokens=True).strip() for row in output]
+    return answers
 
 
-def pair(question: str, answer: str, rng: random.Random) -> dict:
+def pair(question: str, answer: str, base_answer: str) -> dict:
     return {
         "prompt": [{"role": "user", "content": question}],
         "chosen": [{"role": "assistant", "content": answer}],
-        "rejected": [{"role": "assistant", "content": rambling(answer, rng)}],
+        "rejected": [{"role": "assistant", "content": base_answer}],
     }
 
 
@@ -117,8 +128,10 @@ def main() -> None:
     held_out = len(facts) // 5
     splits = {"validation": facts[:held_out], "train": facts[held_out:]}
     folder = Path(__file__).resolve().parent
+    sys.path.insert(0, str(folder.parents[1]))  # the project's model loaders
+    rejected = dict(zip([q for q, _ in facts], base_answers([q for q, _ in facts])))
     for name, rows in splits.items():
-        lines = [json.dumps(pair(question, answer, rng)) for question, answer in rows]
+        lines = [json.dumps(pair(question, answer, rejected[question])) for question, answer in rows]
         (folder / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
         print(f"{name}.jsonl: {len(lines)} pairs")
 
