@@ -86,7 +86,11 @@ def print_plan(workflow: Workflow, run_dir: Path | None) -> None:
         for key, warning in UNSAFE_SETTINGS.items():
             if settings.get(key):
                 text += f"  [bold red]{key}=true: {warning}[/bold red]"
-        table.add_row(step.stage.value, escape(step.reference), text or "[dim]defaults[/dim]")
+        if step.key_map:
+            text = f"{text}  " if text else ""
+            text += f"[cyan]memory: {escape(step.key_map.describe())}[/cyan]"
+        plugin = step.reference if not step.step_name else f"{step.step_name} ({step.reference})"
+        table.add_row(step.stage.value, escape(plugin), text or "[dim]defaults[/dim]")
     console.print(table)
     print_notices(workflow)
 

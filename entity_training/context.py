@@ -4,19 +4,22 @@ Memory is a declared hand-off: a plugin reads only the keys it declares (``depen
 ``optional_dependencies``, ``provides``) and writes only those it ``provides``. Anything else is a
 ``PluginError`` when ``ENTITY_TRAINING_STRICT_MEMORY=1`` (the test suite sets it), and otherwise a
 warning, once per plugin and key, so that a third-party plugin with incomplete declarations still runs.
+The check is on the plugin's own key names; its step's ``memory:`` mapping (``KeyMap``) then says
+where each key is in memory.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from entity_training import events
 from entity_training.distributed import is_main_process
 from entity_training.errors import PluginError, RunInterrupted
+from entity_training.key_map import KeyMap
 from entity_training.secrets import redact
 from entity_training.stages import Stage
 
@@ -39,16 +42,22 @@ def strict_memory() -> bool:
 
 @dataclass(frozen=True)
 class HandOffs:
-    """The memory keys a plugin declared: what it may read and what it may write."""
+    """The memory keys a plugin declared (what it may read and write) and where its step keeps them."""
 
     reads: frozenset[str]
     writes: frozenset[str]
     strict: bool | None = None  # None: the environment (ENTITY_TRAINING_STRICT_MEMORY) decides
+    key_map: KeyMap = field(default_factory=KeyMap)  # the step's `memory:` mapping
 
     @classmethod
-    def of(cls, plugin: Plugin, *, strict: bool | None = None) -> HandOffs:
+    def of(cls, plugin: Plugin, *, strict: bool | None = None, key_map: KeyMap | None = None) -> HandOffs:
         writes = frozenset(plugin.provides)
-        return cls(frozenset((*plugin.dependencies, *plugin.optional_dependencies)) | writes, writes, strict)
+        reads = frozenset((*plugin.dependencies, *plugin.optional_dependencies)) | writes
+        return cls(reads, writes, strict, key_map or KeyMap())
+
+    def in_memory(self, key: str) -> str:
+        """Where the plugin's ``key`` is in memory; the engine's own keys are never mapped."""
+        return key if key in ENGINE_KEYS else self.key_map(key)
 
 
 class PluginContext:
@@ -83,15 +92,18 @@ class PluginContext:
     # -- memory -------------------------------------------------------------------------------
     def remember(self, key: str, value: Any) -> None:
         self._check_declared("writes", key)
-        self._memory.set(key, value, stage=self.stage.value)
+        self._memory.set(self._in_memory(key), value, stage=self.stage.value)
 
     def recall(self, key: str, default: Any = None) -> Any:
         self._check_declared("reads", key)
-        return self._memory.get(key, default)
+        return self._memory.get(self._in_memory(key), default)
 
     def has(self, key: str) -> bool:
         self._check_declared("reads", key)
-        return self._memory.has(key)
+        return self._memory.has(self._in_memory(key))
+
+    def _in_memory(self, key: str) -> str:
+        return key if self._hand_offs is None else self._hand_offs.in_memory(key)
 
     def _check_declared(self, access: str, key: str) -> None:
         declared = getattr(self._hand_offs, access) if self._hand_offs is not None else None

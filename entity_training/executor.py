@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from entity_training import events
-from entity_training.context import ERROR_KEY, SUMMARY_KEY, HandOffs, PluginContext
+from entity_training.context import ERROR_KEY, SUMMARY_KEY, PluginContext
 from entity_training.disk import as_disk_full
 from entity_training.distributed import is_main_process
 from entity_training.errors import DiskFull, ReviewFailed, RunInterrupted, exit_code_of
@@ -81,11 +81,11 @@ class WorkflowExecutor:
             tools=self.workflow.tools,
             run_dir=self.run_dir,
             stage=stage or step.stage,
-            plugin_name=step.reference,
+            plugin_name=step.name,
             cancel_event=self.cancel_event,
             run_settings=self.workflow.run.model_dump(),
             resume=self.resume,
-            hand_offs=HandOffs.of(step.plugin),
+            hand_offs=step.hand_offs(),
         )
 
     async def run(self, stop_after: Stage | None = None) -> RunResult:
@@ -162,9 +162,7 @@ class WorkflowExecutor:
             steps = self.workflow.steps_in(stage)
             if steps and stage.value in self.memory.completed_stages:
                 for step in steps:
-                    self.records.append(
-                        StepRecord(stage.value, step.reference, "skipped", 0.0, "done in the resumed run")
-                    )
+                    self.records.append(StepRecord(stage.value, step.name, "skipped", 0.0, "done in the resumed run"))
                 self.bus.emit(events.STAGE_END, stage=stage.value, status="skipped", seconds=0.0, reason="resumed")
             elif steps:
                 await self._run_stage(stage, steps)
@@ -172,12 +170,12 @@ class WorkflowExecutor:
                 break
 
     async def _run_stage(self, stage: Stage, steps: list[Step], *, mark_done: bool = True) -> None:
-        self.bus.emit(events.STAGE_START, stage=stage.value, plugins=[s.reference for s in steps])
+        self.bus.emit(events.STAGE_START, stage=stage.value, plugins=[s.name for s in steps])
         stage_started = time.perf_counter()
         for step in steps:
             if self.cancel_event.is_set():
                 raise RunInterrupted("cancelled by the user")
-            self.bus.emit(events.PLUGIN_START, stage=stage.value, plugin=step.reference)
+            self.bus.emit(events.PLUGIN_START, stage=stage.value, plugin=step.name)
             started = time.perf_counter()
             try:
                 result = await step.plugin.execute(self._context(step))
@@ -204,9 +202,9 @@ class WorkflowExecutor:
 
     def _record(self, stage: Stage, step: Step, status: str, started: float, result: str | None) -> None:
         seconds = round(time.perf_counter() - started, 3)
-        self.records.append(StepRecord(stage.value, step.reference, status, seconds, result))
+        self.records.append(StepRecord(stage.value, step.name, status, seconds, result))
         self.bus.emit(
-            events.PLUGIN_END, stage=stage.value, plugin=step.reference, status=status, seconds=seconds, result=result
+            events.PLUGIN_END, stage=stage.value, plugin=step.name, status=status, seconds=seconds, result=result
         )
 
     async def _run_reporters_after_review_failure(self) -> None:
@@ -247,18 +245,14 @@ class WorkflowExecutor:
                 self._record(Stage.ERROR, step, "success", started, None)
             except Exception as exc:  # an error handler must not hide the original failure
                 self._record(Stage.ERROR, step, "failed", started, str(exc))
-                self.bus.emit(
-                    events.WARNING, message=f"error handler {step.reference} failed: {exc}", plugin=step.reference
-                )
+                self.bus.emit(events.WARNING, message=f"error handler {step.name} failed: {exc}", plugin=step.name)
 
     async def _cleanup(self, steps: list[Step]) -> None:
         for step in reversed(steps):
             try:
                 await step.plugin.cleanup(self._context(step))
             except Exception as exc:  # cleanup of one plugin must not prevent the others'
-                self.bus.emit(
-                    events.WARNING, message=f"cleanup of {step.reference} failed: {exc}", plugin=step.reference
-                )
+                self.bus.emit(events.WARNING, message=f"cleanup of {step.name} failed: {exc}", plugin=step.name)
 
     def _write_run_file(self, result: RunResult, started: float) -> None:
         error = result.error

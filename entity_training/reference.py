@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from entity_training.registry import DISTRIBUTION, PluginLookupError, entry_point_plugins, resolve_plugin
-from entity_training.workflow import RunSettings
+from entity_training.workflow import RunSettings, StepSpec
 
 HEADER = """# Configuration reference
 
@@ -82,6 +82,7 @@ def model_table(model: type) -> list[str]:
 
 def config_reference_markdown() -> str:
     out = [HEADER, "## `run:`", "", *model_table(RunSettings), ""]
+    out += ["## Every step (`- plugin: ...` under a stage)", "", *model_table(StepSpec), ""]
     for name in sorted(entry_point_plugins(DISTRIBUTION)):
         try:
             cls = resolve_plugin(name, []).cls

@@ -6,10 +6,12 @@ from typing import Any
 
 from entity_training.registry import PluginLookupError, known_plugin_names, resolve_plugin
 from entity_training.stages import ALL_STAGES
-from entity_training.workflow import RunSettings
+from entity_training.workflow import RunSettings, StepSpec
 
 
 def workflow_json_schema() -> dict[str, Any]:
+    # `name:` and `memory:` belong to every step, whatever its plugin.
+    step_fields = {k: v for k, v in StepSpec.model_json_schema()["properties"].items() if k not in ("plugin", "config")}
     step_variants = []
     for name in known_plugin_names([]):
         try:
@@ -20,7 +22,11 @@ def workflow_json_schema() -> dict[str, Any]:
             {
                 "type": "object",
                 "description": cls.description,
-                "properties": {"plugin": {"const": name}, "config": cls.ConfigModel.model_json_schema()},
+                "properties": {
+                    "plugin": {"const": name},
+                    **step_fields,
+                    "config": cls.ConfigModel.model_json_schema(),
+                },
                 "required": ["plugin"],
                 "additionalProperties": False,
             }
@@ -28,7 +34,7 @@ def workflow_json_schema() -> dict[str, Any]:
     custom_step = {
         "type": "object",
         "description": "A custom plugin (dotted path or folder plugin).",
-        "properties": {"plugin": {"type": "string"}, "config": {"type": "object"}},
+        "properties": {"plugin": {"type": "string"}, **step_fields, "config": {"type": "object"}},
         "required": ["plugin"],
         "additionalProperties": False,
     }

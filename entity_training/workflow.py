@@ -14,14 +14,17 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from entity_training.context import ENGINE_KEYS, HandOffs
 from entity_training.errors import ConfigError, Problem
 from entity_training.interpolation import interpolate
+from entity_training.key_map import KEY_PATTERN, KeyMap
 from entity_training.plugin import Plugin
 from entity_training.registry import PluginLookupError, ToolRouter, known_plugin_names, resolve_plugin
 from entity_training.stages import ALL_STAGES, Stage
 from entity_training.yaml_source import SourceMap, YamlPath, format_path, load_yaml_file
 
 ENGINE_RESOURCES = frozenset({"memory", "events", "tools"})
+OVERRIDE_HEADS = ("run", "plugin_dirs", "workflow")  # --set HEAD.… that address the file, not a step
 
 
 class RunSettings(BaseModel):
@@ -36,6 +39,18 @@ class StepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     plugin: str = Field(..., min_length=1, description="Built-in short name, dotted path, or folder plugin name.")
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$",
+        description="The step's own name, unique in the workflow: --set NAME.KEY=VALUE addresses it, and "
+        "errors, logs and run.json show it. Needed when a plugin appears twice.",
+    )
+    memory: dict[str, str] = Field(
+        default_factory=dict,
+        description="Where this step's memory keys are in the run's memory: a key or a key prefix (whole "
+        "dot-separated segments) -> its new name, e.g. {dataset: preference} makes dataset.train "
+        "preference.train. The longest matching entry wins.",
+    )
     config: dict[str, Any] = Field(default_factory=dict, description="The plugin's settings.")
 
 
@@ -55,10 +70,24 @@ class Step:
     plugin: Plugin
     origin: str
     yaml_path: YamlPath
+    step_name: str | None = None  # the workflow's `name:` value
+    key_map: KeyMap = field(default_factory=KeyMap)  # the workflow's `memory:` mapping
 
     @property
     def name(self) -> str:
-        return self.reference
+        """How errors, logs, events and run.json call the step: its `name:`, else its `plugin:`."""
+        return self.step_name or self.reference
+
+    def keys(self, declaration: str) -> tuple[str, ...]:
+        """The plugin's ``dependencies``, ``optional_dependencies`` or ``provides`` as keys in memory."""
+        hand_offs = self.hand_offs()
+        return tuple(key if key in ENGINE_RESOURCES else hand_offs.in_memory(key) for key in self.declared(declaration))
+
+    def declared(self, declaration: str) -> tuple[str, ...]:
+        return tuple(getattr(self.plugin, declaration))
+
+    def hand_offs(self, *, strict: bool | None = None) -> HandOffs:
+        return HandOffs.of(self.plugin, strict=strict, key_map=self.key_map)
 
 
 @dataclass
@@ -162,7 +191,7 @@ def apply_overrides(
     for override in overrides:
         parts: list[Any] = [int(p) if p.isdigit() else p for p in override.key.split(".")]
         head = parts[0]
-        if head in ("run", "plugin_dirs", "workflow"):
+        if head in OVERRIDE_HEADS:
             if head == "workflow" and len(parts) > 1 and isinstance(section, dict):
                 stage_key = (
                     _stage_key(section, Stage.parse(parts[1])) if str(parts[1]).upper() in Stage.__members__ else None
@@ -171,30 +200,72 @@ def apply_overrides(
             write(tuple(parts), override.value, override.origin)
             continue
         if len(parts) > 1:
-            matching = [
-                (path, item)
-                for path, item in steps
-                if str(head).lower() in _plugin_aliases(item["plugin"], plugin_dirs)
-            ]
-            if not matching:
-                names = sorted({item["plugin"] for _, item in steps})
-                problems.append(
-                    Problem(
-                        f"no plugin named {head!r} in this workflow (it has: {', '.join(names) or 'none'}); "
-                        "write --set PLUGIN.KEY=VALUE, run.KEY=VALUE or workflow.STAGE.N.config.KEY=VALUE",
-                        path=override.origin,
-                    )
-                )
-            for path, _ in matching:
-                write((*path, "config", *parts[1:]), override.value, override.origin)
+            target = _addressed_step(str(head), steps, plugin_dirs, override, problems)
+            if target:
+                write((*target, "config", *parts[1:]), override.value, override.origin)
             continue
         # A bare field name (named flags and --set learning_rate=...): every plugin that has the field.
-        targets = [path for path, item in steps if head in _plugin_field_names(item["plugin"], plugin_dirs)]
-        if not targets:
+        having: dict[str, list[tuple[YamlPath, dict]]] = {}
+        for path, item in steps:
+            if head in _plugin_field_names(item["plugin"], plugin_dirs):
+                having.setdefault(item["plugin"], []).append((path, item))
+        if not having:
             problems.append(Problem(f"no plugin in this workflow has a setting named {head!r}", path=override.origin))
-        for path in targets:
-            write((*path, "config", head), override.value, override.origin)
+        for plugin, group in having.items():
+            target = _one_step(plugin, group, override, problems)
+            if target:
+                write((*target, "config", head), override.value, override.origin)
     return origins, problems
+
+
+def _step_label(path: YamlPath, item: dict) -> str:
+    name = item.get("name")
+    return f"{path[1]} #{path[2] + 1} ({item['plugin']}{f', name: {name}' if isinstance(name, str) else ''})"
+
+
+def _one_step(
+    plugin: str, group: list[tuple[YamlPath, dict]], override: Override, problems: list[Problem]
+) -> YamlPath | None:
+    """Of the steps of one plugin, the one an override by plugin name means: the only step, else the only one
+    without a `name:` (a named step is then reached by its name). Several candidates are refused."""
+    unnamed = [path for path, item in group if not item.get("name")]
+    if len(group) == 1:
+        return group[0][0]
+    if len(unnamed) == 1:
+        return unnamed[0]
+    listed = "; ".join(_step_label(path, item) for path, item in group)
+    fix = "give each a `name:` in the workflow and " if len(unnamed) > 1 else ""
+    setting = override.key.partition(".")[2] or override.key
+    problems.append(
+        Problem(
+            f"matches {len(group)} steps of plugin {plugin!r} ({listed}); "
+            f"{fix}write --set NAME.{setting}=VALUE for the one you mean",
+            path=override.origin,
+        )
+    )
+    return None
+
+
+def _addressed_step(
+    head: str, steps: list[tuple[YamlPath, dict]], plugin_dirs: list[Path], override: Override, problems: list[Problem]
+) -> YamlPath | None:
+    """The one step ``--set HEAD.KEY`` addresses: the step named HEAD, else the one step of plugin HEAD."""
+    named = [path for path, item in steps if str(item.get("name") or "").lower() == head.lower()]
+    if named:
+        return named[0]  # two steps with one name are refused at load
+    matching = [(path, item) for path, item in steps if head.lower() in _plugin_aliases(item["plugin"], plugin_dirs)]
+    if matching:
+        return _one_step(head, matching, override, problems)
+    names = sorted({item["plugin"] for _, item in steps} | {item["name"] for _, item in steps if item.get("name")})
+    problems.append(
+        Problem(
+            f"no plugin named {head!r} in this workflow, and no step has that `name:` "
+            f"(it has: {', '.join(map(str, names)) or 'none'}); "
+            "write --set NAME.KEY=VALUE, run.KEY=VALUE or workflow.STAGE.N.config.KEY=VALUE",
+            path=override.origin,
+        )
+    )
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,7 +346,7 @@ def _build_step(
             )
         )
         return None
-    return Step(stage, index, spec.plugin, plugin, source.origin, path)
+    return Step(stage, index, spec.plugin, plugin, source.origin, path, spec.name, KeyMap(dict(spec.memory)))
 
 
 HAND_OFF_DECLARATIONS = ("dependencies", "optional_dependencies", "provides")
@@ -295,26 +366,114 @@ def _providers(dependency: str, plugin_dirs: list[Path]) -> list[str]:
 
 
 def _check_dependencies(steps: list[Step], plugin_dirs: list[Path], locate: _Locator, problems: list[Problem]) -> None:
-    steps = [step for step in steps if _declarations_are_keys(step, locate, problems)]
-    provided: dict[str, str] = {}
+    """Every key a step needs (in memory, after its `memory:` mapping) is provided by a step before it."""
+    provided: set[str] = set()
     for step in steps:
-        for dependency in step.plugin.dependencies:
+        for own_key, dependency in zip(step.declared("dependencies"), step.keys("dependencies"), strict=True):
             if dependency not in ENGINE_RESOURCES and dependency not in provided:
-                later = [s.reference for s in steps if dependency in s.plugin.provides and s is not step]
-                if later:
-                    hint = f"; {later[0]!r} provides it but must come earlier"
-                else:
-                    providers = _providers(dependency, plugin_dirs)
-                    hint = f"; add {' or '.join(providers)}, before {step.reference!r}" if providers else ""
-                    hint = hint or "; add a plugin that provides it"
                 problems.append(
                     locate.problem(
-                        f"plugin {step.reference!r} needs {dependency!r}, which no plugin before it provides{hint}",
+                        f"{_describe(step)} needs {dependency!r}{_mapped_from(own_key, dependency)}, which no "
+                        f"plugin before it provides{_provider_hint(step, own_key, dependency, steps, plugin_dirs)}",
                         (*step.yaml_path, "plugin"),
                     )
                 )
-        for key in step.plugin.provides:
-            provided.setdefault(key, step.reference)
+        provided.update(step.keys("provides"))
+
+
+def _describe(step: Step) -> str:
+    return f"plugin {step.reference!r}" + (f" (step {step.step_name!r})" if step.step_name else "")
+
+
+def _mapped_from(own_key: str, key: str) -> str:
+    return f" (its {own_key!r}, renamed by `memory:`)" if own_key != key else ""
+
+
+def _provider_hint(step: Step, own_key: str, dependency: str, steps: list[Step], plugin_dirs: list[Path]) -> str:
+    later = [s.name for s in steps if dependency in s.keys("provides") and s is not step]
+    if later:
+        return f"; {later[0]!r} provides it but must come earlier"
+    providers = _providers(own_key, plugin_dirs)
+    if not providers:
+        return "; add a plugin that provides it"
+    entry = step.key_map.entry_for(own_key)
+    mapping = f" with `memory: {{{entry}: {step.key_map.entries[entry]}}}`" if entry else ""
+    return f"; add {' or '.join(providers)}{mapping}, before {step.name!r}"
+
+
+def _check_memory_mappings(steps: list[Step], locate: _Locator, problems: list[Problem]) -> None:
+    """Each `memory:` entry renames at least one of the plugin's keys, and none onto an engine key."""
+    for step in steps:
+        own_keys = {
+            key
+            for declaration in HAND_OFF_DECLARATIONS
+            for key in step.declared(declaration)
+            if key not in ENGINE_RESOURCES and key not in ENGINE_KEYS
+        }
+        for source, target in step.key_map.entries.items():
+            where = (*step.yaml_path, "memory", source)
+            bad = [text for text in (source, target) if not KEY_PATTERN.match(text)]
+            if bad:
+                problems.append(
+                    locate.problem(
+                        f"{bad[0]!r} is not a memory key: write dot-separated names, e.g. dataset.train", where
+                    )
+                )
+                continue
+            renamed = step.key_map.matches(source, own_keys)
+            if not renamed:
+                problems.append(
+                    locate.problem(
+                        f"`memory: {{{source}: {target}}}` renames none of the keys of {_describe(step)} "
+                        f"(it uses: {', '.join(sorted(own_keys)) or 'none'}); map one of them, or one of their "
+                        "prefixes such as 'dataset'",
+                        where,
+                    )
+                )
+            engine_owned = sorted({step.key_map(key) for key in renamed} & (ENGINE_KEYS | ENGINE_RESOURCES))
+            if engine_owned or target in ENGINE_KEYS | ENGINE_RESOURCES:
+                problems.append(
+                    locate.problem(
+                        f"`memory: {{{source}: {target}}}` would rename a key of {_describe(step)} to "
+                        f"{(engine_owned or [target])[0]!r}, which the engine owns; choose another name",
+                        where,
+                    )
+                )
+
+
+def _check_step_names(steps: list[Step], plugin_dirs: list[Path], locate: _Locator, problems: list[Problem]) -> None:
+    """`name:` is unique, and no other step's plugin answers to it, so that --set NAME.KEY means one step."""
+    seen: dict[str, Step] = {}
+    for step in steps:
+        if not step.step_name:
+            continue
+        name = step.step_name.lower()
+        where = (*step.yaml_path, "name")
+        if name in OVERRIDE_HEADS:
+            problems.append(
+                locate.problem(
+                    f"a step cannot be named {step.step_name!r}; --set uses it for the file's own {name}", where
+                )
+            )
+        elif name in seen:
+            problems.append(
+                locate.problem(
+                    f"two steps are named {step.step_name!r} ({seen[name].stage.value} and {step.stage.value}); "
+                    "give each its own name",
+                    where,
+                )
+            )
+        else:
+            others = [s for s in steps if s is not step and name in _plugin_aliases(s.reference, plugin_dirs)]
+            if others:
+                problems.append(
+                    locate.problem(
+                        f"the name {step.step_name!r} is also the plugin of another step ({others[0].stage.value}); "
+                        "choose another name, so that --set NAME.KEY means one step",
+                        where,
+                    )
+                )
+        seen.setdefault(name, step)
 
 
 def _declarations_are_keys(step: Step, locate: _Locator, problems: list[Problem]) -> bool:
@@ -334,13 +493,13 @@ def _check_tools(steps: list[Step], router: ToolRouter, locate: _Locator, proble
         for name in router.register(step.plugin):
             problems.append(
                 locate.problem(
-                    f"tool {name!r} is offered by both {owners.get(name, 'another plugin')!r} and {step.reference!r}; "
+                    f"tool {name!r} is offered by both {owners.get(name, 'another plugin')!r} and {step.name!r}; "
                     "keep only one of them",
                     (*step.yaml_path, "plugin"),
                 )
             )
         for name in getattr(step.plugin, "get_tools", dict)():
-            owners.setdefault(name, step.reference)
+            owners.setdefault(name, step.name)
 
 
 def _check_across_plugins(steps: list[Step], locate: _Locator, problems: list[Problem]) -> list[Problem]:
@@ -350,7 +509,7 @@ def _check_across_plugins(steps: list[Step], locate: _Locator, problems: list[Pr
     for step in steps:
         for finding in step.plugin.check_workflow(plugins):
             where = (*step.yaml_path, "config", *finding.key.split(".")) if finding.key else step.yaml_path
-            located = locate.problem(f"{step.reference}: {finding.message}", where)
+            located = locate.problem(f"{step.name}: {finding.message}", where)
             (problems if finding.error else notices).append(located)
     return notices
 
@@ -408,9 +567,15 @@ def build_workflow(
     if "workflow" in data and not any(specs for specs in sections.values()) and not problems:
         problems.append(locate.problem("the workflow has no plugins; list at least one under a stage", ("workflow",)))
     steps.sort(key=lambda s: (ALL_STAGES.index(s.stage), s.index))
+    _check_step_names(steps, plugin_dirs, locate, problems)
     notices: list[Problem] = []
     if not problems:  # otherwise a plugin that failed validation would cascade into false errors
-        _check_dependencies([s for s in steps if s.stage != Stage.ERROR], plugin_dirs, locate, problems)
+        keyed = [step for step in steps if _declarations_are_keys(step, locate, problems)]
+        mapping_problems: list[Problem] = []
+        _check_memory_mappings(keyed, locate, mapping_problems)
+        problems.extend(mapping_problems)
+        if not mapping_problems:  # a wrong mapping would cascade into false missing keys
+            _check_dependencies([s for s in keyed if s.stage != Stage.ERROR], plugin_dirs, locate, problems)
         notices = _check_across_plugins(steps, locate, problems)
     router = ToolRouter()
     _check_tools(steps, router, locate, problems)
@@ -466,7 +631,9 @@ def _validate_top_level(
             try:
                 sections[str(stage_key)].append((index, StepSpec.model_validate(item)))
             except ValidationError as exc:
-                problems.extend(_validation_problems(exc, ("workflow", stage_key, index), ["plugin", "config"], locate))
+                problems.extend(
+                    _validation_problems(exc, ("workflow", stage_key, index), list(StepSpec.model_fields), locate)
+                )
     return run, sections
 
 

@@ -5,7 +5,8 @@
 
 The tables come from loading a workflow (configs/default.yaml unless --config) the way
 ``train.py`` does, and reading each plugin's ``dependencies``, ``optional_dependencies`` and
-``provides``: the same declarations the engine checks when the workflow loads and while it runs.
+``provides`` (renamed by each step's ``memory:`` mapping): the same declarations the engine checks
+when the workflow loads and while it runs.
 """
 
 from __future__ import annotations
@@ -42,17 +43,16 @@ def flow_markdown(workflow: Workflow, config_name: str) -> str:
     writers: dict[str, str] = {}
     readers: dict[str, list[str]] = {}
     for step in workflow.steps:
-        plugin = type(step.plugin)
-        required = tuple(plugin.dependencies)
-        optional = tuple(getattr(plugin, "optional_dependencies", ()))
+        # The keys as they are in memory: a step's `memory:` mapping renames its plugin's keys.
+        required, optional, provides = (step.keys(d) for d in ("dependencies", "optional_dependencies", "provides"))
         lines.append(
-            f"| {step.stage.value} | `{step.reference}` | {_keys(required, optional)} | "
-            f"{_keys(tuple(plugin.provides))} | {plugin.description} |"
+            f"| {step.stage.value} | `{step.name}` | {_keys(required, optional)} | "
+            f"{_keys(provides)} | {step.plugin.description} |"
         )
         for key in (*required, *optional):
-            readers.setdefault(key, []).append(step.reference)
-        for key in plugin.provides:
-            writers.setdefault(key, step.reference)
+            readers.setdefault(key, []).append(step.name)
+        for key in provides:
+            writers.setdefault(key, step.name)
     lines += ["", "| memory key | written by | read by |", "|---|---|---|"]
     for key in sorted(set(writers) | set(readers)):
         read_by = ", ".join(f"`{name}`" for name in readers.get(key, [])) or "-"
