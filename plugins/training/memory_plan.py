@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from plugins.training.chunked_loss import chunk_tokens, uses_chunked_loss
 from plugins.training.model_shape import ModelShape, lora_target_layers
+from plugins.training.preference.losses import TASK_OF_LOSS, LossName, needs_reference
 
 if TYPE_CHECKING:
     from plugins.training_config import ResolvedTrainingConfig
@@ -90,6 +91,10 @@ _RECOMPUTED_LAYER_FACTOR = 1.75
 _LOGITS_COPIES = 4
 # bitsandbytes 4-bit: half a byte per weight plus block scales (double-quantized).
 _NF4_BYTES_PER_PARAM = 0.5 + 1 / 64
+# The preference losses' chunked loss, beside the log-softmax every chunk keeps: one chunk's
+# working copies (its logits at the compute dtype, their float copy, then their gradients).
+# Measured on CPU in bf16, vocabulary 32768: 1.8 (benchmarks/RESULTS.md, preference section).
+_PREFERENCE_CHUNK_WORKING_COPIES = 2
 
 
 class TrainingShape(BaseModel):
@@ -148,15 +153,13 @@ class PreferenceRun(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    loss: str = Field(description="The preference loss: dpo, ipo, orpo, simpo or kto.")
+    loss: LossName = Field(description="The preference loss: dpo, ipo, orpo, simpo or kto.")
     precompute_ref_logps: bool = Field(False, description="Reference log-probabilities computed before training.")
     longest_sequence: int | None = Field(None, gt=0, description="Tokens of the data's longest sequence.")
     longest_answer: int | None = Field(None, gt=0, description="Trained (answer) tokens of the longest answer.")
 
     def shape_fields(self, method: str, max_seq_length: int) -> dict[str, Any]:
         """The TrainingShape fields of this run trained with ``method``."""
-        from plugins.training.preference.losses import TASK_OF_LOSS, needs_reference
-
         if not needs_reference(self.loss):
             reference = "none"
         elif self.precompute_ref_logps:
@@ -265,7 +268,7 @@ def _logits_bytes(shape: ModelShape, settings: TrainingShape) -> int:
     if settings.packed:
         return int(chunk * shape.vocab_size * FP32 * _LOGITS_COPIES)
     answers = settings.sequences * (settings.answer_tokens or settings.max_seq_length)
-    return int((answers + chunk * (_LOGITS_COPIES - 1)) * shape.vocab_size * FP32)
+    return int((answers + chunk * _PREFERENCE_CHUNK_WORKING_COPIES) * shape.vocab_size * FP32)
 
 
 def _reference_model_bytes(shape: ModelShape, settings: TrainingShape) -> int:
