@@ -6,7 +6,12 @@ Features:
   free memory;
 - with ``auto_fit`` (training_config), when the estimate does not fit: enables gradient
   checkpointing, then halves the micro-batch and doubles accumulation, and says what it changed;
-- stores the plan, with the settings to train with, in ``training.memory_plan`` for FineTuning.
+- preference data (``dataset.tokenized["task"]``): counts the sequences of each example (a pair's
+  two), padded to the data's longest (read from the tokenized files), and the reference model the
+  preference_training step's ``loss`` and ``precompute_ref_logps`` call for (read at load, by
+  ``check_workflow``; that step's defaults when the workflow has none);
+- stores the plan, with the settings to train with, in ``training.memory_plan`` for FineTuning and
+  PreferenceTraining.
 
 Raises:
     InputError: the model's config cannot be read.
@@ -15,9 +20,13 @@ Raises:
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING, Any
 
-from entity_training import Plugin, Stage
+from entity_training import Finding, Plugin, Stage
 from plugins import memory_keys
+
+if TYPE_CHECKING:
+    from plugins.training.memory_plan import PreferenceRun
 
 
 class MemoryPlanPlugin(Plugin):
@@ -27,12 +36,20 @@ class MemoryPlanPlugin(Plugin):
     dependencies = (memory_keys.TRAINING_CONFIG, memory_keys.DATASET_TOKENIZED)
     provides = (memory_keys.TRAINING_MEMORY_PLAN,)
 
+    # The workflow's plugins, seen at load: the preference_training step's settings are read at run time.
+    _workflow_plugins: tuple[Any, ...] = ()
+
+    def check_workflow(self, plugins) -> list[Finding]:
+        self._workflow_plugins = tuple(plugins)
+        return []
+
     async def _execute_impl(self, context) -> str:
         from plugins.training.memory_plan import format_bytes, plan_for_config
 
         config = context.recall(memory_keys.TRAINING_CONFIG)
-        max_seq_length = context.recall(memory_keys.DATASET_TOKENIZED)["max_seq_length"]
-        plan = await asyncio.to_thread(plan_for_config, config, max_seq_length)
+        tokenized = context.recall(memory_keys.DATASET_TOKENIZED)
+        preference = await asyncio.to_thread(self._preference_run, tokenized)
+        plan = await asyncio.to_thread(plan_for_config, config, tokenized["max_seq_length"], preference=preference)
         context.remember(memory_keys.TRAINING_MEMORY_PLAN, plan)
         context.log(
             f"memory plan: estimated peak {format_bytes(plan.peak_bytes)} of {format_bytes(plan.available_bytes)} "
@@ -51,3 +68,16 @@ class MemoryPlanPlugin(Plugin):
             f"{settings.gradient_accumulation_steps}, gradient checkpointing "
             f"{'on' if settings.gradient_checkpointing else 'off'}"
         )
+
+    def _preference_run(self, tokenized: dict[str, Any]) -> PreferenceRun | None:
+        """The preference training to plan for, with the longest sequence and answer of its data."""
+        from plugins.training.memory_plan import preference_run_of
+
+        task = tokenized.get("task") or "sft"
+        run = preference_run_of(list(self._workflow_plugins), task)
+        if run is None or task == "sft" or not tokenized.get("train"):
+            return run
+        from plugins.data.preference_tokenized import load_preference_split
+
+        sequence, answer = load_preference_split(tokenized["train"]).longest()
+        return run.model_copy(update={"longest_sequence": sequence or None, "longest_answer": answer or None})

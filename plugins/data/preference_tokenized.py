@@ -117,6 +117,18 @@ class PreferenceDataset:
     def lengths(self, part: str) -> np.ndarray:
         return np.diff(self._parts[part][2])
 
+    def longest(self) -> tuple[int, int]:
+        """(tokens of the longest sequence, trained tokens of the longest answer) over every part:
+        what a batch padded to its longest sequence can reach (the memory plan reads them)."""
+        sequence = answer = 0
+        for _, labels, offsets in self._parts.values():
+            if len(offsets) < 2:
+                continue
+            trained = np.add.reduceat((labels != IGNORE_INDEX).astype(np.int32), offsets[:-1])
+            sequence = max(sequence, int(np.diff(offsets).max()))
+            answer = max(answer, int(trained.max()))
+        return sequence, answer
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):
             raise IndexError(index)

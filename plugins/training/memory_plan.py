@@ -8,6 +8,16 @@ overhead (with bitsandbytes' own on a CPU for QLoRA). The activation and logits 
 autograd saves in a Llama-style block; they were checked against measured peak RSS on CPU
 (tests/training/test_memory_plan.py).
 
+Preference training (``PreferenceRun``) runs differently: a step forwards ``sequences_per_example``
+sequences per example (a chosen and a rejected one for dpo, ipo, orpo and simpo; one for kto), each
+padded to the batch's longest (not packed, so no block-diagonal mask), and the length that counts is
+the data's longest sequence. DPO, IPO and KTO also compare with a reference: with an adapter the
+same model with the adapter off ("reference forward": a forward without gradients, which frees each
+layer's tensors as it goes, and whose logits fit in what the backward pass needs next); for full
+training a frozen copy of the model at the compute precision ("reference model", plus its forward),
+or log-probabilities precomputed before training, which cost nothing while training. ORPO and
+SimPO have no reference.
+
 If the estimate exceeds the memory available, ``fit_to_memory`` enables gradient checkpointing,
 then halves the micro-batch while doubling gradient accumulation (the effective batch stays the
 same), and records every change.
@@ -21,9 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from plugins.training.chunked_loss import chunk_tokens, uses_chunked_loss
 from plugins.training.model_shape import ModelShape, lora_target_layers
+from plugins.training.preference.losses import TASK_OF_LOSS, LossName, needs_reference
 
 if TYPE_CHECKING:
     from plugins.training_config import ResolvedTrainingConfig
+
+Reference = Literal["none", "adapter_off", "frozen_copy", "precomputed"]
 
 GIB = 1024**3
 MIB = 1024**2
@@ -78,6 +91,10 @@ _RECOMPUTED_LAYER_FACTOR = 1.75
 _LOGITS_COPIES = 4
 # bitsandbytes 4-bit: half a byte per weight plus block scales (double-quantized).
 _NF4_BYTES_PER_PARAM = 0.5 + 1 / 64
+# The preference losses' chunked loss, beside the log-softmax every chunk keeps: one chunk's
+# working copies (its logits at the compute dtype, their float copy, then their gradients).
+# Measured on CPU in bf16, vocabulary 32768: 1.8 (benchmarks/RESULTS.md, preference section).
+_PREFERENCE_CHUNK_WORKING_COPIES = 2
 
 
 class TrainingShape(BaseModel):
@@ -89,7 +106,10 @@ class TrainingShape(BaseModel):
     precision: Literal["fp32", "bf16", "fp16"] = Field(description="The resolved precision.")
     batch_size: int = Field(gt=0, description="Micro-batch size per device.")
     gradient_accumulation_steps: int = Field(gt=0, description="Micro-batches per optimizer step.")
-    max_seq_length: int = Field(gt=0, description="Tokens per packed row.")
+    max_seq_length: int = Field(
+        gt=0,
+        description="Tokens per row: a packed row's, or the longest padded sequence of preference data.",
+    )
     gradient_checkpointing: bool = Field(description="Whether activations are recomputed in the backward pass.")
     lora_r: int = Field(16, gt=0, description="LoRA rank.")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
@@ -101,6 +121,59 @@ class TrainingShape(BaseModel):
         False,
         description="A distributed launch: DDP/FSDP wrap the model, which then computes its own full-logits loss.",
     )
+    packed: bool = Field(True, description="Rows pack several samples (a block-diagonal mask); False: padded.")
+    sequences_per_example: int = Field(
+        1, ge=1, le=2, description="Sequences a step forwards per example of the batch: 2 for preference pairs."
+    )
+    reference: Reference = Field(
+        "none",
+        description=(
+            "Preference training's reference model: none, the model with its adapter off (a second forward), "
+            "a frozen copy (its weights and a second forward), or log-probabilities precomputed before training."
+        ),
+    )
+    answer_tokens: int | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Preference data: the longest answer in tokens, the positions whose logits the chunked loss keeps for "
+            "the backward pass; None: max_seq_length."
+        ),
+    )
+
+    @property
+    def sequences(self) -> int:
+        """Sequences in a micro-batch."""
+        return self.batch_size * self.sequences_per_example
+
+
+class PreferenceRun(BaseModel):
+    """What preference training adds to the plan: its loss, where its reference comes from, and the
+    lengths of the tokenized data (None before the data is prepared: max_seq_length)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    loss: LossName = Field(description="The preference loss: dpo, ipo, orpo, simpo or kto.")
+    precompute_ref_logps: bool = Field(False, description="Reference log-probabilities computed before training.")
+    longest_sequence: int | None = Field(None, gt=0, description="Tokens of the data's longest sequence.")
+    longest_answer: int | None = Field(None, gt=0, description="Trained (answer) tokens of the longest answer.")
+
+    def shape_fields(self, method: str, max_seq_length: int) -> dict[str, Any]:
+        """The TrainingShape fields of this run trained with ``method``."""
+        if not needs_reference(self.loss):
+            reference = "none"
+        elif self.precompute_ref_logps:
+            reference = "precomputed"
+        else:
+            reference = "frozen_copy" if method == "full" else "adapter_off"
+        length = min(self.longest_sequence or max_seq_length, max_seq_length)
+        return {
+            "packed": False,
+            "sequences_per_example": 2 if TASK_OF_LOSS[self.loss] == "preference" else 1,
+            "reference": reference,
+            "max_seq_length": length,
+            "answer_tokens": min(self.longest_answer, length) if self.longest_answer else None,
+        }
 
 
 class MemoryPlan(BaseModel):
@@ -148,7 +221,7 @@ def saved_module_parameter_count(shape: ModelShape, names: tuple[str, ...]) -> i
 
 
 def _activation_bytes(shape: ModelShape, settings: TrainingShape) -> int:
-    tokens = settings.batch_size * settings.max_seq_length
+    tokens = settings.sequences * settings.max_seq_length
     # Autocast runs only the matrix products in bf16/fp16; the other tensors keep the dtype of the
     # weights they come from. Over a LoRA/DoRA base stored at the compute dtype that is 2 bytes
     # throughout. Full training (fp32 master weights) and QLoRA (k-bit preparation upcasts the
@@ -177,18 +250,44 @@ def _activation_bytes(shape: ModelShape, settings: TrainingShape) -> int:
         activations = tokens * (kept_inputs + _RECOMPUTED_LAYER_FACTOR * per_layer_bytes)
     else:
         activations = tokens * per_layer_bytes * shape.num_layers
-    # The block-diagonal mask of padding-free packing: one byte per token pair.
-    mask = settings.batch_size * settings.max_seq_length**2
+    # The block-diagonal mask of padding-free packing: one byte per token pair. Padded sequences
+    # need none: the padding is on the right, so SDPA's causal kernel runs without a mask.
+    mask = settings.batch_size * settings.max_seq_length**2 if settings.packed else 0
     return int(activations + mask)
 
 
 def _logits_bytes(shape: ModelShape, settings: TrainingShape) -> int:
     """The logits and the loss's copies of them: for the whole batch, or for one chunk of tokens
-    when the vocabulary is large enough for the chunked loss (plugins/training/chunked_loss.py)."""
-    tokens = settings.batch_size * settings.max_seq_length
-    if uses_chunked_loss(shape.vocab_size) and not settings.distributed:
-        tokens = min(tokens, chunk_tokens(shape.vocab_size))
-    return int(tokens * shape.vocab_size * FP32 * _LOGITS_COPIES)
+    when the vocabulary is large enough for the chunked loss (plugins/training/chunked_loss.py).
+    The preference losses' chunks keep their log-softmax for the backward pass: one copy of the
+    logits at every answer position of the batch, beside one chunk's working copies."""
+    tokens = settings.sequences * settings.max_seq_length
+    if not uses_chunked_loss(shape.vocab_size) or settings.distributed:
+        return int(tokens * shape.vocab_size * FP32 * _LOGITS_COPIES)
+    chunk = min(tokens, chunk_tokens(shape.vocab_size))
+    if settings.packed:
+        return int(chunk * shape.vocab_size * FP32 * _LOGITS_COPIES)
+    answers = settings.sequences * (settings.answer_tokens or settings.max_seq_length)
+    return int((answers + chunk * _PREFERENCE_CHUNK_WORKING_COPIES) * shape.vocab_size * FP32)
+
+
+def _reference_model_bytes(shape: ModelShape, settings: TrainingShape) -> int:
+    """Full preference training's frozen copy of the model, at the compute precision."""
+    if settings.reference != "frozen_copy":
+        return 0
+    return shape.total_params * (FP32 if settings.precision == "fp32" else 2)
+
+
+def _reference_forward_bytes(shape: ModelShape, settings: TrainingShape) -> int:
+    """A reference forward without gradients, run after the policy's forward: each layer's tensors
+    are freed as the next one runs, so it adds one layer's working set (its input, the MLP's gate
+    and up projections). Its logits and log-softmax fit in what the backward pass needs next
+    (``_LOGITS_COPIES``): only the policy's saved log-softmax is alive beside them. Measured on
+    CPU: 7-13 MiB over SimPO's and precomputed DPO's peak (benchmarks/RESULTS.md)."""
+    if settings.reference not in ("adapter_off", "frozen_copy"):
+        return 0
+    width = FP32 if settings.precision == "fp32" else 2
+    return settings.sequences * settings.max_seq_length * (shape.hidden_size + 2 * shape.intermediate_size) * width
 
 
 def _quantized_params(shape: ModelShape) -> int:
@@ -254,6 +353,10 @@ def estimate_peak_memory(
     }
     if copies := _autocast_weight_copy_bytes(shape, settings):
         components["autocast weight copies"] = copies
+    if reference_model := _reference_model_bytes(shape, settings):
+        components["reference model"] = reference_model
+    if reference_forward := _reference_forward_bytes(shape, settings):
+        components["reference forward"] = reference_forward
     return MemoryPlan(
         settings=settings,
         components=components,
@@ -311,9 +414,11 @@ def render_plan(plan: MemoryPlan, console) -> None:
     from rich.table import Table
 
     s = plan.settings
+    examples = f" examples of {s.sequences_per_example} sequences" if not s.packed else ""
+    reference = f", reference {s.reference}" if s.reference != "none" else ""
     title = (
-        f"Memory plan: {s.method}, {s.precision}, batch {s.batch_size} x accumulation "
-        f"{s.gradient_accumulation_steps}, {s.max_seq_length} tokens, gradient checkpointing "
+        f"Memory plan: {s.method}, {s.precision}, batch {s.batch_size}{examples} x accumulation "
+        f"{s.gradient_accumulation_steps}, {s.max_seq_length} tokens{reference}, gradient checkpointing "
         f"{'on' if s.gradient_checkpointing else 'off'}"
     )
     table = Table(title=title, show_footer=False)
@@ -332,9 +437,14 @@ def render_plan(plan: MemoryPlan, console) -> None:
 
 
 def plan_for_config(
-    config: ResolvedTrainingConfig, max_seq_length: int, *, available_bytes: int | None = None
+    config: ResolvedTrainingConfig,
+    max_seq_length: int,
+    *,
+    available_bytes: int | None = None,
+    preference: PreferenceRun | None = None,
 ) -> MemoryPlan:
-    """The plan of a resolved ``training.config`` (see TrainingConfigPlugin.resolve).
+    """The plan of a resolved ``training.config`` (see TrainingConfigPlugin.resolve), of supervised
+    fine-tuning on packed rows, or of the preference training ``preference`` describes.
 
     Applies auto-fit when the config allows it. ``available_bytes`` defaults to
     ``memory_budget_gb`` if set, else the device's free memory.
@@ -348,12 +458,14 @@ def plan_for_config(
         budget = config.memory_budget_gb
         available_bytes = int(budget * GIB) if budget else device.free_memory_bytes
     shape = model_shape(load_model_config(config.model_name_or_path, trust_remote_code=config.trust_remote_code))
+    fields: dict[str, Any] = {"max_seq_length": max_seq_length}
+    if preference is not None:
+        fields = preference.shape_fields(config.training_method, max_seq_length)
     settings = TrainingShape(
         method=config.training_method,
         precision=config.precision,
         batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        max_seq_length=max_seq_length,
         gradient_checkpointing=config.gradient_checkpointing is True,
         lora_r=config.lora_r,
         lora_dropout=config.lora_dropout,
@@ -362,6 +474,7 @@ def plan_for_config(
         device_kind=device.kind,
         modules_to_save=tuple(config.modules_to_save),
         distributed=distributed_launch(),
+        **fields,
     )
     if not config.auto_fit:
         return estimate_peak_memory(shape, settings, available_bytes=available_bytes, device_name=device.name)
@@ -383,6 +496,17 @@ def _sequence_length(plugins: list[Any]) -> int:
     return config.max_seq_length
 
 
+def preference_run_of(plugins: list[Any], task: str = "sft") -> PreferenceRun | None:
+    """The workflow's preference training, read from its preference_training step's settings by
+    field name; else, for preference data (``task`` of dataset.tokenized), that step's defaults."""
+    step = next((p for p in plugins if p.plugin_name() == "preference_training"), None)
+    if step is not None:
+        return PreferenceRun(loss=step.config.loss, precompute_ref_logps=step.config.precompute_ref_logps)
+    if task == "sft":
+        return None
+    return PreferenceRun(loss="kto" if task == "unpaired" else "dpo")
+
+
 def plan_for_workflow(workflow, *, log=print) -> MemoryPlan:
     """The memory plan of a loaded workflow (``entity_training.workflow.Workflow``), without training.
 
@@ -396,7 +520,7 @@ def plan_for_workflow(workflow, *, log=print) -> MemoryPlan:
     if training is None:
         raise ConfigError(Problem("the workflow has no training_config step, so there is no training to plan."))
     config = training.resolve(seed=workflow.run.seed, log=log)
-    return plan_for_config(config, _sequence_length(plugins))
+    return plan_for_config(config, _sequence_length(plugins), preference=preference_run_of(plugins))
 
 
 def print_workflow_plan(workflow, console) -> MemoryPlan:
