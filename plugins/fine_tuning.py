@@ -4,6 +4,8 @@ Features:
 - full, LoRA, DoRA and QLoRA training with the transformers Trainer on padding-free packed
   rows (block-diagonal attention), with the batch size, accumulation and gradient checkpointing
   of the memory plan (``training.memory_plan``, made in THINK by the memory_plan plugin);
+- from training_config's model, or, when ``model_name_or_path`` is a PEFT adapter folder, that
+  adapter continued (as saved) on its base model (plugins/training/starting_model.py);
 - metrics to the engine (loss, learning rate, grad norm, tokens/s, memory, ETA), to
   ``metrics.jsonl``/``metrics.csv`` and optionally TensorBoard;
 - atomic, verified checkpoints in ``checkpoints/``; resume from the newest complete one

@@ -5,10 +5,23 @@ Features:
 - the losses on our own Trainer (plugins/training/preference/): one forward of a batch's chosen and
   rejected sequences together, each padded on the right to the batch's longest; log-probabilities
   summed over the answer tokens the data preparation marked (labels != -100);
-- the reference model of DPO, IPO and KTO: with an adapter (lora, dora, qlora) the same model with
-  the adapter disabled, so no second copy; for full training a frozen copy at the compute
-  precision, or with ``precompute_ref_logps`` the reference log-probabilities computed in one pass
-  before training. ORPO and SimPO need no reference;
+- the starting model: the model an earlier DO step left in ``training.result`` (SFT then DPO in one
+  workflow: ``fine_tuning`` then ``preference_training``), else training_config's model, which may
+  be a PEFT adapter folder (trained on its base). Its checkpoints and ``final-model/`` then go to
+  ``<run dir>/preference_training/``, and its ``training.result`` replaces the earlier one as the
+  newest model (what REVIEW and model_export read);
+- the reference model of DPO, IPO and KTO is the starting model: with a fresh adapter (lora, dora,
+  qlora) the same model with the adapter disabled, so no second copy; for full training a frozen
+  copy at the compute precision, or with ``precompute_ref_logps`` the reference log-probabilities
+  computed in one pass before training. ORPO and SimPO need no reference;
+- a starting adapter is continued as saved (its rank, alpha, targets; training_config's LoRA
+  settings that differ are announced as ignored), and its reference log-probabilities are always
+  precomputed from the starting model (said in the log), because that model with the adapter
+  disabled is the base before the SFT, not the SFT model. Why not merge the SFT adapter into the
+  base and add a fresh one (then "adapter disabled" is the SFT model): a 4-bit QLoRA base cannot
+  take a merge without rounding the adapter away, and the one adapter keeps the export a plain
+  base + adapter; the precomputed pass costs one forward per example, once (also on resume: the
+  checkpoint is loaded after it). A full-weights starting model is loaded as the model itself;
 - the hyper-parameters of ``training.config`` and the batch, accumulation and checkpointing of
   ``training.memory_plan``, as fine_tuning; its checkpoints, resume, Ctrl-C, out-of-memory
   retries, metrics files, TensorBoard and ``final-model/`` (plugins/training/session.py);
@@ -23,7 +36,8 @@ lines each (plugins/training/preference/losses.py), so one Trainer serves all fi
 Raises:
     ConfigError: a loss that does not fit the data (kto needs unpaired completions, the others
         pairs), or an explicit resume_from_checkpoint that is not a complete checkpoint.
-    InputError: supervised (SFT) data, which has no preferences.
+    InputError: supervised (SFT) data, which has no preferences; an earlier step's final model
+        that no longer exists.
     RunInterrupted: the user pressed Ctrl-C (a checkpoint was saved first).
     PluginError: out of memory even after the retries, or a missing input from earlier stages.
 """
@@ -41,7 +55,10 @@ from plugins.training.preference.losses import REFERENCE_FREE, TASK_OF_LOSS, Los
 from plugins.training.run_config import TrainingRunConfig
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from plugins.training.memory_plan import TrainingShape
+    from plugins.training.starting_model import StartingModel
     from plugins.training_config import ResolvedTrainingConfig
 
 
@@ -105,6 +122,8 @@ class PreferenceTrainingPlugin(Plugin):
     description = "Train the model on preference pairs (DPO, IPO, ORPO, SimPO) or labelled completions (KTO)."
     supported_stages = (Stage.DO,)
     dependencies = (memory_keys.TRAINING_CONFIG, memory_keys.DATASET_TOKENIZED, memory_keys.TRAINING_MEMORY_PLAN)
+    # An earlier DO step's model (e.g. fine_tuning's, for SFT then DPO) is the starting point.
+    optional_dependencies = (memory_keys.TRAINING_RESULT,)
     provides = (memory_keys.TRAINING_RESULT,)
 
     ConfigModel = PreferenceTrainingConfig
@@ -124,9 +143,17 @@ class PreferenceTrainingPlugin(Plugin):
         plan = context.recall(memory_keys.TRAINING_MEMORY_PLAN)
         require_inputs(context, self.plugin_name(), config=config, tokenized=tokenized, plan=plan)
         _check_task(self.config.loss, tokenized.get("task") or "sft")
-        train_once = partial(self._train_once, context, config, tokenized)
+        start, output_dir = self._starting_point(context, config)
+        precompute = self._reference_is_precomputed(context, config, start)
+        train_once = partial(self._train_once, context, config, tokenized, start, precompute, output_dir)
         result = await train_in_worker(
-            context, config, plan.settings, train_once, run_config=self.config, plugin_name=self.plugin_name()
+            context,
+            config,
+            plan.settings,
+            train_once,
+            run_config=self.config,
+            plugin_name=self.plugin_name(),
+            output_dir=output_dir,
         )
         result["loss"] = self.config.loss
         context.remember(memory_keys.TRAINING_RESULT, result)
@@ -151,19 +178,58 @@ class PreferenceTrainingPlugin(Plugin):
         release_memory()
 
     # -- training -----------------------------------------------------------------------------
+    def _starting_point(self, context, config: ResolvedTrainingConfig) -> tuple[StartingModel, Path | None]:
+        """The model to start from, and the folder of the checkpoints and final model (None: the run
+        directory; a folder of its own after an earlier DO step, whose files it must not touch)."""
+        from plugins.models.adapters import read_adapter_config
+        from plugins.training.session import continuing_output_dir
+        from plugins.training.starting_model import starting_model, warn_ignored_lora_settings
+
+        previous = context.recall(memory_keys.TRAINING_RESULT)
+        start = starting_model(config, previous)
+        context.log(f"{self.config.loss} starts from {start.describe()}")
+        if previous is None:
+            return start, None
+        if start.adapter is not None:
+            warn_ignored_lora_settings(context.warn, config, read_adapter_config(start.adapter))
+        return start, continuing_output_dir(context, self.plugin_name())
+
+    def _reference_is_precomputed(self, context, config: ResolvedTrainingConfig, start: StartingModel) -> bool:
+        """Whether the reference log-probabilities are computed before training. Forced when an
+        adapter is continued: disabling it would give the base model before that adapter's training."""
+        from plugins.training.preference.losses import needs_reference
+
+        if not needs_reference(self.config.loss):
+            return False
+        if start.adapter is not None and config.training_method != "full":
+            if not self.config.precompute_ref_logps:
+                context.log(
+                    f"precompute_ref_logps: true (forced): the reference of {self.config.loss} is the starting "
+                    "model, the continued adapter included, so its log-probabilities are computed before training "
+                    "(the model with the adapter disabled would be the base before that adapter's training)"
+                )
+            return True
+        return self.config.precompute_ref_logps
+
     def _train_once(
-        self, context, config: ResolvedTrainingConfig, tokenized, settings: TrainingShape, resume: str | None
+        self,
+        context,
+        config: ResolvedTrainingConfig,
+        tokenized,
+        start: StartingModel,
+        precompute: bool,
+        output_dir: Path | None,
+        settings: TrainingShape,
+        resume: str | None,
     ) -> dict[str, Any]:
         from plugins.training.session import loaded_for_training, run_trainer
 
-        with loaded_for_training(context, config, settings, self.config, tokenized) as loaded:
+        with loaded_for_training(context, config, settings, self.config, tokenized, start) as loaded:
             from plugins.training.preference.batches import PreferenceCollator, PreferenceRows
-            from plugins.training.preference.losses import needs_reference
             from plugins.training.preference.trainer import PreferenceTrainer
 
             train_rows = PreferenceRows(tokenized["train"])
             eval_rows = PreferenceRows(tokenized["validation"]) if tokenized.get("validation") else None
-            precompute = self.config.precompute_ref_logps and needs_reference(self.config.loss)
 
             def precompute_reference(trainer: PreferenceTrainer) -> None:
                 # Also on resume: the model is the starting point until train() loads the checkpoint.
@@ -183,6 +249,8 @@ class PreferenceTrainingPlugin(Plugin):
                 eval_rows=eval_rows,
                 data_collator=PreferenceCollator(pad_token_id=loaded.tokenizer.pad_token_id),
                 before_training=precompute_reference if precompute else None,
+                output_dir=output_dir,
+                started_from=start,
                 loss_settings=self.config,
                 ref_model=self._frozen_copy(loaded.model, config, precompute),
             )

@@ -11,12 +11,16 @@ Features:
 - the model is resolved (registry name, local path or hub id) and its architecture checked
   from its config alone: no weights are read, nothing is built or converted (a built-in model is
   built, a GGUF file converted, where the model is first loaded).
+- a PEFT adapter folder as the model (``adapter_config.json``): its base model is found offline
+  (plugins/models/adapters.py) and becomes ``model_name_or_path``, the adapter ``adapter_path``,
+  continued by the training; LoRA settings that differ from the adapter's are announced as ignored.
 
 Stores the resolved configuration, a frozen ``ResolvedTrainingConfig``, in ``training.config``.
 
 Raises:
     ConfigError: contradictory or impossible settings (exit code 2).
-    InputError: an unknown model name or missing path, an architecture that cannot be loaded.
+    InputError: an unknown model name or missing path, a folder that is neither a model nor an
+        adapter, an adapter whose base model cannot be found offline, an architecture that cannot be loaded.
 """
 
 from __future__ import annotations
@@ -47,7 +51,10 @@ class TrainingConfig(PluginConfig):
     model_name_or_path: str = Field(
         "small",
         min_length=1,
-        description="The model to fine-tune: a registry name (tiny, small), a local path or a hub id.",
+        description=(
+            "The model to fine-tune: a registry name (tiny, small), a local path or a hub id; or a PEFT adapter "
+            "folder (adapter_config.json), whose training then continues on its base model."
+        ),
     )
     training_method: Method = Field(
         "lora", description="full: train every weight; lora/dora: train low-rank adapters; qlora: LoRA on a 4-bit base."
@@ -169,6 +176,13 @@ class ResolvedTrainingConfig(TrainingConfig):
     precision: Literal["fp32", "bf16", "fp16"] = Field(description="The precision resolved for the device.")
     device: Literal["cuda", "mps", "cpu"] = Field(description="The kind of device the training runs on.")
     model_path: str = Field(min_length=1, description="Where the model's files are: a folder, a file or a hub id.")
+    adapter_path: str | None = Field(
+        None,
+        description=(
+            "The PEFT adapter folder model_name_or_path named, continued by the training (its rank and target "
+            "modules as saved); model_name_or_path is then its base model. Null: a fresh adapter, or none."
+        ),
+    )
     total_params: int = Field(gt=0, description="Parameters of the model, counted from its config.")
 
     @model_validator(mode="after")
@@ -253,15 +267,19 @@ class TrainingConfigPlugin(Plugin):
         return findings + _errors_of(lambda: _check_precision_on_this_device(self.config.precision), "precision")
 
     async def _execute_impl(self, context) -> str:
-        resolved = await asyncio.to_thread(self.resolve, seed=context.seed, log=context.log)
+        resolved = await asyncio.to_thread(self.resolve, seed=context.seed, log=context.log, warn=context.warn)
         context.remember(memory_keys.TRAINING_CONFIG, resolved)
+        continued = f" (continuing the adapter {resolved.adapter_path})" if resolved.adapter_path else ""
         return (
-            f"{resolved.training_method} on {resolved.model_name_or_path}, {resolved.precision}, "
+            f"{resolved.training_method} on {resolved.model_name_or_path}{continued}, {resolved.precision}, "
             f"lr {resolved.learning_rate:g}, batch {resolved.batch_size}x{resolved.gradient_accumulation_steps}"
         )
 
-    def resolve(self, *, seed: int, log: Callable[[str], None]) -> ResolvedTrainingConfig:
-        """The config with every 'auto' and implied setting made explicit; reads the model's config only."""
+    def resolve(
+        self, *, seed: int, log: Callable[[str], None], warn: Callable[[str], None] | None = None
+    ) -> ResolvedTrainingConfig:
+        """The config with every 'auto' and implied setting made explicit; reads the model's config only
+        (for an adapter folder, its base model's)."""
         from plugins.models import load_model_config, resolve_model
         from plugins.models.loaders import check_model_files
         from plugins.training.device import detect_device
@@ -269,7 +287,8 @@ class TrainingConfigPlugin(Plugin):
         from plugins.training.precision import resolve_precision
 
         config = self.config
-        name = config.model_name_or_path
+        adapter = self._adapter_to_continue(log, warn or log)
+        name = adapter.base_model if adapter else config.model_name_or_path
         load_in_4bit = config.load_in_4bit
         if config.training_method == "qlora" and not load_in_4bit:
             load_in_4bit = True
@@ -292,7 +311,7 @@ class TrainingConfigPlugin(Plugin):
                     path="model_name_or_path",
                 )
             ) from exc
-        if config.training_method != "full":
+        if config.training_method != "full" and adapter is None:
             missing = unmatched_target_modules(shape, config.target_modules)
             if missing:
                 raise ConfigError(
@@ -305,6 +324,8 @@ class TrainingConfigPlugin(Plugin):
         return ResolvedTrainingConfig.model_validate(
             {
                 **config.model_dump(),
+                "model_name_or_path": name,
+                "adapter_path": adapter.path if adapter else None,
                 "seed": seed if config.seed is None else config.seed,
                 "load_in_4bit": load_in_4bit,
                 "precision": precision,
@@ -314,6 +335,28 @@ class TrainingConfigPlugin(Plugin):
                 "total_params": shape.total_params,
             }
         )
+
+    def _adapter_to_continue(self, log: Callable[[str], None], warn: Callable[[str], None]):
+        """The PEFT adapter folder model_name_or_path points at (an AdapterFolder), else None."""
+        from plugins.models.adapters import is_adapter_folder, read_adapter_folder
+        from plugins.training.starting_model import describe_adapter, warn_ignored_lora_settings
+
+        config = self.config
+        if not is_adapter_folder(config.model_name_or_path):
+            return None
+        adapter = read_adapter_folder(config.model_name_or_path)
+        if config.training_method == "full":
+            log(
+                f"model_name_or_path {adapter.path} is a PEFT adapter: full training starts from it merged "
+                f"into its base model {adapter.base_model}"
+            )
+            return adapter
+        log(
+            f"model_name_or_path {adapter.path} is a PEFT adapter ({describe_adapter(adapter.config)}): training continues "
+            f"it on its base model {adapter.base_model}"
+        )
+        warn_ignored_lora_settings(warn, config, adapter.config)
+        return adapter
 
     @staticmethod
     def _checked_resume(value: str | None) -> str | None:

@@ -197,7 +197,8 @@ def detect_format(path: Path) -> ModelFormat:
             raise InputError(
                 Problem(
                     f"this folder holds a LoRA adapter, not a whole model. Load the base model ({base}) and "
-                    "apply the adapter with PEFT, or point at a merged export of it.",
+                    "apply the adapter with PEFT, or point at a merged export of it (training_config's "
+                    "model_name_or_path takes the adapter folder itself: training continues it on its base).",
                     file=str(path),
                 )
             )
@@ -205,7 +206,8 @@ def detect_format(path: Path) -> ModelFormat:
             raise InputError(
                 Problem(
                     "this folder has no config.json, so it is not a Hugging Face model folder. Point at the "
-                    "folder that holds config.json and the weights, or at a .safetensors or .gguf file.",
+                    "folder that holds config.json and the weights, at a .safetensors or .gguf file, or (to "
+                    "continue training an adapter) at a PEFT adapter folder with adapter_config.json.",
                     file=str(path),
                 )
             )

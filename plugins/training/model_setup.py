@@ -1,5 +1,7 @@
 """Load the model for a training method: full (trainable weights), LoRA/DoRA (PEFT adapters on a
-frozen base), QLoRA (adapters on a bitsandbytes 4-bit base, after k-bit preparation)."""
+frozen base), QLoRA (adapters on a bitsandbytes 4-bit base, after k-bit preparation); from the
+configured model, or from a starting point (plugins/training/starting_model.py): a saved adapter
+continued, or another model folder."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from plugins.training.precision import torch_dtype
 
 if TYPE_CHECKING:
+    from plugins.training.starting_model import StartingModel
     from plugins.training_config import ResolvedTrainingConfig
 
 _COMPUTE_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
@@ -75,19 +78,29 @@ def count_parameters(model) -> tuple[int, int]:
 
 
 def load_model_for_training(
-    config: ResolvedTrainingConfig, *, gradient_checkpointing: bool, device_map=None
+    config: ResolvedTrainingConfig,
+    *,
+    gradient_checkpointing: bool,
+    device_map=None,
+    start: StartingModel | None = None,
 ) -> LoadedModel:
-    """The model, ready for the Trainer, with its tokenizer (which always has a pad token)."""
+    """The model, ready for the Trainer, with its tokenizer (which always has a pad token).
+
+    ``start``: the weights to start from (default: training.config's model, and the adapter it
+    names). A starting adapter is continued, trainable, as saved; full training merges it into its
+    base first.
+    """
     from plugins.models import load_causal_lm, load_tokenizer
     from plugins.models.loaders import user_model_options
+    from plugins.training.starting_model import StartingModel
 
-    name = config.model_name_or_path
+    start = start or StartingModel(config.model_name_or_path, config.adapter_path)
     permissions = user_model_options(config)
-    tokenizer = load_tokenizer(name, trust_remote_code=permissions["trust_remote_code"])
+    tokenizer = load_tokenizer(config.model_name_or_path, trust_remote_code=permissions["trust_remote_code"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = load_causal_lm(
-        name,
+        start.model,
         dtype=_base_dtype(config),
         quantization_config=quantization_config(config),
         device_map=device_map,
@@ -96,8 +109,13 @@ def load_model_for_training(
     model.config.use_cache = False  # the KV cache is useless in training and costs memory
     if config.load_in_4bit:
         _keep_4bit_weights_trainable(model)
-    if config.training_method != "full":
-        model = _add_adapters(model, config, gradient_checkpointing=gradient_checkpointing)
+    if config.training_method == "full":
+        if start.adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, start.adapter).merge_and_unload()
+    else:
+        model = _add_adapters(model, config, gradient_checkpointing=gradient_checkpointing, adapter=start.adapter)
     total, trainable = count_parameters(model)
     return LoadedModel(model=model, tokenizer=tokenizer, total_params=total, trainable_params=trainable)
 
@@ -115,8 +133,9 @@ def _keep_4bit_weights_trainable(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def _add_adapters(model, config: ResolvedTrainingConfig, *, gradient_checkpointing: bool):
-    from peft import get_peft_model, prepare_model_for_kbit_training
+def _add_adapters(model, config: ResolvedTrainingConfig, *, gradient_checkpointing: bool, adapter: str | None):
+    """A fresh adapter from training_config's LoRA settings, or the saved ``adapter`` continued."""
+    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     if config.load_in_4bit:
         model = prepare_model_for_kbit_training(
@@ -127,4 +146,10 @@ def _add_adapters(model, config: ResolvedTrainingConfig, *, gradient_checkpointi
     elif gradient_checkpointing:
         # Checkpointed blocks need an input that requires grad, or the frozen base cuts the graph.
         model.enable_input_require_grads()
-    return get_peft_model(model, lora_config(config))
+    if adapter is None:
+        return get_peft_model(model, lora_config(config))
+    base_name = model.name_or_path
+    model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    # Saved with the base it was trained on here (the adapter may name a folder that moved).
+    model.peft_config["default"].base_model_name_or_path = base_name
+    return model

@@ -3,11 +3,15 @@ preference_training share.
 
 - ``resume_checkpoint``: the checkpoint to resume from (``resume_from_checkpoint`` or ``--resume``);
 - ``train_with_oom_retries``: halve the micro-batch and retry from the last checkpoint on OOM;
-- ``loaded_for_training``: the model loaded with lean imports, the CPU threads chosen (and given
-  back afterwards);
+- ``loaded_for_training``: the model loaded with lean imports (from training.config's model, or a
+  ``StartingModel``), the CPU threads chosen (and given back afterwards);
 - ``run_trainer``: the Trainer with the engine reporting, metrics files and TensorBoard; train (or
   recognise a finished checkpoint), stop with RunInterrupted after Ctrl-C, evaluate the last
   step, save ``final-model/`` and build the ``training.result`` dict.
+
+Checkpoints and the final model go to ``checkpoints/`` and ``final-model/`` of an output folder:
+the run directory, or for a step that continues an earlier DO step's model a folder of its own
+(``continuing_output_dir``), so that neither resumes from nor overwrites the other's.
 """
 
 from __future__ import annotations
@@ -26,10 +30,16 @@ if TYPE_CHECKING:
     from plugins.training.memory_plan import TrainingShape
     from plugins.training.model_setup import LoadedModel
     from plugins.training.run_config import TrainingRunConfig
+    from plugins.training.starting_model import StartingModel
     from plugins.training_config import ResolvedTrainingConfig
 
 CHECKPOINT_DIR = "checkpoints"
 FINAL_MODEL_DIR = "final-model"
+
+
+def continuing_output_dir(context, plugin_name: str) -> Path:
+    """The output folder of a DO step that starts from an earlier DO step's model."""
+    return Path(context.run_dir) / plugin_name
 
 
 def resume_checkpoint(context, config: ResolvedTrainingConfig, checkpoint_dir: Path) -> str | None:
@@ -78,6 +88,7 @@ async def train_in_worker(
     *,
     run_config: TrainingRunConfig,
     plugin_name: str,
+    output_dir: Path | None = None,
 ) -> dict[str, Any]:
     """``train_with_oom_retries`` in a worker thread, so that the engine's events and Ctrl-C flow."""
     import asyncio
@@ -90,6 +101,7 @@ async def train_in_worker(
         train_once,
         retries=run_config.oom_retries,
         plugin_name=plugin_name,
+        output_dir=output_dir,
     )
 
 
@@ -101,13 +113,15 @@ def train_with_oom_retries(
     *,
     retries: int,
     plugin_name: str,
+    output_dir: Path | None = None,
 ) -> dict[str, Any]:
     """``train_once(settings, resume)``; on out-of-memory, again with half the micro-batch and twice
-    the accumulation from the newest checkpoint, at most ``retries`` times."""
+    the accumulation from the newest checkpoint (in ``output_dir``, default the run directory), at
+    most ``retries`` times."""
     from plugins.training.checkpoints import newest_complete_checkpoint
     from plugins.training.resources import is_out_of_memory, release_memory
 
-    checkpoint_dir = Path(context.run_dir) / CHECKPOINT_DIR
+    checkpoint_dir = Path(output_dir or context.run_dir) / CHECKPOINT_DIR
     resume = resume_checkpoint(context, config, checkpoint_dir)
     for attempt in range(retries + 1):
         try:
@@ -142,11 +156,16 @@ def train_with_oom_retries(
 
 @contextmanager
 def loaded_for_training(
-    context, config: ResolvedTrainingConfig, settings: TrainingShape, run_config: TrainingRunConfig, tokenized: dict
+    context,
+    config: ResolvedTrainingConfig,
+    settings: TrainingShape,
+    run_config: TrainingRunConfig,
+    tokenized: dict,
+    start: StartingModel | None = None,
 ) -> Iterator[LoadedModel]:
     """The model and tokenizer (with the chat template of the ``tokenized`` data) for ``config``,
-    seeded; within the block torch uses the ``torch_threads`` setting of ``run_config``, and its
-    thread count is given back afterwards."""
+    from ``start`` (default: the model and adapter of ``config``), seeded; within the block torch
+    uses the ``torch_threads`` setting of ``run_config``, and its thread count is given back afterwards."""
     torch_threads = run_config.torch_threads
     from plugins.training.lean_imports import needs_bitsandbytes, training_imports
     from plugins.training.threads import OtherCpuUse
@@ -167,11 +186,11 @@ def loaded_for_training(
         threads_before = torch.get_num_threads()
         set_seed(config.seed)
         loaded = load_model_for_training(
-            config, gradient_checkpointing=settings.gradient_checkpointing, device_map=_device_map(config)
+            config, gradient_checkpointing=settings.gradient_checkpointing, device_map=_device_map(config), start=start
         )
     try:
         set_torch_threads(context, torch_threads, other_cpu_use)
-        _log_loaded_model(context, config, loaded)
+        _log_loaded_model(context, config, loaded, start)
         loaded.tokenizer.chat_template = tokenized.get("chat_template") or loaded.tokenizer.chat_template
         yield loaded
     finally:
@@ -203,11 +222,13 @@ def _device_map(config: ResolvedTrainingConfig):
     return None
 
 
-def _log_loaded_model(context, config: ResolvedTrainingConfig, loaded) -> None:
+def _log_loaded_model(context, config: ResolvedTrainingConfig, loaded, start: StartingModel | None) -> None:
     from plugins.training.resources import current_memory_bytes
+    from plugins.training.starting_model import StartingModel
 
+    start = start or StartingModel(config.model_name_or_path, config.adapter_path)
     context.log(
-        f"model {config.model_name_or_path}: {loaded.total_params:,} parameters, "
+        f"model {start.describe()}: {loaded.total_params:,} parameters, "
         f"{loaded.trainable_params:,} trainable ({100 * loaded.trainable_params / max(loaded.total_params, 1):.2f}%), "
         f"memory after loading {current_memory_bytes() / 2**20:.0f} MiB"
     )
@@ -244,18 +265,22 @@ def run_trainer(
     eval_rows,
     data_collator,
     before_training: Callable[[Any], None] | None = None,
+    output_dir: Path | None = None,
+    started_from: StartingModel | None = None,
     **trainer_arguments,
 ) -> dict[str, Any]:
     """Train ``loaded.model`` with a ``trainer_class`` (a CheckpointingTrainer) to the end and
     return the ``training.result`` dict. An empty ``eval_rows`` counts as none;
-    ``before_training(trainer)`` runs once the trainer is built."""
+    ``before_training(trainer)`` runs once the trainer is built; checkpoints and the final model go
+    to ``output_dir`` (default the run directory); ``started_from`` is recorded in the result."""
     from plugins.training.callbacks import TokenCounter
     from plugins.training.trainer import training_arguments
 
     if eval_rows is not None and len(eval_rows) == 0:
         eval_rows = None
     has_validation = eval_rows is not None
-    checkpoint_dir = Path(context.run_dir) / CHECKPOINT_DIR
+    output_dir = Path(output_dir or context.run_dir)
+    checkpoint_dir = output_dir / CHECKPOINT_DIR
     tokens = TokenCounter()
     reporting, files, callbacks = _reporting_callbacks(context, config, tokens, has_validation=has_validation)
     trainer = trainer_class(
@@ -292,6 +317,8 @@ def run_trainer(
         tokens=tokens,
         tokenizer=loaded.tokenizer,
         has_validation=has_validation,
+        output_dir=output_dir,
+        started_from=started_from,
     )
 
 
@@ -307,6 +334,8 @@ def _finish_training(
     tokens: TokenCounter,
     tokenizer,
     has_validation: bool,
+    output_dir: Path,
+    started_from: StartingModel | None,
 ) -> dict[str, Any]:
     """Train to the end, save ``final-model/`` and return the ``training.result`` dict.
 
@@ -315,7 +344,7 @@ def _finish_training(
     """
     from plugins.training.resources import peak_memory_bytes
 
-    checkpoint_dir = Path(context.run_dir) / CHECKPOINT_DIR
+    checkpoint_dir = output_dir / CHECKPOINT_DIR
     try:
         started = time.perf_counter()
         finished = _finished_checkpoint(resume, trainer.args.max_steps)
@@ -339,7 +368,7 @@ def _finish_training(
         if has_validation and not _evaluated_at(reporting.history, trainer.state.global_step):
             trainer.evaluate()
         trained_tokens = _sum_over_ranks(tokens.total)
-        final_dir = Path(context.run_dir) / FINAL_MODEL_DIR
+        final_dir = output_dir / FINAL_MODEL_DIR
         if context.is_main_process:
             _save_final_model(trainer, tokenizer, config, final_dir)
         history = reporting.history
@@ -350,6 +379,8 @@ def _finish_training(
             "final_model_path": str(final_dir),
             "method": config.training_method,
             "base_model": config.model_name_or_path,
+            # The adapter or model the run continued (None: it started from base_model as it is).
+            "started_from": _start_record(config, started_from),
             "train_loss": train_losses[-1] if train_losses else _average_loss(output),
             "average_train_loss": _average_loss(output),
             # Validation losses: the final model's (the last step), the lowest of any evaluation,
@@ -385,6 +416,13 @@ def _finished_checkpoint(resume: str | None, max_steps: int):
 
     state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
     return state if state.global_step >= max_steps else None
+
+
+def _start_record(config: ResolvedTrainingConfig, start: StartingModel | None) -> dict[str, Any] | None:
+    model, adapter = (start.model, start.adapter) if start else (config.model_name_or_path, config.adapter_path)
+    if model == config.model_name_or_path and adapter is None:
+        return None
+    return {"model": model, "adapter": adapter, "origin": start.origin if start else "training_config"}
 
 
 def _average_loss(output) -> float | None:

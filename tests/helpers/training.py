@@ -175,10 +175,12 @@ async def run_do_plugin(
     resume: bool = False,
     events: list | None = None,
     cancel_at_step: int | None = None,
+    memory: Memory | None = None,
 ) -> Memory:
     """TrainingConfig (``training`` and the model), the memory plan on ``tokenized``, then the DO
     ``plugin``, as a workflow runs them; ``cancel_at_step`` presses 'Ctrl-C' (the engine's cancel
-    event) once progress reaches that step. Returns the memory."""
+    event) once progress reaches that step. ``memory``: what earlier steps left (e.g. a
+    ``training.result``), default empty. Returns the memory."""
     import threading
 
     import torch
@@ -193,7 +195,7 @@ async def run_do_plugin(
         if cancel_at_step is not None and event["type"] == "progress" and event["completed"] >= cancel_at_step:
             cancel.set()
 
-    memory = Memory()
+    memory = Memory() if memory is None else memory
     await TrainingConfigPlugin({"model_name_or_path": model, **training}).execute(
         make_context(Stage.PARSE, run_dir, memory)
     )

@@ -66,7 +66,8 @@ class PreferenceTrainer(CheckpointingTrainer):
 
     def precompute_reference(self, rows: PreferenceRows) -> None:
         """Give ``rows`` the reference log-probabilities of every example, from the model as it is
-        now (before training, it is the reference): one pass without gradients."""
+        now, adapter included (before training, it is the reference: a fresh adapter changes nothing,
+        a continued one is part of the starting model): one pass without gradients."""
         loader = torch.utils.data.DataLoader(
             rows, batch_size=self.args.per_device_eval_batch_size, collate_fn=self.data_collator
         )
@@ -76,7 +77,7 @@ class PreferenceTrainer(CheckpointingTrainer):
         with torch.no_grad():
             for batch in loader:
                 batch = self._prepare_inputs(batch)
-                sums = self._reference_logps(self.model, batch, counts=None).sums.float().cpu().numpy()
+                sums = self._sequence_logps(self.model, batch, self.split_model).sums.float().cpu().numpy()
                 computed.append(sums.reshape(_parts(batch), -1).T)  # rows are part after part
         self.model.train(was_training)
         rows.reference = np.concatenate(computed) if computed else np.zeros((0, 1), np.float32)
