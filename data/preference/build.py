@@ -129,7 +129,7 @@ def main() -> None:
     splits = {"validation": facts[:held_out], "train": facts[held_out:]}
     folder = Path(__file__).resolve().parent
     sys.path.insert(0, str(folder.parents[1]))  # the project's model loaders
-    rejected = dict(zip([q for q, _ in facts], base_answers([q for q, _ in facts])))
+    rejected = dict(zip([q for q, _ in facts], base_answers([q for q, _ in facts]), strict=True))
     for name, rows in splits.items():
         lines = [json.dumps(pair(question, answer, rejected[question])) for question, answer in rows]
         (folder / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
