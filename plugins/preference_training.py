@@ -96,6 +96,15 @@ class PreferenceTrainingConfig(TrainingRunConfig):
             "desirable_weight x desirable rows / (undesirable_weight x undesirable rows) is between 1 and 4/3."
         ),
     )
+    rpo_alpha: float | None = Field(
+        None,
+        ge=0,
+        description=(
+            "dpo, ipo, simpo: add the chosen answers' language-model loss (mean per answer token) times this "
+            "weight, as RPO and TRL's rpo_alpha (1.0 is the paper's): keeps the chosen answers likely while the "
+            "rejected ones are pushed down, which stops a small model's answers from degenerating; null: off."
+        ),
+    )
     precompute_ref_logps: bool = Field(
         False,
         description=(
@@ -111,6 +120,7 @@ class PreferenceTrainingConfig(TrainingRunConfig):
 _READ_BY = {
     "label_smoothing": ("dpo", "simpo"),
     "simpo_gamma": ("simpo",),
+    "rpo_alpha": ("dpo", "ipo", "simpo"),
     "desirable_weight": ("kto",),
     "undesirable_weight": ("kto",),
     "precompute_ref_logps": tuple(name for name in TASK_OF_LOSS if name not in REFERENCE_FREE),

@@ -52,6 +52,17 @@ def test_orpo_adds_the_chosen_answers_language_model_loss():
     assert 1.5 < loss.item() < 1.5 + 0.1 * math.log(2)  # the odds-ratio term is below log 2 when chosen wins
 
 
+def test_rpo_alpha_adds_the_chosen_answers_language_model_loss_to_dpo():
+    policy = pairs([-4.0, -2.0], [-9.0, -9.0], [2, 2])
+    reference = SequenceLogps(policy.sums.detach().clone(), policy.counts)
+    plain, _ = preference_loss(PreferenceTrainingConfig(loss="dpo"), policy, reference)
+    with_nll, metrics = preference_loss(PreferenceTrainingConfig(loss="dpo", rpo_alpha=0.5), policy, reference)
+    assert metrics["nll_loss"].item() == pytest.approx(1.5)  # 6 nats over 4 chosen tokens
+    assert with_nll.item() == pytest.approx(plain.item() + 0.5 * 1.5)
+    with_nll.backward()
+    assert (policy.sums.grad[:2] < 0).all()  # the chosen answers are pushed up harder than by DPO alone
+
+
 def test_kto_weighs_desirable_and_undesirable_completions():
     policy = SequenceLogps(torch.tensor([-3.0, -3.0, -3.0]), torch.tensor([2, 2, 2]))
     reference = SequenceLogps(policy.sums.clone(), policy.counts)

@@ -35,6 +35,7 @@ class LossSettings(Protocol):
     simpo_gamma: float
     desirable_weight: float
     undesirable_weight: float
+    rpo_alpha: float | None
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,13 @@ def _paired(settings: LossSettings, policy: SequenceLogps, reference: SequenceLo
         losses = nll - beta * logsigmoid(log_odds)
         chosen_rewards, rejected_rewards = beta * chosen.means, beta * rejected.means
         extra = {"nll_loss": nll.detach(), "log_odds_ratio": log_odds.detach().mean()}
+    loss = losses.mean()
+    if settings.rpo_alpha is not None and settings.loss != "orpo":
+        # RPO (Pang et al. 2024): the chosen answers' language-model loss beside the preference
+        # loss, so that pushing the rejected answers down cannot drag the chosen ones with them.
+        nll = -chosen.sums.sum() / chosen.counts.sum().clamp(min=1)
+        loss = loss + settings.rpo_alpha * nll
+        extra = {"nll_loss": nll.detach()}
     metrics = {
         "rewards/chosen": chosen_rewards.detach().mean(),
         "rewards/rejected": rejected_rewards.detach().mean(),
@@ -111,7 +119,7 @@ def _paired(settings: LossSettings, policy: SequenceLogps, reference: SequenceLo
         "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean(),
         **extra,
     }
-    return losses.mean(), metrics
+    return loss, metrics
 
 
 def _kto(settings: LossSettings, policy: SequenceLogps, reference: SequenceLogps, desirable: torch.Tensor):
