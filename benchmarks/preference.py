@@ -1,10 +1,10 @@
 """DPO with LoRA, ours against TRL's DPOTrainer: the same pairs, model, length, batch and steps,
 each side a fresh process from the data file to the saved adapter, alternating, medians (issue #18).
 
-    python benchmarks/preference.py              # SmolLM2-135M-Instruct, 2 rounds (~10 min on 2 cores)
+    python benchmarks/preference.py              # SmolLM2-135M-Instruct, 6 steps x 2 rounds (~8 min on 2 cores)
     python benchmarks/preference.py --quick      # built-in `tiny`, 1 round, RESULTS.md untouched (~2 min)
     python benchmarks/preference.py --small      # built-in `small`, 2 rounds
-    python benchmarks/preference.py [--model NAME] [--pairs 40] [--steps 20] [--batch-size 2]
+    python benchmarks/preference.py [--model NAME] [--pairs 20] [--steps 10] [--batch-size 2]
         [--max-length 512] [--repeats 2] [--precision auto|bf16|fp32] [--no-write]
 
 Ours: ``entity-train run`` on a generated workflow (dataset_loader -> training_config ->
@@ -60,8 +60,8 @@ TRL_JOB = str(REPO / "benchmarks" / "trl_dpo_job.py")
 REAL_MODEL = "smollm2-135m-instruct"
 DATASET = "dpo_en_demo.json"
 PRESETS = {
-    "real": {"model": REAL_MODEL, "pairs": 20, "steps": 10, "repeats": 2},
-    "small": {"model": "small", "pairs": 20, "steps": 10, "repeats": 2},
+    "real": {"model": REAL_MODEL, "pairs": 12, "steps": 6, "repeats": 2},
+    "small": {"model": "small", "pairs": 12, "steps": 6, "repeats": 2},
     "quick": {"model": "tiny", "pairs": 8, "steps": 4, "repeats": 1},
 }
 
@@ -269,6 +269,19 @@ def run_trl(job: PreferenceJob, model_dir: Path, work: Path) -> dict:
     }
 
 
+def cpu_bf16_flags() -> str:
+    """Which of avx512_bf16, amx_bf16 and amx_tile /proc/cpuinfo lists (what decides bf16 here)."""
+    try:
+        flags = next(
+            line.split(":", 1)[1].split()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("flags")
+        )
+    except (OSError, StopIteration):
+        return ""
+    return ", ".join(flag for flag in ("avx512_bf16", "amx_bf16", "amx_tile") if flag in flags)
+
+
 def final_loss(result: dict) -> float:
     """The mean of the last five steps' losses: one step's loss is one batch's."""
     tail = result["losses"][-5:]
@@ -364,11 +377,12 @@ def render(job: PreferenceJob, results: dict[str, list[dict]], fitting: int, arg
         f"{trl['train'] / ours['train']:.2f}x; process CPU seconds: {trl['cpu'] / ours['cpu']:.2f}x",
         f"- peak RSS ours/TRL: {ours['rss'] / trl['rss']:.2f} ({ours['rss'] / 2**20:.0f} vs {trl['rss'] / 2**20:.0f} MiB)",
         f"- final loss (mean of the last 5 steps) ours {ours['loss']:.4f} vs TRL {trl['loss']:.4f}; largest "
-        f"difference of one step's loss between the two sides (same batches, same order): {step_gap:.4f}",
+        f"difference of one step's loss between the two sides: {step_gap:.4f} (only meaningful when both draw the pairs in the same order; see the notes)",
         *per_round,
         "",
         "### Machine",
         "",
+        f"- CPU flags for native bf16: {cpu_bf16_flags() or 'none (bf16 is emulated: fp32 chosen)'}",
         machine_lines(machine_info(), load_start, load_end),
     ]
     return "\n".join(lines)

@@ -144,7 +144,7 @@ def test_preference_benchmark_workflow_is_a_valid_dpo_workflow(tmp_path, monkeyp
 
     monkeypatch.setattr(sys, "argv", ["preference.py"])
     args = preference.parse_args()
-    assert (args.model, args.steps, args.repeats, args.no_write) == ("smollm2-135m-instruct", 10, 2, False)
+    assert (args.model, args.steps, args.repeats, args.no_write) == ("smollm2-135m-instruct", 6, 2, False)
     job = preference.PreferenceJob(
         model="tiny", pairs_file=tmp_path / "pairs.json", trl_file=tmp_path / "pairs.jsonl", pairs=8, steps=4,
         batch_size=2, max_length=512, learning_rate=5e-5, precision="fp32",
