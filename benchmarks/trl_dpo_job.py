@@ -45,10 +45,12 @@ def main() -> None:
     from trl import DPOConfig, DPOTrainer
 
     counted = {"trained": 0, "padded": 0, "attended": 0}
+    per_step: list[int] = []  # trained tokens of each micro-batch: shows which pairs each step drew
 
     class CountingTrainer(DPOTrainer):
         def training_step(self, model, inputs, num_items_in_batch=None):
-            counted["trained"] += int(inputs["completion_mask"].sum())
+            per_step.append(int(inputs["completion_mask"].sum()))
+            counted["trained"] += per_step[-1]
             counted["attended"] += int(inputs["attention_mask"].sum())
             counted["padded"] += int(inputs["input_ids"].numel())
             return super().training_step(model, inputs, num_items_in_batch)
@@ -92,6 +94,7 @@ def main() -> None:
         "losses": losses,
         "average_train_loss": float(output.training_loss),
         "trained_tokens": counted["trained"],
+        "trained_tokens_per_step": per_step,
         "attended_tokens": counted["attended"],
         "padded_tokens": counted["padded"],
         "train_rows": len(trainer.train_dataset),
