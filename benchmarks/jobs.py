@@ -15,6 +15,8 @@ from benchmarks.common import PYTHON, REPO, ChildRun, read_json, require_ok, run
 
 ENTITY_TRAIN = str(Path(sys.executable).with_name("entity-train"))
 TRL_JOB = str(REPO / "benchmarks" / "trl_job.py")
+# The adapter of every benchmarked LoRA job, ours and TRL's (its LoraConfig is written out in the TRL scripts).
+BENCHMARK_LORA = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-linear"}
 
 
 @dataclass(frozen=True)
@@ -66,10 +68,7 @@ def workflow_yaml(job: Job, *, cache_dir: Path | None = None) -> str:
                         "max_steps": job.max_steps,
                         "batch_size": job.batch_size,
                         "gradient_accumulation_steps": 1,
-                        "lora_r": 16,
-                        "lora_alpha": 32,
-                        "lora_dropout": 0.0,
-                        "target_modules": "all-linear",
+                        **BENCHMARK_LORA,
                         "save_steps": None,
                         "logging_steps": 10,
                         "precision": job.precision,

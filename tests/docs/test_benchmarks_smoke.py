@@ -125,3 +125,30 @@ def test_training_flops_count_the_head_on_every_token_below_the_chunked_loss_voc
     assert not full["chunked_head"]  # tiny's vocabulary is below 32k: the head runs on every token
     assert full["dense"] == 6 * full["params"] * full["tokens"]
     assert lora["total"] < full["total"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATASETS / "dpo_en_demo.json").is_file(), reason="dpo_en_demo.json is absent")
+def test_preference_quick_trains_ours_and_trls_dpo_to_the_same_loss():
+    output = run_script("preference.py")
+    rows = [line.split("|") for line in output.splitlines() if line.startswith("| ours (") or line.startswith("| TRL")]
+    assert len(rows) == 2
+    first_losses = {float(row[4]) for row in rows}
+    assert first_losses == {0.6931}  # both start at log 2: the reference is the untrained model
+
+
+def test_preference_benchmark_workflow_is_a_valid_dpo_workflow(tmp_path, monkeypatch):
+    sys.path.insert(0, str(REPO))
+    from benchmarks import preference
+    from entity_training.workflow import load_workflow
+
+    monkeypatch.setattr(sys, "argv", ["preference.py"])
+    args = preference.parse_args()
+    assert (args.model, args.steps, args.repeats, args.no_write) == ("smollm2-135m-instruct", 6, 2, False)
+    job = preference.PreferenceJob(
+        model="tiny", pairs_file=tmp_path / "pairs.json", trl_file=tmp_path / "pairs.jsonl", pairs=8, steps=4,
+        batch_size=2, max_length=512, learning_rate=5e-5, precision="fp32",
+    )  # fmt: skip
+    (tmp_path / "workflow.yaml").write_text(preference.workflow_yaml(job, tmp_path / "cache"), encoding="utf-8")
+    workflow = load_workflow(tmp_path / "workflow.yaml")
+    assert [step.reference for step in workflow.steps][-1] == "preference_training"
