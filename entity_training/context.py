@@ -102,6 +102,11 @@ class PluginContext:
         self._check_declared("reads", key)
         return self._memory.has(self._in_memory(key))
 
+    def location_of(self, key: str) -> str:
+        """Where this step keeps ``key`` in memory: ``key`` itself unless its ``memory:`` maps it.
+        A plugin that writes files for a key names them by this, so two steps never share a file."""
+        return self._in_memory(key)
+
     def _in_memory(self, key: str) -> str:
         return key if self._hand_offs is None else self._hand_offs.in_memory(key)
 

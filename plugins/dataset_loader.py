@@ -115,8 +115,15 @@ class DatasetLoaderPlugin(Plugin):
 
         stats = ConversationDataset(train + validation, files, train_set.bad_rows).statistics()
         stats.update(train_rows=len(train), validation_rows=len(validation), seed=seed)
-        train_file = await asyncio.to_thread(write_conversations, context.run_dir, "train", train)
-        validation_file = await asyncio.to_thread(write_conversations, context.run_dir, "validation", validation)
+        train_file = await asyncio.to_thread(
+            write_conversations, context.run_dir, _split_name(context, memory_keys.DATASET_TRAIN, "train"), train
+        )
+        validation_file = await asyncio.to_thread(
+            write_conversations,
+            context.run_dir,
+            _split_name(context, memory_keys.DATASET_VALIDATION, "validation"),
+            validation,
+        )
         context.remember(memory_keys.DATASET_TRAIN, train_file)
         context.remember(memory_keys.DATASET_VALIDATION, validation_file)
         context.remember(memory_keys.DATASET_STATS, stats)
@@ -149,3 +156,10 @@ class DatasetLoaderPlugin(Plugin):
             return
         shown = "; ".join(f"{b.where}: {b.reason}" for b in dataset.bad_rows[:3])
         context.warn(f"skipped {len(dataset.bad_rows)} bad row(s); first: {shown}")
+
+
+def _split_name(context, key: str, name: str) -> str:
+    """``train`` / ``validation``; a step whose ``memory:`` moves the key (a second dataset in the
+    workflow) names its files by where the key is, e.g. ``preference.train``."""
+    location = context.location_of(key)
+    return name if location == key else location
