@@ -129,6 +129,7 @@ class PreferenceTrainingPlugin(Plugin):
             context, config, plan.settings, train_once, run_config=self.config, plugin_name=self.plugin_name()
         )
         result["loss"] = self.config.loss
+        result["beta"] = self.config.beta  # evaluation weighs the implicit reward with it
         context.remember(memory_keys.TRAINING_RESULT, result)
         context.summarize("train_loss", result["train_loss"])
         context.summarize("final_eval_loss", result["final_eval_loss"])
