@@ -51,7 +51,7 @@ from plugins.data.conversation_files import read_conversations
 Metric = Literal["loss", "perplexity", "bleu", "rouge", "exact_match"]
 # The thresholds that read each kind of data (behaviour_min reads generated answers: both).
 SFT_THRESHOLDS = ("perplexity_max", "loss_max", "improvement_min", "bleu_min", "rouge_l_min", "exact_match_min")
-PREFERENCE_THRESHOLDS = ("preference_accuracy_min", "preference_margin_min")
+PREFERENCE_THRESHOLDS = ("preference_accuracy_min", "preference_margin_min", "reward_accuracy_min")
 
 
 class GenerationSettings(PluginConfig):
@@ -86,15 +86,22 @@ class Thresholds(PluginConfig):
         None,
         ge=0,
         le=1,
-        description="Preference data: FAIL when the tuned model's preference accuracy (0-1) is below this. For "
-        "pairs, the share of held-out pairs whose chosen answer has the higher mean log-probability per answer "
-        "token; for KTO completions, the share whose log-probability moved from the starting model the way "
-        "their label asks (needs compare_with_base).",
+        description="Preference pairs: FAIL when the tuned model's preference accuracy (0-1), the share of held-out "
+        "pairs whose chosen answer has the higher mean log-probability per answer token, is below this.",
     )
     preference_margin_min: float | None = Field(
         None,
         description="Preference data: FAIL when the tuned model's mean margin, in log-probability per answer "
         "token, is below this: chosen minus rejected for pairs, desirable minus undesirable for KTO completions.",
+    )
+    reward_accuracy_min: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Preference data: FAIL when the share of held-out examples the tuned model moved the right way "
+        "from its starting point (0-1) is below this: pairs whose chosen answer gained more log-probability than "
+        "the rejected one (DPO's reward accuracy), or KTO completions whose log-probability rose if desirable and "
+        "fell if not. Needs compare_with_base.",
     )
 
 
@@ -123,9 +130,16 @@ class EvaluationPlugin(Plugin):
             8, ge=0, le=1000, description="Prompts answered for BLEU/ROUGE/exact match and the report."
         )
         max_eval_rows: int | None = Field(
-            None, gt=0, description="Cap on tokenized rows used for the loss; default: all."
+            None,
+            gt=0,
+            description="Cap on tokenized rows used for the loss (preference data: examples scored); default: all.",
         )
-        batch_size: int = Field(4, gt=0, le=1024, description="Rows per forward pass when computing the loss.")
+        batch_size: int = Field(
+            4,
+            gt=0,
+            le=1024,
+            description="Rows per forward pass when computing the loss (preference data: examples, each with its sequences).",
+        )
         generation: GenerationSettings = Field(
             default_factory=GenerationSettings, description="Decoding settings for the sample answers."
         )
@@ -134,7 +148,10 @@ class EvaluationPlugin(Plugin):
             description="JSON Lines file of held-out prompts, each with what a passing answer must contain "
             "(any_of, all_of, none_of, regex); both models answer them greedily and the pass rate is reported.",
         )
-        compare_with_base: bool = Field(True, description="Also evaluate the base model and report both side by side.")
+        compare_with_base: bool = Field(
+            True,
+            description="Also evaluate the base model (the starting point of training) and report both side by side.",
+        )
         thresholds: Thresholds = Field(default_factory=Thresholds, description="Limits that decide PASS or FAIL.")
         on_fail: Literal["stop", "continue"] = Field(
             "stop", description="On FAIL: 'stop' skips the export and exits with code 3; 'continue' only reports."
@@ -142,10 +159,11 @@ class EvaluationPlugin(Plugin):
 
         @model_validator(mode="after")
         def check_thresholds_are_measurable(self):
-            if self.thresholds.improvement_min is not None and not self.compare_with_base:
-                raise ValueError(
-                    "thresholds.improvement_min needs compare_with_base: true (it compares with the base model)"
-                )
+            for name in ("improvement_min", "reward_accuracy_min"):
+                if getattr(self.thresholds, name) is not None and not self.compare_with_base:
+                    raise ValueError(
+                        f"thresholds.{name} needs compare_with_base: true (it compares with the base model)"
+                    )
             needs = {
                 "perplexity_max": "perplexity",
                 "loss_max": "loss",
@@ -207,7 +225,10 @@ class EvaluationPlugin(Plugin):
             if self.config.on_fail == "stop":
                 raise ReviewFailed(message + ". The export was skipped (set on_fail: continue to export anyway).")
             context.warn(message)
-        shown = ", ".join(f"{k} {_short(v)}" for k, v in tuned.items() if v is not None and k != BEHAVIOUR_METRIC)
+        if report["preference"]:
+            shown = _preference_line(tuned, report["metrics"]["base"], report["preference"]["vs_start"])
+        else:
+            shown = ", ".join(f"{k} {_short(v)}" for k, v in tuned.items() if v is not None and k != BEHAVIOUR_METRIC)
         return f"{report['status']}: {shown}" + _behaviour_line(report["behaviour"])
 
 
@@ -241,11 +262,12 @@ def task_findings(config: Any, task: str) -> list[Finding]:
         for name in wrong
         if getattr(thresholds, name) is not None
     ]
-    if task == "unpaired" and thresholds.preference_accuracy_min is not None and not config.compare_with_base:
+    if task == "unpaired" and thresholds.preference_accuracy_min is not None:
         findings.append(
             Finding(
-                "thresholds.preference_accuracy_min on KTO completions counts those that moved from the starting "
-                "model the way their label asks: it needs compare_with_base: true.",
+                "thresholds.preference_accuracy_min ranks the two answers of a pair, and KTO completions come one "
+                "at a time: use reward_accuracy_min (the share that moved from the starting model the way their "
+                "label asks) or preference_margin_min.",
                 key="thresholds.preference_accuracy_min",
                 error=True,
             )
@@ -554,7 +576,8 @@ def _check_thresholds(
     improvement = _improvement(tuned, base).get("loss_reduction")
     # KTO completions have no pairs to rank: their accuracy is the share that moved the way their label asks.
     vs_start = (preference or {}).get("vs_start") or {}
-    accuracy = vs_start.get("moved_right") if "desirable_logp" in tuned else tuned.get("preference_accuracy")
+    # KTO completions have no pairs: the share that moved the way their label asks is their reward accuracy.
+    reward_accuracy = vs_start.get("reward_accuracy", vs_start.get("moved_right"))
     specs = [
         ("perplexity_max", tuned.get("perplexity"), "max", "perplexity"),
         ("loss_max", tuned.get("loss"), "max", "eval loss"),
@@ -563,8 +586,9 @@ def _check_thresholds(
         ("rouge_l_min", tuned.get("rougeL"), "min", "ROUGE-L"),
         ("exact_match_min", tuned.get("exact_match"), "min", "exact match"),
         ("behaviour_min", tuned.get(BEHAVIOUR_METRIC), "min", "behavioural pass rate"),
-        ("preference_accuracy_min", accuracy, "min", "preference accuracy"),
+        ("preference_accuracy_min", tuned.get("preference_accuracy"), "min", "preference accuracy"),
         ("preference_margin_min", tuned.get("preference_margin"), "min", "preference margin"),
+        ("reward_accuracy_min", reward_accuracy, "min", "share moved the right way from the start"),
     ]
     checks = []
     for name, value, kind, label in specs:
@@ -598,6 +622,24 @@ def _check_thresholds(
             }
         )
     return checks
+
+
+def _preference_line(tuned: dict[str, Any], start: dict[str, Any] | None, vs_start: dict[str, Any] | None) -> str:
+    """The headline figures of preference data, tuned (start), e.g. ``preference accuracy 92% (start 50%)``."""
+    start = start or {}
+    shown = [
+        f"{label} {format(tuned[name], spec)}"
+        + (f" (start {format(start[name], spec)})" if start.get(name) is not None else "")
+        for name, label, spec in (
+            ("preference_accuracy", "preference accuracy", ".0%"),
+            ("preference_margin", "margin per answer token", ".3g"),
+        )
+        if tuned.get(name) is not None
+    ]
+    for name, label in (("reward_accuracy", "reward accuracy vs start"), ("moved_right", "moved as labelled")):
+        if (vs_start or {}).get(name) is not None:
+            shown.append(f"{label} {vs_start[name]:.0%}")
+    return ", ".join(shown)
 
 
 def _behaviour_line(behaviour: dict[str, Any] | None) -> str:

@@ -156,6 +156,10 @@ async def test_dpo_moves_the_tuned_model_away_from_its_start(dpo_run):
     assert preference["examples"] == len(FACTS) and preference["loss"] == "dpo"
     assert preference["vs_start"]["beta"] == 0.1 and preference["vs_start"]["reward_accuracy"] == 1.0
     assert preference["vs_start"]["reward_margin"] > 0
+    # The same implicit reward as training's last evaluation on the same pairs (rows of equal batches).
+    logged = [r for r in dpo_run[1].get(keys.TRAINING_RESULT)["log_history"] if "eval_rewards/margins" in r][-1]
+    assert preference["vs_start"]["reward_margin"] == pytest.approx(logged["eval_rewards/margins"], rel=1e-3)
+    assert preference["vs_start"]["chosen_reward"] == pytest.approx(logged["eval_rewards/chosen"], abs=1e-4)
     sample = report["samples"][0]
     assert sample["prompt"] == FACTS[0][0] and sample["reference"] == FACTS[0][1]
     assert sample["fine_tuned"] is not None and sample["base"] is not None
@@ -177,7 +181,7 @@ async def test_sft_settings_on_preference_data(dpo_run):
 
 async def test_kto_completions_are_evaluated(kto_run):
     report = await _evaluate(kto_run, num_samples=1, generation={"max_new_tokens": 4},
-                             thresholds={"preference_accuracy_min": 0.5})  # fmt: skip
+                             thresholds={"reward_accuracy_min": 0.5})  # fmt: skip
     tuned, start = report["metrics"]["fine_tuned"], report["metrics"]["base"]
     assert set(tuned) >= {"desirable_logp", "undesirable_logp", "preference_margin"}
     assert tuned["preference_margin"] > start["preference_margin"]
@@ -207,6 +211,7 @@ async def test_the_report_shows_the_preference_sections(dpo_run):
     [
         (step("preference_training"), {"loss_max": 2.0}, "thresholds.loss_max applies to supervised data"),
         (step("preference_training", loss="kto"), {"bleu_min": 1.0}, "KTO completions"),
+        (step("preference_training", loss="kto"), {"preference_accuracy_min": 0.5}, "use reward_accuracy_min"),
         (step("fine_tuning"), {"preference_accuracy_min": 0.9}, "applies to preference data"),
     ],
 )
