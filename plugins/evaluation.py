@@ -1,17 +1,35 @@
 """EvaluationPlugin (REVIEW): measure the fine-tuned model, compare with its base, decide PASS/FAIL.
 
+One plugin for both kinds of training data, by ``dataset.tokenized["task"]``.
+
+Supervised (SFT) data:
 - Loss and perplexity over the trained tokens of the evaluation split, with the same masking and
   packing as training (``dataset.tokenized``), or of ``eval_dataset_path`` tokenized the same way.
 - BLEU, ROUGE and exact match on answers generated for ``num_samples`` prompts rendered with the
   chat template used in training, for the fine-tuned and (``compare_with_base``) the base model.
 - The behavioural pass rate on held-out prompts (``behaviour_checks``, see ``plugins.eval.behaviour``),
   answered greedily by both models.
-- PASS/FAIL against ``thresholds``; each failure says which threshold and by how much.
+
+Preference data (pairs for DPO, IPO, ORPO, SimPO; labelled completions for KTO), on the held-out
+split or ``eval_dataset_path`` tokenized the same way (``plugins.eval.preference``):
+- for the tuned model and its starting point (the base with the adapter disabled, or the start
+  model of full training), the answer log-probabilities of every held-out sequence: preference
+  accuracy and margin (per answer token, and summed), or for KTO the desirable and undesirable
+  completions' log-probabilities;
+- the tuned model's implicit reward against its start: beta x the log-ratio, with the beta of
+  preference_training for dpo, ipo and kto (0.1 otherwise);
+- ``num_samples`` held-out prompts answered by both models beside the chosen answer;
+- behaviour checks as for SFT data. The SFT ``metrics`` do not apply and are ignored (announced
+  when set); an SFT threshold on preference data, or a preference one on SFT data, is refused.
+
+Both: PASS/FAIL against ``thresholds``; each failure says which threshold and by how much.
 
 Raises:
+    ConfigError: a threshold that does not fit the data (at load when the workflow's training
+        step tells the data, else when the step starts), or an ``eval_dataset_path`` holding
+        another kind of data than the training's.
     InputError: no evaluation data (no validation split and no ``eval_dataset_path``); a bad
-        behaviour checks file (checked before the run starts); preference data (refused at load
-        too, beside preference_training: preference accuracy in REVIEW is not built yet).
+        behaviour checks file (checked before the run starts).
     ReviewFailed: (exit 3) a threshold failed and ``on_fail`` is ``stop``; OUTPUT is skipped.
 """
 
@@ -25,17 +43,15 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from entity_training import InputError, PluginConfig, Problem, ReviewFailed, Stage
+from entity_training import ConfigError, InputError, PluginConfig, Problem, ReviewFailed, Stage
 from entity_training.plugin import Finding, Plugin
 from plugins import memory_keys as keys
 from plugins.data.conversation_files import read_conversations
 
 Metric = Literal["loss", "perplexity", "bleu", "rouge", "exact_match"]
-PREFERENCE_NOT_SCORED = (
-    "evaluation scores supervised fine-tuning (loss, generated answers, behaviour checks) and cannot score "
-    "preference data yet; preference_training reports the held-out preference accuracy and reward margin "
-    "itself (the run summary's preference_accuracy). Remove evaluation from REVIEW in a preference workflow."
-)
+# The thresholds that read each kind of data (behaviour_min reads generated answers: both).
+SFT_THRESHOLDS = ("perplexity_max", "loss_max", "improvement_min", "bleu_min", "rouge_l_min", "exact_match_min")
+PREFERENCE_THRESHOLDS = ("preference_accuracy_min", "preference_margin_min", "reward_accuracy_min")
 
 
 class GenerationSettings(PluginConfig):
@@ -66,11 +82,35 @@ class Thresholds(PluginConfig):
         le=1,
         description="FAIL when the share of behaviour checks the fine-tuned model passes (0-1) is below this.",
     )
+    preference_accuracy_min: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Preference pairs: FAIL when the tuned model's preference accuracy (0-1), the share of held-out "
+        "pairs whose chosen answer has the higher mean log-probability per answer token, is below this.",
+    )
+    preference_margin_min: float | None = Field(
+        None,
+        description="Preference data: FAIL when the tuned model's mean margin, in log-probability per answer "
+        "token, is below this: chosen minus rejected for pairs, desirable minus undesirable for KTO completions.",
+    )
+    reward_accuracy_min: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Preference data: FAIL when the share of held-out examples the tuned model moved the right way "
+        "from its starting point (0-1) is below this: pairs whose chosen answer gained more log-probability than "
+        "the rejected one (DPO's reward accuracy), or KTO completions whose log-probability rose if desirable and "
+        "fell if not. Needs compare_with_base.",
+    )
 
 
 class EvaluationPlugin(Plugin):
     name = "evaluation"
-    description = "Loss, perplexity, BLEU, ROUGE and sample answers, fine-tuned vs base; PASS/FAIL by thresholds."
+    description = (
+        "Loss, perplexity, BLEU, ROUGE, or preference accuracy and margins, and sample answers, fine-tuned vs base; "
+        "PASS/FAIL by thresholds."
+    )
     supported_stages = (Stage.REVIEW,)
     dependencies = (keys.TRAINING_RESULT, keys.DATASET_TOKENIZED)
     optional_dependencies = (keys.DATASET_VALIDATION, keys.TRAINING_CONFIG)
@@ -90,9 +130,16 @@ class EvaluationPlugin(Plugin):
             8, ge=0, le=1000, description="Prompts answered for BLEU/ROUGE/exact match and the report."
         )
         max_eval_rows: int | None = Field(
-            None, gt=0, description="Cap on tokenized rows used for the loss; default: all."
+            None,
+            gt=0,
+            description="Cap on tokenized rows used for the loss (preference data: examples scored); default: all.",
         )
-        batch_size: int = Field(4, gt=0, le=1024, description="Rows per forward pass when computing the loss.")
+        batch_size: int = Field(
+            4,
+            gt=0,
+            le=1024,
+            description="Rows per forward pass when computing the loss (preference data: examples, each with its sequences).",
+        )
         generation: GenerationSettings = Field(
             default_factory=GenerationSettings, description="Decoding settings for the sample answers."
         )
@@ -101,7 +148,10 @@ class EvaluationPlugin(Plugin):
             description="JSON Lines file of held-out prompts, each with what a passing answer must contain "
             "(any_of, all_of, none_of, regex); both models answer them greedily and the pass rate is reported.",
         )
-        compare_with_base: bool = Field(True, description="Also evaluate the base model and report both side by side.")
+        compare_with_base: bool = Field(
+            True,
+            description="Also evaluate the base model (the starting point of training) and report both side by side.",
+        )
         thresholds: Thresholds = Field(default_factory=Thresholds, description="Limits that decide PASS or FAIL.")
         on_fail: Literal["stop", "continue"] = Field(
             "stop", description="On FAIL: 'stop' skips the export and exits with code 3; 'continue' only reports."
@@ -109,10 +159,11 @@ class EvaluationPlugin(Plugin):
 
         @model_validator(mode="after")
         def check_thresholds_are_measurable(self):
-            if self.thresholds.improvement_min is not None and not self.compare_with_base:
-                raise ValueError(
-                    "thresholds.improvement_min needs compare_with_base: true (it compares with the base model)"
-                )
+            for name in ("improvement_min", "reward_accuracy_min"):
+                if getattr(self.thresholds, name) is not None and not self.compare_with_base:
+                    raise ValueError(
+                        f"thresholds.{name} needs compare_with_base: true (it compares with the base model)"
+                    )
             needs = {
                 "perplexity_max": "perplexity",
                 "loss_max": "loss",
@@ -133,9 +184,8 @@ class EvaluationPlugin(Plugin):
             return self
 
     def check_workflow(self, plugins) -> list[Finding]:
-        if any(plugin.plugin_name() == "preference_training" for plugin in plugins):
-            return [Finding(PREFERENCE_NOT_SCORED, error=True)]
-        return []
+        task = _task_of_workflow(plugins)
+        return task_findings(self.config, task) if task else []
 
     async def initialize(self, context) -> None:
         """A bad checks file fails the run before training, not after it."""
@@ -146,8 +196,12 @@ class EvaluationPlugin(Plugin):
 
     async def _execute_impl(self, context) -> str:
         tokenized = context.recall(keys.DATASET_TOKENIZED) or {}
-        if tokenized.get("task", "sft") != "sft":
-            raise InputError(Problem(PREFERENCE_NOT_SCORED))
+        findings = task_findings(self.config, tokenized.get("task", "sft"))
+        errors = [Problem(f.message, path=f.key) for f in findings if f.error]
+        if errors:
+            raise ConfigError(errors)
+        for finding in findings:
+            context.log(finding.message)
         evaluation = _Evaluation(
             self.config,
             context,
@@ -162,6 +216,8 @@ class EvaluationPlugin(Plugin):
         tuned = report["metrics"]["fine_tuned"]
         if tuned.get("perplexity") is not None:
             context.summarize("eval_perplexity", tuned["perplexity"])
+        if tuned.get("preference_accuracy") is not None:
+            context.summarize("eval_preference_accuracy", tuned["preference_accuracy"])
         if report["behaviour"]:
             context.summarize("behaviour_pass_rate", report["behaviour"]["pass_rate"])
         if report["status"] == "FAIL":
@@ -169,11 +225,74 @@ class EvaluationPlugin(Plugin):
             if self.config.on_fail == "stop":
                 raise ReviewFailed(message + ". The export was skipped (set on_fail: continue to export anyway).")
             context.warn(message)
-        shown = ", ".join(f"{k} {_short(v)}" for k, v in tuned.items() if v is not None and k != BEHAVIOUR_METRIC)
+        if report["preference"]:
+            shown = _preference_line(tuned, report["metrics"]["base"], report["preference"]["vs_start"])
+        else:
+            shown = ", ".join(f"{k} {_short(v)}" for k, v in tuned.items() if v is not None and k != BEHAVIOUR_METRIC)
         return f"{report['status']}: {shown}" + _behaviour_line(report["behaviour"])
 
 
 BEHAVIOUR_METRIC = "behaviour_pass_rate"
+DATA_OF_TASK = {
+    "sft": "supervised (SFT) conversations",
+    "preference": "preference pairs",
+    "unpaired": "KTO completions labelled desirable or not",
+}
+
+
+def task_findings(config: Any, task: str) -> list[Finding]:
+    """What the settings say about data of ``task``: thresholds that cannot be measured on it
+    (errors), and the SFT ``metrics`` set explicitly for preference data (ignored, announced)."""
+    thresholds = config.thresholds
+    wrong = SFT_THRESHOLDS if task != "sft" else PREFERENCE_THRESHOLDS
+    scores = "preference data (preference_accuracy_min, preference_margin_min)" if task == "sft" else "supervised data"
+    findings = [
+        Finding(
+            f"thresholds.{name} applies to {scores}, but the training data holds {DATA_OF_TASK.get(task, task)}. "
+            "Remove it, or use "
+            + (
+                ", ".join(PREFERENCE_THRESHOLDS)
+                if task != "sft"
+                else "the SFT thresholds (loss_max, perplexity_max...)"
+            )
+            + " or behaviour_min.",
+            key=f"thresholds.{name}",
+            error=True,
+        )
+        for name in wrong
+        if getattr(thresholds, name) is not None
+    ]
+    if task == "unpaired" and thresholds.preference_accuracy_min is not None:
+        findings.append(
+            Finding(
+                "thresholds.preference_accuracy_min ranks the two answers of a pair, and KTO completions come one "
+                "at a time: use reward_accuracy_min (the share that moved from the starting model the way their "
+                "label asks) or preference_margin_min.",
+                key="thresholds.preference_accuracy_min",
+                error=True,
+            )
+        )
+    if task != "sft" and "metrics" in config.model_fields_set:
+        findings.append(
+            Finding(
+                f"metrics ({', '.join(config.metrics)}) score supervised data and are ignored for preference data: "
+                "evaluation reports preference accuracy and margins instead.",
+                key="metrics",
+            )
+        )
+    return findings
+
+
+def _task_of_workflow(plugins) -> str | None:
+    """The kind of data the workflow's training step takes, when it says (None: unknown until THINK)."""
+    from plugins.training.preference.losses import TASK_OF_LOSS
+
+    for plugin in plugins:
+        if plugin.plugin_name() == "fine_tuning":
+            return "sft"
+        if plugin.plugin_name() == "preference_training":
+            return TASK_OF_LOSS[plugin.config.loss]
+    return None
 
 
 @dataclass(frozen=True)
@@ -183,6 +302,7 @@ class _Measured:
     values: dict[str, Any]
     answers: list
     behaviour: list[dict[str, Any]]
+    scores: Any = None  # preference data: the answers' log-probabilities (plugins.eval.preference.SequenceScores)
 
 
 class _Evaluation:
@@ -204,6 +324,7 @@ class _Evaluation:
         self.tokenized = tokenized
         self.validation = validation
         self.training_config = training_config
+        self.task = tokenized.get("task", "sft")
 
     def run(self) -> dict[str, Any]:
         from plugins.eval.behaviour import load_checks
@@ -215,7 +336,7 @@ class _Evaluation:
         self.tokenizer = load_saved_tokenizer(final_dir)
         self.chat_template = self.tokenized.get("chat_template") or self.tokenizer.chat_template
         conversations, rows_path, source = self._evaluation_data()
-        self.rows = _load_rows(rows_path)
+        self.rows = _load_rows(rows_path, self.task)
         self.prompts = self._prompts(conversations)
         self.checks = load_checks(self.config.behaviour_checks) if self.config.behaviour_checks else []
         self.check_prompts = [render_chat_prompt(c.messages(), self.tokenizer, self.chat_template) for c in self.checks]
@@ -231,10 +352,12 @@ class _Evaluation:
                 base_run = self._measure(self._load(Path(self.result["base_model"]), base=True), "base")
         tuned, base = tuned_run.values, base_run.values if base_run else None
         tuned_answers, base_answers = tuned_run.answers, base_run.answers if base_run else None
-        checks = _check_thresholds(self.config.thresholds, tuned, base)
+        preference = self._preference_report(tuned_run, base_run)
+        checks = _check_thresholds(self.config.thresholds, tuned, base, preference)
         failures = [c["message"] for c in checks if not c["passed"]]
         return {
             "status": "FAIL" if failures else "PASS",
+            "task": self.task,
             "failures": failures,
             "thresholds": checks,
             "metrics": {"fine_tuned": tuned, "base": base},
@@ -250,6 +373,7 @@ class _Evaluation:
                 for i, p in enumerate(self.prompts)
             ],
             "behaviour": self._behaviour_report(tuned_run, base_run),
+            "preference": preference,
             "generation": self.config.generation.model_dump(),
             "eval_source": source,
             "eval_rows": min(len(self.rows), self.config.max_eval_rows or len(self.rows))
@@ -288,6 +412,14 @@ class _Evaluation:
             packing=bool(self.tokenized.get("packing", True)),
         )
         prepared = prepare_tokenized(conversations, None, self.tokenizer, options, cache_dir=cache_root() / "tokenized")
+        if prepared.tokenized["task"] != self.task:
+            raise ConfigError(
+                Problem(
+                    f"eval_dataset_path {path!r} holds {DATA_OF_TASK.get(prepared.tokenized['task'])}, but the model "
+                    f"was trained on {DATA_OF_TASK.get(self.task)}: give evaluation data of the same kind.",
+                    path="eval_dataset_path",
+                )
+            )
         return conversations, prepared.tokenized["train"], path
 
     def _prompts(self, conversations: list[dict[str, Any]]):
@@ -295,6 +427,10 @@ class _Evaluation:
 
         if not self.config.num_samples:
             return []
+        if self.task != "sft":
+            from plugins.eval.preference import preference_prompts
+
+            return preference_prompts(conversations, self.tokenizer, self.chat_template, self.config.num_samples)
         prompts = chat_prompts(conversations, self.tokenizer, self.chat_template, self.config.num_samples)
         return [p for p in prompts if p.reference]  # a sample needs a reference answer to score
 
@@ -314,6 +450,26 @@ class _Evaluation:
                 }
                 for i, check in enumerate(self.checks)
             ],
+        }
+
+    def _preference_report(self, tuned: _Measured, start: _Measured | None) -> dict[str, Any] | None:
+        """The tuned model against its start on preference data (``plugins.eval.preference``)."""
+        if tuned.scores is None:
+            return None
+        from plugins.eval.preference import DEFAULT_BETA, reward_figures
+        from plugins.training.preference.losses import needs_reference
+
+        loss = self.result.get("loss")
+        # Only DPO, IPO and KTO train with beta as the weight of this log-ratio; others get DPO's usual 0.1.
+        beta = float(self.result.get("beta") or DEFAULT_BETA) if loss and needs_reference(loss) else DEFAULT_BETA
+        return {
+            "task": self.task,
+            "examples": int(tuned.scores.sums.shape[0]),
+            "measure": "log-probability of the answer tokens: mean per token (headline), and summed (*_summed)",
+            "loss": loss,
+            "vs_start": reward_figures(tuned.scores, start.scores, beta)
+            if start and start.scores is not None
+            else None,
         }
 
     def _load(self, folder: Path, base: bool = False):
@@ -338,8 +494,21 @@ class _Evaluation:
         from plugins.eval import metrics as m
         from plugins.eval.behaviour import judged, pass_rate
 
-        wanted = set(self.config.metrics)
+        wanted = set(self.config.metrics) if self.task == "sft" else set()  # SFT metrics only
         values: dict[str, Any] = {}
+        scores = None
+        if self.task != "sft" and self.rows is not None:
+            from plugins.eval.preference import model_figures, score_sequences
+
+            scores = score_sequences(
+                model,
+                self.rows,
+                pad_token_id=self.tokenizer.pad_token_id,
+                batch_size=self.config.batch_size,
+                max_examples=self.config.max_eval_rows,
+                on_batch=lambda done, total: self.context.progress(f"answer log-probabilities ({label})", done, total),
+            )
+            values |= model_figures(scores)
         if wanted & {"loss", "perplexity"} and self.rows is not None:
             loss, tokens = m.token_loss(
                 model,
@@ -367,7 +536,7 @@ class _Evaluation:
         behaviour = [judged(c, a.text) for c, a in zip(self.checks, answers_to_checks, strict=True)]
         if behaviour:
             values[BEHAVIOUR_METRIC] = pass_rate([row["passed"] for row in behaviour])
-        return _Measured(values, answers, behaviour)
+        return _Measured(values, answers, behaviour, scores)
 
     def _answer(self, model: Any, prompts: list, settings: dict[str, Any], task: str) -> list:
         from plugins.eval.generation import generate_many, stop_token_ids
@@ -383,9 +552,13 @@ class _Evaluation:
         return generate_many(model, self.tokenizer, [p.text for p in prompts], settings, stops, on_batch=progress)
 
 
-def _load_rows(path: str | None):
+def _load_rows(path: str | None, task: str):
     if not path:
         return None
+    if task != "sft":
+        from plugins.data.preference_tokenized import load_preference_split
+
+        return load_preference_split(path)
     from plugins.data.tokenized import load_tokenized
 
     return load_tokenized(path)
@@ -397,8 +570,14 @@ def _improvement(tuned: dict[str, Any], base: dict[str, Any] | None) -> dict[str
     return {"loss_reduction": (base["loss"] - tuned["loss"]) / base["loss"]}
 
 
-def _check_thresholds(thresholds: Any, tuned: dict[str, Any], base: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _check_thresholds(
+    thresholds: Any, tuned: dict[str, Any], base: dict[str, Any] | None, preference: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     improvement = _improvement(tuned, base).get("loss_reduction")
+    # KTO completions have no pairs to rank: their accuracy is the share that moved the way their label asks.
+    vs_start = (preference or {}).get("vs_start") or {}
+    # KTO completions have no pairs: the share that moved the way their label asks is their reward accuracy.
+    reward_accuracy = vs_start.get("reward_accuracy", vs_start.get("moved_right"))
     specs = [
         ("perplexity_max", tuned.get("perplexity"), "max", "perplexity"),
         ("loss_max", tuned.get("loss"), "max", "eval loss"),
@@ -407,6 +586,9 @@ def _check_thresholds(thresholds: Any, tuned: dict[str, Any], base: dict[str, An
         ("rouge_l_min", tuned.get("rougeL"), "min", "ROUGE-L"),
         ("exact_match_min", tuned.get("exact_match"), "min", "exact match"),
         ("behaviour_min", tuned.get(BEHAVIOUR_METRIC), "min", "behavioural pass rate"),
+        ("preference_accuracy_min", tuned.get("preference_accuracy"), "min", "preference accuracy"),
+        ("preference_margin_min", tuned.get("preference_margin"), "min", "preference margin"),
+        ("reward_accuracy_min", reward_accuracy, "min", "share moved the right way from the start"),
     ]
     checks = []
     for name, value, kind, label in specs:
@@ -440,6 +622,24 @@ def _check_thresholds(thresholds: Any, tuned: dict[str, Any], base: dict[str, An
             }
         )
     return checks
+
+
+def _preference_line(tuned: dict[str, Any], start: dict[str, Any] | None, vs_start: dict[str, Any] | None) -> str:
+    """The headline figures of preference data, tuned (start), e.g. ``preference accuracy 92% (start 50%)``."""
+    start = start or {}
+    shown = [
+        f"{label} {format(tuned[name], spec)}"
+        + (f" (start {format(start[name], spec)})" if start.get(name) is not None else "")
+        for name, label, spec in (
+            ("preference_accuracy", "preference accuracy", ".0%"),
+            ("preference_margin", "margin per answer token", ".3g"),
+        )
+        if tuned.get(name) is not None
+    ]
+    for name, label in (("reward_accuracy", "reward accuracy vs start"), ("moved_right", "moved as labelled")):
+        if (vs_start or {}).get(name) is not None:
+            shown.append(f"{label} {vs_start[name]:.0%}")
+    return ", ".join(shown)
 
 
 def _behaviour_line(behaviour: dict[str, Any] | None) -> str:

@@ -28,8 +28,12 @@ TRAINING_MEMORY_PLAN = "training.memory_plan"
 TRAINING_RESULT = "training.result"  # final/best losses, steps, tokens, tokens/s, peak memory, paths
 
 # REVIEW: EvaluationPlugin
-# metrics (base vs fine-tuned), samples, PASS/FAIL, reasons; "behaviour": the behavioural checks
-# (each check, both models' answers and verdicts, pass rates) or None when none were given
+# "task" (sft|preference|unpaired); metrics (base vs fine-tuned: loss, perplexity, BLEU... for SFT data;
+# preference accuracy, margins, answer log-probabilities for preference data), samples (prompt,
+# reference or chosen answer, both models' answers), PASS/FAIL, reasons; "behaviour": the behavioural
+# checks (each check, both models' answers and verdicts, pass rates) or None when none were given;
+# "preference": None for SFT data, else examples, measure, loss and "vs_start" (the implicit reward
+# of the tuned model against its start: reward accuracy and margin, or for KTO the shares that moved)
 EVALUATION_REPORT = "evaluation.report"
 
 # OUTPUT: ModelExportPlugin, InferenceTestPlugin, report

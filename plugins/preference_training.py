@@ -166,6 +166,7 @@ class PreferenceTrainingPlugin(Plugin):
             output_dir=output_dir,
         )
         result["loss"] = self.config.loss
+        result["beta"] = self.config.beta  # evaluation weighs the implicit reward with it
         context.remember(memory_keys.TRAINING_RESULT, result)
         context.summarize("train_loss", result["train_loss"])
         context.summarize("final_eval_loss", result["final_eval_loss"])

@@ -38,6 +38,8 @@ def collect_report_data(
         "token_stats": flat_items(inputs.token_stats),
         "training": {k: v for k, v in result.items() if k != "log_history"},
         "loss_series": loss_series(result.get("log_history") or []),
+        "reward_series": history_series(result.get("log_history") or [], REWARD_SERIES),
+        "reward_accuracy_series": history_series(result.get("log_history") or [], REWARD_ACCURACY_SERIES),
         "evaluation": inputs.evaluation,
         "export": inputs.export,
         "inference": inputs.inference,
@@ -45,16 +47,32 @@ def collect_report_data(
     }
 
 
+LOSS_SERIES = {"training loss": "loss", "validation loss": "eval_loss"}
+# Preference training's implicit rewards (plugins/training/preference/trainer.py; for KTO chosen and
+# rejected are the desirable and undesirable completions), and the share of pairs they rank right.
+REWARD_SERIES = {
+    "chosen (training)": "rewards/chosen",
+    "rejected (training)": "rewards/rejected",
+    "margin (training)": "rewards/margins",
+    "margin (validation)": "eval_rewards/margins",
+}
+REWARD_ACCURACY_SERIES = {"training": "rewards/accuracies", "validation": "eval_rewards/accuracies"}
+
+
 def loss_series(history: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
-    series: dict[str, list[tuple[float, float]]] = {"training loss": [], "validation loss": []}
+    return history_series(history, LOSS_SERIES)
+
+
+def history_series(history: list[dict[str, Any]], names: dict[str, str]) -> dict[str, list[tuple[float, float]]]:
+    """(step, value) points of each logged value in ``names`` (label -> log key); absent ones are left out."""
+    series: dict[str, list[tuple[float, float]]] = {label: [] for label in names}
     for record in history:
         step = record.get("step")
         if step is None:
             continue
-        if isinstance(record.get("loss"), (int, float)):
-            series["training loss"].append((float(step), float(record["loss"])))
-        if isinstance(record.get("eval_loss"), (int, float)):
-            series["validation loss"].append((float(step), float(record["eval_loss"])))
+        for label, key in names.items():
+            if isinstance(record.get(key), (int, float)):
+                series[label].append((float(step), float(record[key])))
     return {name: points for name, points in series.items() if points}
 
 

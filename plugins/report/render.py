@@ -22,13 +22,48 @@ def render_report(data: dict[str, Any]) -> str:
     evaluation = data.get("evaluation") or {}
     metrics = evaluation.get("metrics") or {}
     tuned, base = metrics.get("fine_tuned") or {}, metrics.get("base") or {}
-    metric_rows = [(name, value, base.get(name)) for name, value in tuned.items()]
+    preference = bool(evaluation.get("preference"))
+    metric_rows = [
+        (PREFERENCE_LABELS.get(name, name) if preference else name, value, base.get(name))
+        for name, value in tuned.items()
+    ]
+    vs_start = (evaluation.get("preference") or {}).get("vs_start") or {}
     return environment.from_string(REPORT_TEMPLATE).render(
         **data,
         loss_chart=chart,
+        reward_chart=_chart(data.get("reward_series"), "Implicit rewards", "reward"),
+        reward_accuracy_chart=_chart(data.get("reward_accuracy_series"), "Reward accuracy", "share of pairs"),
         metric_rows=metric_rows,
+        reward_rows=[(PREFERENCE_LABELS.get(name, name), value) for name, value in vs_start.items()],
         verification=verification_rows(data.get("export") or {}),
     )
+
+
+# What each preference figure of the evaluation means (plugins/eval/preference.py).
+PREFERENCE_LABELS = {
+    "preference_accuracy": "preference accuracy (mean log-prob per answer token)",
+    "preference_margin": "margin, log-prob per answer token",
+    "preference_accuracy_summed": "preference accuracy (summed log-prob)",
+    "preference_margin_summed": "margin, summed log-prob",
+    "chosen_logp": "chosen answers, log-prob per token",
+    "rejected_logp": "rejected answers, log-prob per token",
+    "desirable_logp": "desirable completions, log-prob per token",
+    "undesirable_logp": "undesirable completions, log-prob per token",
+    "reward_accuracy": "reward accuracy (chosen gained more than rejected)",
+    "reward_margin": "reward margin, chosen - rejected",
+    "chosen_reward": "reward of the chosen answers",
+    "rejected_reward": "reward of the rejected answers",
+    "desirable_rose": "desirable completions whose log-prob rose",
+    "undesirable_fell": "undesirable completions whose log-prob fell",
+    "moved_right": "completions that moved the way their label asks",
+    "desirable_reward": "reward of the desirable completions",
+    "undesirable_reward": "reward of the undesirable completions",
+    "beta": "beta (reward = beta x log-ratio)",
+}
+
+
+def _chart(series: dict[str, Any] | None, title: str, y_label: str) -> str | None:
+    return line_chart_svg(series, title=title, x_label="step", y_label=y_label) if series else None
 
 
 def format_number(value: Any) -> str:

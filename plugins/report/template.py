@@ -37,13 +37,29 @@ REPORT_TEMPLATE = """<!DOCTYPE html>
 <h2 id="loss">Loss curves</h2>
 {{ loss_chart | safe }}
 <p class="muted">Validation loss: the mean cross-entropy per trained token over the held-out rows, measured during training on the weights of that step, in the training precision. The final model is the last step's weights, and the evaluation's loss below is the same measure of it, reloaded (in the evaluation's precision). Training loss: the same measure on the training rows, averaged over the steps since the previous point, with dropout.</p>
+{% if reward_chart %}
+<h3 id="rewards">Preference rewards</h3>
+{{ reward_chart | safe }}
+{% if reward_accuracy_chart %}{{ reward_accuracy_chart | safe }}{% endif %}
+<p class="muted">The implicit reward of an answer is beta x (its log-probability under the model being trained - under the reference), summed over its answer tokens; margin: chosen - rejected (for KTO: desirable and undesirable completions). Reward accuracy: the share of pairs whose chosen answer has the higher reward. Training points average the steps since the previous one; validation points are the held-out pairs.</p>
+{% endif %}
 
 <h2 id="evaluation">Evaluation</h2>
+{% set preference = evaluation.preference %}
+{% if preference %}
+<p>Held-out {{ 'pairs' if preference.task == 'preference' else 'completions' }}: {{ preference.examples }}. Each answer is scored by its {{ preference.measure }}; the starting point is the model before {{ preference.loss or 'preference' }} training (the base, with the adapter disabled for an adapter).</p>
+{% endif %}
 {% if metric_rows %}
-<table id="metrics-table">
-  <tr><th>metric</th><th>fine-tuned</th><th>base</th></tr>
+<table id="{{ 'preference-table' if preference else 'metrics-table' }}">
+  <tr><th>metric</th><th>{{ 'tuned' if preference else 'fine-tuned' }}</th><th>{{ 'start' if preference else 'base' }}</th></tr>
   {% for name, tuned, base in metric_rows %}<tr><td>{{ name }}</td><td class="num">{{ tuned | num }}</td><td class="num">{{ base | num }}</td></tr>{% endfor %}
 </table>
+{% if reward_rows %}
+<table id="reward-table">
+  <tr><th>tuned vs start (implicit reward)</th><th>value</th></tr>
+  {% for name, value in reward_rows %}<tr><td>{{ name }}</td><td class="num">{{ value | num }}</td></tr>{% endfor %}
+</table>
+{% endif %}
 {% for name, value in (evaluation.improvement or {}).items() %}<p>{{ name.replace('_', ' ') }} over the base model: <b>{{ '%.1f%%' % (100 * value) }}</b></p>{% endfor %}
 {% if evaluation.thresholds %}
 <table id="thresholds-table">
@@ -56,7 +72,8 @@ REPORT_TEMPLATE = """<!DOCTYPE html>
 <h2 id="samples">Sample generations</h2>
 {% if evaluation.samples %}
 <table id="samples-table">
-  <tr><th>prompt</th><th>reference</th><th>fine-tuned</th><th>base</th></tr>
+  {% if preference %}<tr><th>prompt</th><th>chosen answer</th><th>tuned</th><th>start</th></tr>
+  {% else %}<tr><th>prompt</th><th>reference</th><th>fine-tuned</th><th>base</th></tr>{% endif %}
   {% for s in evaluation.samples %}<tr><td><pre>{{ s.prompt }}</pre></td><td><pre>{{ s.reference }}</pre></td><td><pre>{{ s.fine_tuned | answer }}</pre></td><td><pre>{{ s.base | answer }}</pre></td></tr>{% endfor %}
 </table>
 {% else %}<p class="muted">No samples.</p>{% endif %}

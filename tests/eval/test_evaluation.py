@@ -331,33 +331,3 @@ def test_behaviour_threshold_in_a_workflow(eval_run, check, code, capsys):
     else:
         assert "behaviour checks passed: 100%" in printed.out
         assert (out / "export").is_dir()
-
-
-def test_a_preference_workflow_with_evaluation_is_refused_at_load(tmp_path):
-    """Evaluation scores SFT data only: beside preference_training it would fail after training."""
-    from entity_training import ConfigError
-    from entity_training.workflow import load_workflow
-
-    workflow = write_workflow(
-        tmp_path,
-        stages={
-            "INPUT": [step("dataset_loader", dataset_path="pairs.jsonl")],
-            "PARSE": [step("training_config", model_name_or_path="tiny")],
-            "THINK": [step("data_preparation"), step("memory_plan")],
-            "DO": [step("preference_training")],
-            "REVIEW": [step("evaluation")],
-        },
-    )
-    with pytest.raises(ConfigError, match="cannot score preference data yet"):
-        load_workflow(workflow)
-
-
-async def test_preference_data_is_refused_before_any_model_loads(tmp_path, make_context):
-    from entity_training.memory import Memory
-    from plugins.evaluation import EvaluationPlugin
-
-    memory = Memory()
-    memory.set(keys.DATASET_TOKENIZED, {"task": "preference", "train": str(tmp_path / "train")})
-    memory.set(keys.TRAINING_RESULT, {"final_model_path": str(tmp_path / "missing")})
-    with pytest.raises(InputError, match="cannot score preference data yet"):
-        await EvaluationPlugin().execute(make_context(Stage.REVIEW, memory=memory))
