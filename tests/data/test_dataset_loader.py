@@ -435,3 +435,34 @@ def test_unreadable_binary_files_and_saved_folders(tmp_path):
     splits = datasets.DatasetDict({"test": datasets.Dataset.from_list([{"text": "x"}])})
     splits.save_to_disk(str(tmp_path / "saved"))
     assert "has no 'train' split (it has test)" in load_error(tmp_path / "saved")
+
+
+def test_two_loaders_in_one_workflow_keep_their_splits_in_their_own_files(tmp_path):
+    from helpers.engine import load, run
+
+    sft = tmp_path / "sft.jsonl"
+    sft.write_text("".join(json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) + "\n" for i in range(6)))
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        "".join(json.dumps({"prompt": f"p{i}", "chosen": f"c{i}", "rejected": f"r{i}"}) + "\n" for i in range(4))
+    )
+    workflow = load(
+        tmp_path,
+        f"""
+workflow:
+  INPUT:
+    - plugin: dataset_loader
+      config: {{dataset_path: {sft}, validation_split: 0}}
+    - plugin: dataset_loader
+      name: preference_data
+      memory: {{dataset: preference}}
+      config: {{dataset_path: {pairs}, validation_split: 0}}
+""",
+    )
+    result = run(workflow, tmp_path / "run")
+    assert result.status == "success", result.error
+    sft_file, pair_file = result.memory.get("dataset.train"), result.memory.get("preference.train")
+    assert sft_file.path != pair_file.path
+    assert len(read_conversations(sft_file)) == 6 and len(read_conversations(pair_file)) == 4
+    assert result.memory.get("dataset.stats")["task"] == "sft"
+    assert result.memory.get("preference.stats")["task"] == "preference"
