@@ -625,20 +625,24 @@ def _check_thresholds(
 
 
 def _preference_line(tuned: dict[str, Any], start: dict[str, Any] | None, vs_start: dict[str, Any] | None) -> str:
-    """The headline figures of preference data, tuned (start), e.g. ``preference accuracy 92% (start 50%)``."""
+    """The headline figures of preference data: first how the training moved the model against its
+    start (reward accuracy, what DPO optimises), then the model's own ranking, tuned (start), e.g.
+    ``reward accuracy vs start 100%, chosen more likely per token 42% (start 8%), ...``."""
     start = start or {}
     shown = [
+        f"{label} {vs_start[name]:.0%}"
+        for name, label in (("reward_accuracy", "reward accuracy vs start"), ("moved_right", "moved as labelled"))
+        if (vs_start or {}).get(name) is not None
+    ]
+    shown += [
         f"{label} {format(tuned[name], spec)}"
         + (f" (start {format(start[name], spec)})" if start.get(name) is not None else "")
         for name, label, spec in (
-            ("preference_accuracy", "preference accuracy", ".0%"),
+            ("preference_accuracy", "chosen more likely per token", ".0%"),
             ("preference_margin", "margin per answer token", ".3g"),
         )
         if tuned.get(name) is not None
     ]
-    for name, label in (("reward_accuracy", "reward accuracy vs start"), ("moved_right", "moved as labelled")):
-        if (vs_start or {}).get(name) is not None:
-            shown.append(f"{label} {vs_start[name]:.0%}")
     return ", ".join(shown)
 
 
