@@ -71,3 +71,17 @@ def test_kto_weighs_desirable_and_undesirable_completions():
     loss, metrics = preference_loss(config, policy, reference, desirable)
     assert loss.item() == pytest.approx((0.5 + 0.5 + 2 * 0.5) / 3)  # 1 - sigmoid(0) = 0.5 each, weighted
     assert metrics["kl"].item() == 0 and metrics["rewards/margins"].item() == 0
+
+
+def test_kto_logs_the_same_metric_names_whatever_the_batch_holds():
+    # Ranks reduce the metrics together, so a batch without undesirable completions still names them (NaN).
+    policy = SequenceLogps(torch.tensor([-2.0, -3.0]), torch.tensor([2, 2]))
+    reference = SequenceLogps(torch.tensor([-3.0, -3.0]), policy.counts)
+    config = PreferenceTrainingConfig(loss="kto")
+    _, only_desirable = preference_loss(config, policy, reference, torch.tensor([True, True]))
+    _, mixed = preference_loss(config, policy, reference, torch.tensor([True, False]))
+    assert only_desirable.keys() == mixed.keys()
+    assert math.isnan(only_desirable["rewards/rejected"].item()) and math.isnan(
+        only_desirable["rewards/margins"].item()
+    )
+    assert only_desirable["rewards/chosen"].item() == pytest.approx(0.05)

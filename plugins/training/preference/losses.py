@@ -137,13 +137,17 @@ def _kto(settings: LossSettings, policy: SequenceLogps, reference: SequenceLogps
         settings.undesirable_weight * (1 - torch.sigmoid(beta * (kl - ratios))),
     )
     rewards = beta * ratios.detach()
-    metrics = {"kl": kl, "rewards/accuracies": ((rewards > 0) == desirable).float().mean()}
-    if desirable.any():
-        metrics["rewards/chosen"] = rewards[desirable].mean()
-    if (~desirable).any():
-        metrics["rewards/rejected"] = rewards[~desirable].mean()
-    if desirable.any() and (~desirable).any():
-        metrics["rewards/margins"] = metrics["rewards/chosen"] - metrics["rewards/rejected"]
+    nan = torch.full((), float("nan"), device=rewards.device)
+    # Always the same names (ranks reduce them together); NaN where this batch has no such completion.
+    chosen = rewards[desirable].mean() if desirable.any() else nan
+    rejected = rewards[~desirable].mean() if (~desirable).any() else nan
+    metrics = {
+        "kl": kl,
+        "rewards/accuracies": ((rewards > 0) == desirable).float().mean(),
+        "rewards/chosen": chosen,
+        "rewards/rejected": rejected,
+        "rewards/margins": chosen - rejected,
+    }
     return losses.mean(), metrics
 
 

@@ -59,8 +59,16 @@ class PreferenceTrainer(CheckpointingTrainer):
         mode = "eval" if "eval_loss" in logs else "train" if "loss" in logs else None
         if mode is not None:
             prefix = "eval_" if mode == "eval" else ""
-            for name, values in self._metrics[mode].items():
-                logs[prefix + name] = torch.stack(values).float().mean().item()
+            # Every rank logs the same names in the same order (the reduction is collective); a
+            # value a batch could not measure (KTO's chosen rewards of a batch with no desirable
+            # completion) is NaN and left out of the mean over every rank's batches.
+            for name in sorted(self._metrics[mode]):
+                values = torch.stack(self._metrics[mode][name]).float()
+                measured = ~values.isnan()
+                totals = torch.stack([values[measured].sum(), measured.sum().float()])
+                total, count = self.accelerator.reduce(totals, reduction="sum").tolist()
+                if count:
+                    logs[prefix + name] = total / count
             self._metrics[mode].clear()
         super().log(logs, start_time)
 
