@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from plugins.models.adapters import is_adapter_folder
 
-def is_adapter_folder(folder: str | Path) -> bool:
-    return (Path(folder) / "adapter_config.json").is_file()
+__all__ = ["adapter_base_model", "exact_base_model", "is_adapter_folder", "load_saved_tokenizer", "load_trained_model"]
 
 
 def adapter_base_model(adapter_dir: str | Path) -> str:
