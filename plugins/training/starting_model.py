@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from entity_training import InputError, Problem
+from entity_training import ConfigError, InputError, Problem
 
 if TYPE_CHECKING:
     from plugins.training_config import ResolvedTrainingConfig, TrainingConfig
@@ -39,6 +39,16 @@ def starting_model(config: ResolvedTrainingConfig, previous: dict[str, Any] | No
         return StartingModel(config.model_name_or_path, config.adapter_path)
     from plugins.models.adapters import is_adapter_folder
 
+    base = previous.get("base_model")
+    if base and base != config.model_name_or_path:
+        raise ConfigError(
+            Problem(
+                f"this step continues the model of the DO step before, trained on {base!r}, but its own "
+                f"training_config names {config.model_name_or_path!r}, whose tokenizer prepared its data. Give "
+                "every training_config step of the workflow the same model_name_or_path.",
+                path="model_name_or_path",
+            )
+        )
     final = Path(previous["final_model_path"])
     origin = f"the {previous.get('method', 'trained')} model of the DO step before, training.result"
     if not final.is_dir():

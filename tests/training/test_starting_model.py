@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from helpers.training import build_tiny_model_dir, packed_rows, run_do_plugin, write_tokenized
 from safetensors.torch import load_file
 
-from entity_training import InputError, RunInterrupted
+from entity_training import ConfigError, InputError, RunInterrupted
 from entity_training.memory import Memory
 from plugins import memory_keys
 from plugins.fine_tuning import FineTuningPlugin
@@ -305,3 +306,36 @@ async def test_the_merged_export_after_sft_then_dpo_is_the_dpo_model(tiny_model,
     sft_logps = sequence_logps(load_adapter(tiny_model, sft["lora"]["final_model_path"]), rows)
     torch.testing.assert_close(sequence_logps(merged, rows), dpo, rtol=1e-2, atol=0.05)
     assert (dpo - sft_logps).abs().max() > 0.05
+
+
+def test_a_dpo_step_whose_model_differs_from_the_sft_steps_is_refused():
+    from plugins.training.starting_model import starting_model
+
+    config = SimpleNamespace(model_name_or_path="small", adapter_path=None)
+    with pytest.raises(ConfigError, match="same model_name_or_path"):
+        starting_model(config, {"base_model": "tiny", "final_model_path": "/nowhere"})
+
+
+@pytest.mark.slow
+def test_the_sft_then_dpo_workflow_runs_end_to_end(tmp_path):
+    """configs/sft_then_dpo.yaml on the tiny model: two datasets, two training configs, SFT then DPO
+    continuing the SFT adapter, the export of the DPO model."""
+    from helpers.cli import run_train
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "run"
+    done = run_train(
+        "--config", "configs/sft_then_dpo.yaml", "--model", "tiny", "--max-steps", "2", "--output", str(out),
+        "--set", "preference_settings.model_name_or_path=tiny", "--set", "preference_settings.max_steps=2",
+        "--yes", cwd=repo, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    entries = json.loads((out / "memory.json").read_text(encoding="utf-8"))["entries"]
+    assert {"dataset.train", "preference.train", "preference.tokenized", "preference.memory_plan"} <= set(entries)
+    assert sorted(p.name for p in (out / "data").iterdir()) == [
+        "preference.train.jsonl", "preference.validation.jsonl", "train.jsonl", "validation.jsonl",
+    ]  # fmt: skip
+    result = entries["training.result"]
+    assert result["loss"] == "dpo" and result["final_model_path"].startswith(str(out / "preference_training"))
+    assert (out / "final-model" / "adapter_config.json").is_file()  # the SFT adapter, kept
+    assert "continued" in done.stdout and (out / "export" / "merged").is_dir()
