@@ -60,7 +60,7 @@ def add_workflow_arguments(parser: argparse.ArgumentParser, *, config_positional
 
 
 def collect_overrides(args: argparse.Namespace) -> list[Any]:
-    from entity_training.workflow import Override, parse_set_argument
+    from entity_training.overrides import Override, parse_set_argument
 
     overrides = []
     for flag, (field, _) in NAMED_FLAGS.items():

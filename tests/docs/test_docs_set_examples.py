@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from entity_training.workflow import load_workflow, parse_set_argument
+from entity_training.overrides import parse_set_argument
+from entity_training.workflow import load_workflow
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]

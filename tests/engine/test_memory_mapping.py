@@ -14,7 +14,7 @@ from pydantic import Field
 from entity_training import Plugin, PluginConfig, Stage
 from entity_training.errors import ConfigError
 from entity_training.key_map import KeyMap
-from entity_training.workflow import Override
+from entity_training.overrides import Override
 
 
 class Loader(Plugin):

@@ -8,7 +8,8 @@ from helpers.workflows import write_yaml
 from pydantic import ValidationError
 
 from entity_training.errors import ConfigError
-from entity_training.workflow import Override, load_workflow, parse_set_argument
+from entity_training.overrides import Override, parse_set_argument
+from entity_training.workflow import load_workflow
 
 
 def problems_of(excinfo) -> list:

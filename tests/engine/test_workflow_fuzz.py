@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from entity_training.errors import ConfigError
-from entity_training.workflow import Workflow, load_workflow, parse_set_argument
+from entity_training.overrides import parse_set_argument
+from entity_training.workflow import Workflow, load_workflow
 
 KEYS = [
     "run",

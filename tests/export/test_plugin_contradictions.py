@@ -11,7 +11,8 @@ from helpers.workflows import line_of, step, write_workflow
 
 from entity_training import ConfigError
 from entity_training.cli import main
-from entity_training.workflow import Override, load_workflow, parse_set_argument
+from entity_training.overrides import Override, parse_set_argument
+from entity_training.workflow import load_workflow
 from plugins.export.formats import GGUF_FOR_OLLAMA, MERGED_AS_HUGGINGFACE, MERGED_OF_FULL, formats_for
 from plugins.model_export import QUANTIZED_BASE
 

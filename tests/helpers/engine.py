@@ -6,7 +6,8 @@ import asyncio
 from pathlib import Path
 
 from entity_training.executor import RunResult, WorkflowExecutor
-from entity_training.workflow import Override, Workflow, load_workflow
+from entity_training.overrides import Override
+from entity_training.workflow import Workflow, load_workflow
 from helpers.workflows import write_yaml
 
 
