@@ -1,6 +1,11 @@
 """Time our data pipeline against TRL's SFTTrainer dataset preparation, cold and warm, in one run.
 
     python benchmarks/preprocess.py [--max-length 1024] [--model tiny] [--repeats 3] [--warm-repeats 8]
+    python benchmarks/preprocess.py --generated 100000 --num-proc 2 --repeats 2 --warm-repeats 2
+
+By default it reads the shared Alpaca and glaive demos; ``--generated N`` instead writes N seeded
+ShareGPT-style multi-turn rows (2 to 4 exchanges of varied lengths) and times those, with
+``--num-proc`` workers on both sides (our ``num_proc``, TRL's ``dataset_num_proc``).
 
 Both sides use the same tokenizer and a ChatML template, train on assistant tokens only and pack
 rows of at most --max-length tokens. Every timed run is a fresh process, as a user's next
@@ -91,6 +96,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", default="tiny", help="built-in model whose tokenizer both sides use")
     parser.add_argument("--repeats", type=int, default=3, help="cold runs of each side (alternating)")
     parser.add_argument("--warm-repeats", type=int, default=8, help="warm runs of each side (alternating)")
+    parser.add_argument("--generated", type=int, metavar="ROWS", help="time N generated multi-turn rows instead")
+    parser.add_argument("--num-proc", type=int, default=1, help="worker processes for both sides' tokenization")
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 cold and 2 warm runs, no RESULTS.md")
     parser.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
     # One timed run in this process (what the parent spawns for every measurement).
@@ -132,14 +139,22 @@ def alternating(repeats: int, ours_run, trl_run) -> tuple[list[dict], list[dict]
 # -- ours ---------------------------------------------------------------------------------------
 
 
-def ours(path: Path, tokenizer, tokenizer_files, max_length: int, cache_dir: Path, parts: list | None = None):
+def ours(
+    path: Path, tokenizer, tokenizer_files, max_length: int, cache_dir: Path, num_proc: int, parts: list | None = None
+):
     """Our pipeline; with ``parts``, append the CPU seconds of its three steps (load, key and check, open)."""
     clock = [time.process_time()]
     conversations = load_conversations([path], cache_dir=cache_dir / "loaded").conversations
     clock.append(time.process_time())
     options = PreparationOptions(max_seq_length=max_length, chat_template="chatml")
     prepared = prepare_tokenized(
-        conversations, [], tokenizer, options, cache_dir=cache_dir / "tokenized", tokenizer_files=tokenizer_files
+        conversations,
+        [],
+        tokenizer,
+        options,
+        cache_dir=cache_dir / "tokenized",
+        tokenizer_files=tokenizer_files,
+        num_proc=num_proc,
     )
     clock.append(time.process_time())
     load_tokenized(prepared.tokenized["train"])
@@ -169,7 +184,7 @@ def trl_rows(path: Path) -> list[dict]:
     return rows
 
 
-def trl_prepare(jsonl: Path, model, tokenizer, max_length: int, assistant_only: bool, cache_dir: Path):
+def trl_prepare(jsonl: Path, model, tokenizer, max_length: int, assistant_only: bool, cache_dir: Path, num_proc: int):
     import datasets
     from trl import SFTConfig, SFTTrainer
 
@@ -179,6 +194,7 @@ def trl_prepare(jsonl: Path, model, tokenizer, max_length: int, assistant_only: 
         max_length=max_length,
         packing=True,
         assistant_only_loss=assistant_only,
+        dataset_num_proc=num_proc if num_proc > 1 else None,
         report_to="none",
         use_cpu=True,
         save_strategy="no",
@@ -187,6 +203,30 @@ def trl_prepare(jsonl: Path, model, tokenizer, max_length: int, assistant_only: 
     )
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
     return trainer.train_dataset
+
+
+_WORDS = (
+    "the model reads each line of data and learns which word tends to follow which in a careful answer "
+    "about rivers mountains cooking prices travel code tests engines weather music history numbers and plans"
+).split()
+
+
+def generated_sharegpt(rows: int, seed: int = 0) -> list[dict]:
+    """``rows`` ShareGPT conversations of 2 to 4 exchanges, questions of 5-40 words, answers of 20-200."""
+    import random
+
+    rng = random.Random(seed)
+
+    def text(low: int, high: int) -> str:
+        return " ".join(rng.choices(_WORDS, k=rng.randint(low, high)))
+
+    conversations = []
+    for _ in range(rows):
+        turns = []
+        for _ in range(rng.randint(2, 4)):
+            turns += [{"from": "human", "value": text(5, 40) + "?"}, {"from": "gpt", "value": text(20, 200) + "."}]
+        conversations.append({"conversations": turns})
+    return conversations
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -230,7 +270,9 @@ def child(args: argparse.Namespace) -> int:
     result: dict = {"versions": f"trl {trl.__version__}, transformers {transformers.__version__}"}
     if args.child == "ours":
         parts: list[list[float]] = []
-        timing, prepared = timed(ours, args.data, tokenizer, tokenizer_files, args.max_length, args.cache, parts)
+        timing, prepared = timed(
+            ours, args.data, tokenizer, tokenizer_files, args.max_length, args.cache, args.num_proc, parts
+        )
         result |= {
             "parts": parts[0],
             "cache_hit": prepared.cache_hit,
@@ -242,7 +284,9 @@ def child(args: argparse.Namespace) -> int:
         model = load_causal_lm(args.model)
 
         def prepare():
-            return trl_prepare(args.data, model, tokenizer, args.max_length, args.assistant_only, args.cache)
+            return trl_prepare(
+                args.data, model, tokenizer, args.max_length, args.assistant_only, args.cache, args.num_proc
+            )
 
         if args.child == "trl-overhead":  # the Trainer's fixed cost: a two-row dataset, warm, in process
             prepare()
@@ -257,7 +301,7 @@ def child(args: argparse.Namespace) -> int:
 def run_side(args: argparse.Namespace, side: str, data: Path, cache: Path, *, assistant_only: bool = False) -> dict:
     """Spawn one child run of ``side`` and return what it measured."""
     command = [PYTHON, str(Path(__file__).resolve()), "--child", side, "--data", str(data), "--cache", str(cache)]
-    command += ["--model", args.model, "--max-length", str(args.max_length)]
+    command += ["--model", args.model, "--max-length", str(args.max_length), "--num-proc", str(args.num_proc)]
     if assistant_only:
         command.append("--assistant-only")
     run = run_child(command)
@@ -270,7 +314,11 @@ def main() -> int:
     args = parse_args()
     if args.child:
         return child(args)
-    if not all((SHARED_DATASETS / name).is_file() for name in DATASETS):
+    if args.generated:
+        sources = [write_jsonl(WORK / f"sharegpt_{args.generated}.jsonl", generated_sharegpt(args.generated))]
+    elif all((SHARED_DATASETS / name).is_file() for name in DATASETS):
+        sources = [SHARED_DATASETS / name for name in DATASETS]
+    else:
         print(f"{SHARED_DATASETS} lacks {' or '.join(DATASETS)}: nothing to benchmark", file=sys.stderr)
         return 2
     load_start = load_average()
@@ -285,8 +333,8 @@ def main() -> int:
     print(f"model {args.model}, max_length {args.max_length}, {overhead['versions']}, {os.cpu_count()} CPUs")
 
     results = []
-    for name in DATASETS:
-        path = SHARED_DATASETS / name
+    for path in sources:
+        name = path.name
         rows = trl_rows(path)
         jsonl = write_jsonl(WORK / f"{path.stem}.trl.jsonl", rows)
         assistant_only = "messages" in rows[0]
@@ -318,7 +366,7 @@ def main() -> int:
     report = render(results, overhead["wall"], args, filled["tokenizer_files_known"], load_start, load_end)
     print("\n" + report)
     if not args.no_write:
-        write_section("preprocess", report)
+        write_section("preprocess_generated" if args.generated else "preprocess", report)
     return 0
 
 
@@ -350,10 +398,12 @@ def render(results, overhead: float, args, tokenizer_files_known: bool, load_sta
         "warm ratio",
         "warm CPU ms ours / TRL",
     ]
+    workers = f", {args.num_proc} worker processes a side" if args.num_proc > 1 else ""
+    subject = f"{args.generated:,} generated multi-turn rows" if args.generated else "the shared demos"
     lines = [
-        "## Preprocessing: ours vs TRL SFTTrainer, cold and warm cache (benchmarks/preprocess.py)",
+        f"## Preprocessing {subject}: ours vs TRL SFTTrainer, cold and warm cache (benchmarks/preprocess.py)",
         "",
-        f"Load, chat template, tokenize, mask and pack each file at max_length {args.max_length} with the tokenizer "
+        f"Load, chat template, tokenize, mask and pack each file at max_length {args.max_length}{workers} with the tokenizer "
         f"of the built-in `{args.model}`; medians of {args.repeats} cold and {args.warm_repeats} warm runs per side, "
         "alternating, each in a fresh process that has imported torch, transformers, datasets and TRL and loaded the "
         "tokenizer (and TRL's model) before its timer starts, as a user's next run does. Ratio = TRL time / our "

@@ -10,20 +10,18 @@ uninterrupted run (CPU, fixed seed), loadable final weights, an export, and no l
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers.kill import checkpoint_published, events, kill_when, plugin_started, training_step_logged
 from helpers.workflows import step, write_workflow
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_STEPS = 6
 RUN_TIMEOUT_S = 600
-POLL_S = 0.005
 
 pytestmark = pytest.mark.slow
 
@@ -59,48 +57,20 @@ def _run(work_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     )
 
 
-def _events(run_dir: Path) -> list[dict]:
-    try:
-        lines = (run_dir / "events.jsonl").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    events = []
-    for line in lines:
-        try:
-            events.append(json.loads(line))
-        except ValueError:
-            break  # the line being written
-    return events
-
-
-def _plugin_started(name: str) -> Callable[[Path], bool]:
-    return lambda run_dir: any(e["type"] == "plugin_start" and e.get("plugin") == name for e in _events(run_dir))
-
-
-def _checkpoint_published(step: int) -> Callable[[Path], bool]:
-    return lambda run_dir: (run_dir / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").exists()
-
-
 def _checkpoint_being_written(run_dir: Path) -> bool:
     staging = run_dir / "checkpoints" / ".staging"
     return staging.is_dir() and any(staging.iterdir())
 
 
-def _training_step_logged(step: int) -> Callable[[Path], bool]:
-    return lambda run_dir: any(
-        e["type"] == "metrics" and (e.get("step") or e["values"].get("step")) == step for e in _events(run_dir)
-    )
-
-
 KILL_POINTS: dict[str, Callable[[Path], bool]] = {
-    "at_start_during_input": lambda run_dir: any(e["type"] == "run_start" for e in _events(run_dir)),
-    "during_model_build_and_config": _plugin_started("training_config"),
-    "during_tokenization": _plugin_started("data_preparation"),
-    "mid_training_before_any_checkpoint": _training_step_logged(1),
+    "at_start_during_input": lambda run_dir: any(e["type"] == "run_start" for e in events(run_dir)),
+    "during_model_build_and_config": plugin_started("training_config"),
+    "during_tokenization": plugin_started("data_preparation"),
+    "mid_training_before_any_checkpoint": training_step_logged(1),
     "during_a_checkpoint_write": _checkpoint_being_written,
-    "between_checkpoints": _checkpoint_published(2),
-    "after_the_last_checkpoint": _checkpoint_published(MAX_STEPS),
-    "during_export": _plugin_started("model_export"),
+    "between_checkpoints": checkpoint_published(2),
+    "after_the_last_checkpoint": checkpoint_published(MAX_STEPS),
+    "during_export": plugin_started("model_export"),
 }
 
 
@@ -135,17 +105,10 @@ def test_killed_run_resumes_to_the_same_result(point, reference, tmp_path):
     torch.manual_seed(0)
     _write_workflow(tmp_path)
     run_dir = tmp_path / "run"
-    log = (tmp_path / "first.log").open("w")
-    process = subprocess.Popen(_command(tmp_path), cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-    reached = KILL_POINTS[point]
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while process.poll() is None and not reached(run_dir) and time.monotonic() < deadline:
-        time.sleep(POLL_S)
-    if process.poll() is not None:
-        pytest.fail(f"the run ended (exit {process.returncode}) before the kill point {point}")
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    log.close()
+    kill_when(
+        _command(tmp_path), cwd=tmp_path, run_dir=run_dir, reached=KILL_POINTS[point], timeout=RUN_TIMEOUT_S,
+        log=tmp_path / "first.log",
+    )  # fmt: skip
 
     resumed = _run(tmp_path, "--resume")
     output = resumed.stdout[-4000:] + resumed.stderr[-4000:]

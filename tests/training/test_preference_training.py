@@ -287,3 +287,14 @@ def test_the_dpo_workflow_trains_the_projects_demo_end_to_end(tmp_path):
     html = (out / "report.html").read_text(encoding="utf-8")
     assert 'id="preference-table"' in html and 'id="rewards"' in html and "chosen answer" in html
     assert (out / "export" / "huggingface").is_dir() or any((out / "export").iterdir())
+
+
+@pytest.mark.parametrize("method", ["dora", "qlora"])
+async def test_dora_and_qlora_learn_a_repeated_batch_against_the_adapter_off_reference(
+    method, tiny_model, pairs, tmp_path
+):
+    result = await run_preference(tmp_path, tiny_model, pairs, plugin={"loss": "dpo"}, training_method=method)
+    records = _train_records(result)
+    assert records[-1]["loss"] < records[0]["loss"] * 0.9, [r["loss"] for r in records]
+    assert result["method"] == method and records[-1]["rewards/margins"] > 0
+    assert (Path(result["final_model_path"]) / "adapter_model.safetensors").is_file()
