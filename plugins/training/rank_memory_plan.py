@@ -309,16 +309,20 @@ def recommend(plans: list[RankPlan]) -> RankPlan | None:
 MAX_DEVICES = 65536
 
 
-def devices_needed(
+def fewest_devices_without_offload(
     shape: ModelShape, settings: TrainingShape, *, start: int, device_bytes: int, **fit
 ) -> RankPlan | None:
-    """The recommended plan on the fewest devices (more than ``start``) of ``device_bytes`` on which
-    some strategy fits, or None below ``MAX_DEVICES``. ``fit``: plan_strategies' other arguments.
-    A rank's peak never grows with the number of devices, so the first count that fits is found by
-    bisection."""
+    """The recommended plan without offload on the fewest devices (more than ``start``) of
+    ``device_bytes``, or None below ``MAX_DEVICES``. ``fit``: plan_strategies' other arguments.
+
+    Only worth asking when no strategy without offload fits on ``start`` devices: offload itself
+    never needs more devices, as what it keeps on a device (activations, logits, gathered units)
+    does not shrink with their number. A rank's peak without offload never grows with the number of
+    devices past one, so the first count that fits is found by bisection."""
 
     def chosen(count: int) -> RankPlan | None:
-        return recommend(plan_strategies(shape, settings, devices=count, device_bytes=device_bytes, **fit))
+        plans = plan_strategies(shape, settings, devices=count, device_bytes=device_bytes, **fit)
+        return recommend([plan for plan in plans if not SHARDINGS[plan.strategy].offload])
 
     if chosen(MAX_DEVICES) is None:
         return None

@@ -8,7 +8,13 @@ import math
 import re
 
 from plugins.training.memory_plan import HEADROOM, format_bytes, render_plan
-from plugins.training.rank_memory_plan import SHARDINGS, RankPlan, devices_needed, plan_strategies, recommend
+from plugins.training.rank_memory_plan import (
+    SHARDINGS,
+    RankPlan,
+    fewest_devices_without_offload,
+    plan_strategies,
+    recommend,
+)
 
 _UNITS = {"": None, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(i?)(b?)\s*$", re.IGNORECASE)
@@ -29,7 +35,7 @@ def parse_size(text: str) -> int:
         scale = _UNITS[prefix.lower()]
     size = int(float(number) * scale)
     if size <= 0:
-        raise ValueError(f"{text!r} is not a size a device can have: give more than 0 bytes")
+        raise ValueError(f"{text!r} is not a size a device can have: give more than 0 bytes, e.g. 80GiB")
     return size
 
 
@@ -67,8 +73,7 @@ def print_rank_plans(workflow, *, devices: int, device_bytes: int, device_kind: 
     chosen = recommend(plans)
     render_rank_plans(plans, chosen, console)
     if chosen is None:
-        more = devices_needed(shape, settings, start=devices, device_bytes=device_bytes, **fit)
-        raise _nothing_fits(plans, more, devices=devices, device_bytes=device_bytes, auto_fit=config.auto_fit)
+        raise _nothing_fits(plans, devices=devices, device_bytes=device_bytes, auto_fit=config.auto_fit)
     launch = SHARDINGS[chosen.strategy].launch
     console.print(
         f"recommended: [bold]{chosen.strategy}[/bold], the cheapest that fits: accelerate launch {launch} "
@@ -81,6 +86,11 @@ def print_rank_plans(workflow, *, devices: int, device_bytes: int, device_kind: 
             f"  host memory: {format_bytes(chosen.host_bytes)} per rank for the offloaded shards, "
             f"{format_bytes(chosen.host_bytes * devices)} for all {devices} ranks"
         )
+        more = fewest_devices_without_offload(shape, settings, start=devices, device_bytes=device_bytes, **fit)
+        if more is not None:
+            console.print(
+                f"  without offload: {more.strategy} fits on {_devices(more.devices)} of {format_bytes(device_bytes)}"
+            )
     return chosen
 
 
@@ -127,27 +137,23 @@ def _requested_precision(workflow) -> str | None:
     return step.plugin.config.precision if step else None
 
 
-def _nothing_fits(plans: list[RankPlan], more: RankPlan | None, *, devices: int, device_bytes: int, auto_fit: bool):
+def _nothing_fits(plans: list[RankPlan], *, devices: int, device_bytes: int, auto_fit: bool):
+    """The ConfigError of a setup too small for every strategy: the memory per device that would do.
+    More devices would not: what offload keeps on a device does not shrink with their number."""
     from entity_training import ConfigError, Problem
 
     leanest = min(plans, key=lambda plan: plan.best.peak_bytes)
     # The memory that makes the leanest plan fit, rounded up to a tenth of a GiB.
     needed = math.ceil(leanest.best.peak_bytes / HEADROOM / 1024**3 * 10) / 10
-    levers = "with full sharding, offload" + (", gradient checkpointing and a micro-batch of 1" if auto_fit else "")
-    options = [f"{_devices(devices)} of at least {needed:.1f} GiB ({leanest.strategy})"]
-    if more is not None:
-        options.insert(0, f"{_devices(more.devices)} of {format_bytes(device_bytes)} ({more.strategy})")
-    else:
-        options[0] += (
-            f" (no number of {format_bytes(device_bytes)} devices would do: the activations, logits and gathered "
-            "units each rank keeps do not shrink with more devices)"
-        )
-    off = "" if auto_fit else " auto_fit is off, so the batch and checkpointing were kept as configured;"
+    levers = "with full sharding and offload" + (", gradient checkpointing and a micro-batch of 1" if auto_fit else "")
+    off = " (auto_fit is off: the batch and checkpointing were kept as configured)" if not auto_fit else ""
     message = (
-        f"--devices {devices} --device-memory {format_bytes(device_bytes)}: the training does not fit, even {levers}: "
-        f"a rank needs at least {format_bytes(leanest.best.peak_bytes)} ({leanest.strategy}), and "
-        f"{format_bytes(device_bytes * HEADROOM)} of each device is usable.{off} The smallest setup that would fit: "
-        f"{' or '.join(options)}. Or make the job smaller: a shorter max_seq_length, LoRA or QLoRA, a smaller model."
+        f"--devices {devices} --device-memory {format_bytes(device_bytes)}: the training does not fit, even {levers}"
+        f"{off}: a rank needs at least {format_bytes(leanest.best.peak_bytes)} ({leanest.strategy}), and "
+        f"{format_bytes(device_bytes * HEADROOM)} of each device is usable. The smallest setup that would fit: "
+        f"{_devices(devices)} of at least {needed:.1f} GiB ({leanest.strategy}); more devices of "
+        f"{format_bytes(device_bytes)} would not, as the activations, logits and gathered units a rank keeps do not "
+        "shrink with their number. Or make the job smaller: a shorter max_seq_length, LoRA or QLoRA, a smaller model."
     )
     return ConfigError(Problem(message))
 

@@ -10,8 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from helpers.model_shapes import llama_shape
 from rich.console import Console
-from transformers import LlamaConfig
 
 from plugins.training.memory_plan import (
     GIB,
@@ -22,22 +22,8 @@ from plugins.training.memory_plan import (
     plan_for_config,
     render_plan,
 )
-from plugins.training.model_shape import model_shape
 
 TESTS = Path(__file__).resolve().parents[1]
-
-
-def llama_shape(hidden: int = 128, heads: int = 4):
-    """A 4-layer Llama's shape, vocabulary 4096, MLP 4x the hidden size, half as many KV heads."""
-    config = LlamaConfig(
-        vocab_size=4096,
-        hidden_size=hidden,
-        intermediate_size=4 * hidden,
-        num_hidden_layers=4,
-        num_attention_heads=heads,
-        num_key_value_heads=heads // 2,
-    )
-    return model_shape(config)
 
 
 SHAPE = llama_shape()
