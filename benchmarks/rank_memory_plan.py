@@ -33,6 +33,15 @@ STRATEGIES = ("ddp", "fsdp_full_shard")
 # glibc's mmap threshold fixed at its initial value: RSS follows the live tensors.
 LIVE_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 MIB = 2**20
+READING = (
+    "Reading: with the live allocator the plan's per-rank terms (what sharding divides, the gathered units) "
+    "account for the measured saving; every estimate is then above the live peak by what its single-process "
+    "terms add for glibc's heap (they were calibrated on the default allocator). With the default allocator "
+    "DDP's ranks are where the single-process plan puts them, while FSDP2's keep its freed all-gather "
+    "buffers resident: on CPU its RSS is above the estimate, and for LoRA (whose sharding saves little) "
+    "above DDP's. On a GPU, PyTorch's caching allocator keeps such blocks for the next unit of the same size "
+    "(not measured here: no GPU was lent)."
+)
 
 
 def run_probe(strategy: str, work: Path, *, method: str = "full", processes: int = 2, live: bool = False) -> dict:
@@ -100,6 +109,8 @@ def main() -> None:
             "What sharding saves per rank, DDP minus FSDP2 full shard (MiB):",
             "",
             markdown_table(["method", "allocator", "estimated", "measured (rank 0, rank 1)"], savings),
+            "",
+            READING,
             *components_and_machine(details, load_start, load_end),
         ]
     )

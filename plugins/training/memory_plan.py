@@ -462,7 +462,8 @@ def plan_for_config(
     fine-tuning on packed rows, or of the preference training ``preference`` describes.
 
     Applies auto-fit when the config allows it. ``available_bytes`` defaults to
-    ``memory_budget_gb`` if set, else the device's free memory.
+    ``memory_budget_gb`` if set, else the device's free memory. Under a distributed launch the plan
+    is one rank's, for the strategy the launch selected (plugins/training/rank_memory_plan.py).
     """
     from plugins.training.device import detect_device
 
@@ -471,14 +472,23 @@ def plan_for_config(
         budget = config.memory_budget_gb
         available_bytes = int(budget * GIB) if budget else device.free_memory_bytes
     shape, settings = shape_and_settings(config, max_seq_length, preference=preference, device_kind=device.kind)
+    estimate, device_name = estimate_peak_memory, device.name
+    if settings.distributed:
+        import os
+
+        from plugins.training.rank_memory_plan import launched_rank_estimator
+
+        estimate, launch = launched_rank_estimator(os.environ)
+        device_name = f"{device.name}, one rank of {launch}"
     if not config.auto_fit:
-        return estimate_peak_memory(shape, settings, available_bytes=available_bytes, device_name=device.name)
+        return estimate(shape, settings, available_bytes=available_bytes, device_name=device_name)
     return fit_to_memory(
         shape,
         settings,
         available_bytes=available_bytes,
-        device_name=device.name,
+        device_name=device_name,
         allow_gradient_checkpointing=allows_gradient_checkpointing(config),
+        estimate=estimate,
     )
 
 

@@ -58,6 +58,7 @@ them (auto-fit, as in the single-process plan).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal
@@ -66,6 +67,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from plugins.training.memory_plan import (
     FP32,
+    Estimator,
     MemoryPlan,
     TrainingShape,
     estimate_peak_memory,
@@ -266,6 +268,31 @@ def _largest_trainable_unit_params(shape: ModelShape, settings: TrainingShape) -
         return _largest_unit_params(shape, settings)
     adapters = lora_parameter_count(shape, settings) // max(shape.num_layers, 1)
     return max(adapters, saved_module_parameter_count(shape, settings.modules_to_save))
+
+
+def launched_strategy(environ: Mapping[str, str]) -> Strategy:
+    """The strategy of this process's launch, from the variables ``accelerate launch`` sets (DDP
+    under torchrun or without them)."""
+    if environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        stage = environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+        if stage == "3":
+            return "zero3_offload" if environ.get("ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE") == "cpu" else "zero3"
+        return "zero1" if stage == "1" else "zero2"
+    if environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        if environ.get("FSDP_OFFLOAD_PARAMS", "").lower() == "true":
+            return "fsdp_full_shard_offload"
+        # FSDP2 says false; FSDP1's sharding strategy names it.
+        if environ.get("FSDP_RESHARD_AFTER_FORWARD", "").lower() in ("false", "shard_grad_op"):
+            return "fsdp_shard_grad_op"
+        return "fsdp_full_shard"
+    return "ddp"
+
+
+def launched_rank_estimator(environ: Mapping[str, str]) -> tuple[Estimator, str]:
+    """The plan of one rank of this process's distributed launch, and its strategy and world size in words."""
+    strategy = launched_strategy(environ)
+    devices = int(environ.get("WORLD_SIZE", "1"))
+    return partial(estimate_rank_peak, strategy=strategy, devices=devices), f"{strategy} over {devices} ranks"
 
 
 def plan_strategies(

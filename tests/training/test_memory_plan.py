@@ -105,6 +105,31 @@ def test_plan_for_config_uses_the_memory_budget(tiny_training_config):
     assert plan.settings.batch_size * plan.settings.gradient_accumulation_steps == 16
 
 
+@pytest.mark.parametrize(
+    ("launch", "strategy", "term"),
+    [
+        ({}, "ddp", "gradient buckets"),
+        ({"ACCELERATE_USE_FSDP": "true", "FSDP_RESHARD_AFTER_FORWARD": "true"}, "fsdp_full_shard", "gathered units"),
+        (
+            {"ACCELERATE_USE_FSDP": "true", "FSDP_RESHARD_AFTER_FORWARD": "false"},
+            "fsdp_shard_grad_op",
+            "gathered weights",
+        ),
+        (
+            {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"},
+            "zero2",
+            "communication buckets",
+        ),
+    ],
+)
+def test_a_distributed_launch_plans_one_rank_of_its_strategy(tiny_training_config, monkeypatch, launch, strategy, term):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    for name, value in launch.items():
+        monkeypatch.setenv(name, value)
+    plan = plan_for_config(tiny_training_config, 256)
+    assert term in plan.components and f"one rank of {strategy} over 4 ranks" in plan.device_name
+
+
 @pytest.fixture
 def tiny_training_config(tmp_path):
     from helpers.training import build_tiny_model_dir
