@@ -18,3 +18,18 @@ def llama_shape(hidden: int = 128, heads: int = 4):
         num_key_value_heads=heads // 2,
     )
     return model_shape(config)
+
+
+def training_shape(**changes):
+    """Full fp32 training, micro-batch 8 x accumulation 2 at 512 tokens, no checkpointing; ``changes`` on top."""
+    from plugins.training.memory_plan import TrainingShape
+
+    settings = {
+        "method": "full",
+        "precision": "fp32",
+        "batch_size": 8,
+        "gradient_accumulation_steps": 2,
+        "max_seq_length": 512,
+        "gradient_checkpointing": False,
+    }
+    return TrainingShape(**{**settings, **changes})

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from helpers.model_shapes import llama_shape
+from helpers.model_shapes import llama_shape, training_shape
 from rich.console import Console
 
 from plugins.training.memory_plan import (
@@ -27,14 +27,7 @@ TESTS = Path(__file__).resolve().parents[1]
 
 
 SHAPE = llama_shape()
-BASE = TrainingShape(
-    method="full",
-    precision="fp32",
-    batch_size=8,
-    gradient_accumulation_steps=2,
-    max_seq_length=512,
-    gradient_checkpointing=False,
-)
+BASE = training_shape()
 
 
 def estimate(settings: TrainingShape, available: int = 64 * GIB):

@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers.model_shapes import llama_shape
+from helpers.model_shapes import llama_shape, training_shape
 
-from plugins.training.memory_plan import GIB, MIB, TrainingShape, estimate_peak_memory
+from plugins.training.memory_plan import GIB, MIB, estimate_peak_memory
 from plugins.training.rank_memory_plan import (
     SHARDINGS,
     STRATEGIES,
@@ -23,15 +23,7 @@ from plugins.training.rank_plan_report import parse_size
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPE = llama_shape(hidden=256)
-FULL = TrainingShape(
-    method="full",
-    precision="fp32",
-    batch_size=4,
-    gradient_accumulation_steps=2,
-    max_seq_length=256,
-    gradient_checkpointing=False,
-    device_kind="cuda",
-)
+FULL = training_shape(batch_size=4, max_seq_length=256, device_kind="cuda")
 LORA = FULL.model_copy(update={"method": "lora", "precision": "bf16"})
 FIT = {"device_name": "test", "auto_fit": True, "allow_gradient_checkpointing": True}
 
