@@ -10,13 +10,13 @@ from entity_training.command import Command
 
 
 class PlanCommand(Command):
-    help = "Print the memory plan of a workflow without training (per rank with --devices/--device-memory)."
+    help = "Print the memory plan of a workflow without training (per rank: --devices, --device-memory)."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.description = (
             "Estimate the training's peak memory from the model's config (no weights are read, nothing "
             "trains). With --devices and/or --device-memory: the peak of each rank for DDP, ZeRO-1/2/3, "
-            "FSDP2 shard-grad-op, full shard and full shard with CPU offload, which of them fit (with 10%% "
+            "FSDP2 shard-grad-op, full shard and full shard with CPU offload, which of them fit (with 10% "
             "headroom), and the cheapest that does, cheapest meaning least communication: DDP < ZeRO-1 < "
             "ZeRO-2 / shard-grad-op < full shard / ZeRO-3 < offload. Exit 2 when none fits, naming the "
             "smallest setup that would."

@@ -208,8 +208,8 @@ def _rank_plan(
                 parts[name] //= devices
     if sharding.gradients:
         parts["gradients"] //= devices
+    replicated = quantized_weight_bytes(shape) if settings.method == "qlora" else 0
     if sharding.weights:
-        replicated = quantized_weight_bytes(shape) if settings.method == "qlora" else 0
         parts["weights"] = replicated + (parts["weights"] - replicated) // devices
         parts["adapter weights"] //= devices
         if "reference model" in parts:
@@ -227,7 +227,9 @@ def _rank_plan(
         parts["unit gradients"] = _largest_trainable_unit_params(shape, settings) * width
     host = 0
     if sharding.offload:
-        host = sum(parts.pop(name, 0) for name in _SHARDED_STATE)
+        host = sum(parts.pop(name, 0) for name in _SHARDED_STATE) - replicated
+        if replicated:  # QLoRA's 4-bit weights are not sharded, so not offloaded either
+            parts["weights"] = replicated
     plan = MemoryPlan(
         settings=single.settings,
         components=parts,

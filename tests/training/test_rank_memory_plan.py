@@ -68,6 +68,15 @@ def test_lora_shards_the_frozen_base_and_trains_only_the_adapters():
     assert rank("ddp", LORA)["gradient buckets"] == one["gradients"]
 
 
+def test_qlora_keeps_its_4bit_weights_whole_on_every_rank():
+    from plugins.training.memory_plan import quantized_weight_bytes
+
+    qlora, quantized = FULL.model_copy(update={"method": "qlora"}), quantized_weight_bytes(SHAPE)
+    sharded = rank("fsdp_full_shard", qlora)["weights"]
+    assert quantized < sharded < single(qlora)["weights"]
+    assert rank("fsdp_full_shard_offload", qlora)["weights"] == quantized
+
+
 def test_zero_under_bf16_keeps_the_module_at_2_bytes_and_fp32_masters_with_the_optimizer():
     bf16 = FULL.model_copy(update={"precision": "bf16"})
     zero1 = rank("zero1", bf16)
