@@ -126,6 +126,8 @@ def main() -> None:
     if rank == 0:
         result = {"strategy": strategy, "method": method, "devices": world, "batch": batch, "seq": seq}
         print("RESULT " + json.dumps({**result, "ranks": ranks, "components": plan.components}), flush=True)
+    # Both ranks leave together: a rank destroying its group while the other has exited hung once.
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -39,8 +39,8 @@ class PlanCommand(Command):
         group.add_argument(
             "--device-kind",
             choices=["cuda", "cpu", "mps"],
-            default="cuda",
-            help="The devices' kind, for the framework overhead each rank pays (the CUDA context). Default cuda.",
+            help="The devices' kind, for the framework overhead each rank pays (the CUDA context). Default: cuda "
+            "with --device-memory, else this machine's.",
         )
 
     def run(self, args: argparse.Namespace) -> int:
@@ -53,15 +53,14 @@ class PlanCommand(Command):
 
             print_workflow_plan(workflow, console=console)
             return 0
-        from plugins.training.rank_plan_report import default_device_bytes, print_rank_plans
+        from plugins.training.rank_plan_report import print_rank_plans, this_device
 
-        device_bytes = args.device_memory or default_device_bytes(workflow, log=console.print)
+        device_bytes, device_kind = args.device_memory, args.device_kind or "cuda"
+        if device_bytes is None:
+            device_bytes, kind = this_device(workflow, log=console.print)
+            device_kind = args.device_kind or kind
         print_rank_plans(
-            workflow,
-            devices=args.devices or 1,
-            device_bytes=device_bytes,
-            device_kind=args.device_kind,
-            console=console,
+            workflow, devices=args.devices or 1, device_bytes=device_bytes, device_kind=device_kind, console=console
         )
         return 0
 

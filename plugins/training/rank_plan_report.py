@@ -39,14 +39,15 @@ def parse_size(text: str) -> int:
     return size
 
 
-def default_device_bytes(workflow, *, log) -> int:
-    """The memory of a device when --device-memory is not given: what the single-device plan uses
-    (``memory_budget_gb``, else this device's free memory)."""
+def this_device(workflow, *, log) -> tuple[int, str]:
+    """The memory and kind of a device when --device-memory is not given: this machine's, with the
+    memory the single-device plan uses (``memory_budget_gb``, else the device's free memory)."""
     from plugins.training.device import detect_device
     from plugins.training.memory_plan import GIB, workflow_training
 
     budget = workflow_training(workflow, log=log)[0].memory_budget_gb
-    return int(budget * GIB) if budget else detect_device().free_memory_bytes
+    device = detect_device()
+    return (int(budget * GIB) if budget else device.free_memory_bytes), device.kind
 
 
 def print_rank_plans(workflow, *, devices: int, device_bytes: int, device_kind: str, console) -> RankPlan:
