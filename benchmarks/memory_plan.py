@@ -183,19 +183,26 @@ def main() -> None:
             ),
             "",
             f"Worst error: {100 * worst:.0f}% (target 15%).",
-            "",
-            "The plan's components (MiB):",
-            "",
-            *details,
-            "",
-            "### Machine",
-            "",
-            machine_lines(machine_info(), load_start, load_end),
+            *components_and_machine(details, load_start, load_end),
         ]
     )
     print(report)
     if not args.no_write:
         write_section(f"memory_plan-{model_label(args.model)}-{args.precision}", report)
+
+
+def components_and_machine(details: list[str], load_start: str, load_end: str) -> list[str]:
+    """The tail of a memory benchmark's section: the plan's components per run, then the machine."""
+    return [
+        "",
+        "The plan's components (MiB):",
+        "",
+        *details,
+        "",
+        "### Machine",
+        "",
+        machine_lines(machine_info(), load_start, load_end),
+    ]
 
 
 if __name__ == "__main__":

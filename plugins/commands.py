@@ -10,19 +10,78 @@ from entity_training.command import Command
 
 
 class PlanCommand(Command):
-    help = "Print the memory plan of a workflow without training."
+    help = "Print the memory plan of a workflow without training (per rank: --devices, --device-memory)."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.description = (
+            "Estimate the training's peak memory from the model's config (no weights are read, nothing "
+            "trains). With --devices and/or --device-memory: the peak of each rank for DDP, ZeRO-1/2/3, "
+            "FSDP2 shard-grad-op, full shard and full shard with CPU offload, which of them fit (with 10% "
+            "headroom), and the cheapest that does, cheapest meaning least communication: DDP < ZeRO-1 < "
+            "ZeRO-2 / shard-grad-op < full shard / ZeRO-3 < offload. Exit 2 when none fits, naming the "
+            "smallest setup that would."
+        )
         add_workflow_arguments(parser)
+        group = parser.add_argument_group("per-rank plan")
+        group.add_argument(
+            "--devices",
+            type=_device_count,
+            help="Devices (ranks) to spread the training over, e.g. 8. Alone: devices of the memory the "
+            "single-device plan uses (memory_budget_gb, else this device's free memory).",
+        )
+        group.add_argument(
+            "--device-memory",
+            type=_device_memory,
+            metavar="SIZE",
+            help="Memory of each device: 80GiB, 80GB, 24G, 512MiB (K/M/G/T and KiB..TiB: powers of 1024; "
+            "KB..TB: of 1000). Alone: one device.",
+        )
+        group.add_argument(
+            "--device-kind",
+            choices=["cuda", "cpu", "mps"],
+            help="The devices' kind, for the framework overhead each rank pays (the CUDA context). Default: cuda "
+            "with --device-memory, else this machine's.",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         from entity_training.commands import console, print_notices
-        from plugins.training.memory_plan import print_workflow_plan
 
         workflow = load_workflow_from_args(args)
         print_notices(workflow)
-        print_workflow_plan(workflow, console=console)
+        if args.devices is None and args.device_memory is None:
+            from plugins.training.memory_plan import print_workflow_plan
+
+            print_workflow_plan(workflow, console=console)
+            return 0
+        from plugins.training.rank_plan_report import print_rank_plans, this_device
+
+        device_bytes, device_kind = args.device_memory, args.device_kind or "cuda"
+        if device_bytes is None:
+            device_bytes, kind = this_device(workflow, log=console.print)
+            device_kind = args.device_kind or kind
+        print_rank_plans(
+            workflow, devices=args.devices or 1, device_bytes=device_bytes, device_kind=device_kind, console=console
+        )
         return 0
+
+
+def _device_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of devices: give a whole number of 1 or more")
+    return count
+
+
+def _device_memory(text: str) -> int:
+    from plugins.training.rank_plan_report import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 class PreviewCommand(Command):

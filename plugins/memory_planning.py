@@ -3,7 +3,9 @@
 Features:
 - estimates the peak memory of the resolved training configuration at the sequence length of the
   prepared data (plugins/training/memory_plan.py), against ``memory_budget_gb`` or the device's
-  free memory;
+  free memory; under a distributed launch, one rank's peak for the strategy the launch selected
+  (DDP, ZeRO 1/2/3 or FSDP2 full shard, shard-grad-op or offload, read from the variables
+  ``accelerate launch`` sets) over ``WORLD_SIZE`` ranks (plugins/training/rank_memory_plan.py);
 - with ``auto_fit`` (training_config), when the estimate does not fit: enables gradient
   checkpointing, then halves the micro-batch and doubles accumulation, and says what it changed;
 - preference data (``dataset.tokenized["task"]``): counts the sequences of each example (a pair's

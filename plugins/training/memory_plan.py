@@ -25,6 +25,7 @@ same), and records every change.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
@@ -200,6 +201,10 @@ class MemoryPlan(BaseModel):
         return self.peak_bytes <= self.available_bytes * HEADROOM
 
 
+# The plan of one setting: (shape, settings, available_bytes=, device_name=) -> MemoryPlan.
+Estimator = Callable[..., MemoryPlan]
+
+
 def lora_parameter_count(shape: ModelShape, settings: TrainingShape) -> int:
     layers = lora_target_layers(shape, settings.target_modules)
     count = sum(settings.lora_r * (layer.in_features + layer.out_features) for layer in layers)
@@ -290,6 +295,11 @@ def _reference_forward_bytes(shape: ModelShape, settings: TrainingShape) -> int:
     return settings.sequences * settings.max_seq_length * (shape.hidden_size + 2 * shape.intermediate_size) * width
 
 
+def quantized_weight_bytes(shape: ModelShape) -> int:
+    """QLoRA: the 4-bit weights of the decoder's linear layers, block scales included."""
+    return int(_quantized_params(shape) * _NF4_BYTES_PER_PARAM)
+
+
 def _quantized_params(shape: ModelShape) -> int:
     """Weights of the decoder's linear layers: what 4-bit loading quantizes."""
     return sum(layer.in_features * layer.out_features for layer in shape.per_layer_linears())
@@ -319,7 +329,7 @@ def _weight_bytes(shape: ModelShape, settings: TrainingShape) -> int:
     if settings.method == "qlora":
         quantized = _quantized_params(shape)
         # Non-quantized weights (embeddings, norms, head) are upcast to fp32 by k-bit preparation.
-        return int(quantized * _NF4_BYTES_PER_PARAM + (shape.total_params - quantized) * FP32)
+        return quantized_weight_bytes(shape) + (shape.total_params - quantized) * FP32
     if settings.method == "full" or settings.precision == "fp32":
         return shape.total_params * FP32  # full training keeps fp32 master weights
     return shape.total_params * 2  # a frozen base at the compute dtype
@@ -374,14 +384,19 @@ def fit_to_memory(
     available_bytes: int,
     device_name: str,
     allow_gradient_checkpointing: bool = True,
+    estimate: Estimator | None = None,
 ) -> MemoryPlan:
-    """Enable gradient checkpointing, then trade micro-batch for accumulation until the plan fits."""
+    """Enable gradient checkpointing, then trade micro-batch for accumulation until the plan fits.
+
+    ``estimate`` makes the plan of one setting (default ``estimate_peak_memory``, one process; the
+    per-rank plan of a sharding strategy passes its own)."""
+    estimate = estimate or estimate_peak_memory
     changes: list[str] = []
-    plan = estimate_peak_memory(shape, settings, available_bytes=available_bytes, device_name=device_name)
+    plan = estimate(shape, settings, available_bytes=available_bytes, device_name=device_name)
     if not plan.fits and allow_gradient_checkpointing and not settings.gradient_checkpointing:
         settings = settings.model_copy(update={"gradient_checkpointing": True})
         before = plan.peak_bytes
-        plan = estimate_peak_memory(shape, settings, available_bytes=available_bytes, device_name=device_name)
+        plan = estimate(shape, settings, available_bytes=available_bytes, device_name=device_name)
         changes.append(
             f"enabled gradient checkpointing (estimated peak {format_bytes(before)} -> {format_bytes(plan.peak_bytes)})"
         )
@@ -393,7 +408,7 @@ def fit_to_memory(
         settings = settings.model_copy(
             update={"batch_size": new_batch, "gradient_accumulation_steps": -(-effective // new_batch)}
         )
-        plan = estimate_peak_memory(shape, settings, available_bytes=available_bytes, device_name=device_name)
+        plan = estimate(shape, settings, available_bytes=available_bytes, device_name=device_name)
         changes.append(
             f"batch_size {old_batch} -> {settings.batch_size}, gradient_accumulation_steps "
             f"{old_accumulation} -> {settings.gradient_accumulation_steps} (effective batch "
@@ -447,16 +462,54 @@ def plan_for_config(
     fine-tuning on packed rows, or of the preference training ``preference`` describes.
 
     Applies auto-fit when the config allows it. ``available_bytes`` defaults to
-    ``memory_budget_gb`` if set, else the device's free memory.
+    ``memory_budget_gb`` if set, else the device's free memory. Under a distributed launch the plan
+    is one rank's, for the strategy the launch selected (plugins/training/rank_memory_plan.py).
     """
-    from plugins.models import load_model_config
-    from plugins.training.device import detect_device, distributed_launch
-    from plugins.training.model_shape import model_shape
+    from plugins.training.device import detect_device
 
     device = detect_device()
     if available_bytes is None:
         budget = config.memory_budget_gb
         available_bytes = int(budget * GIB) if budget else device.free_memory_bytes
+    shape, settings = shape_and_settings(config, max_seq_length, preference=preference, device_kind=device.kind)
+    estimate, device_name = estimate_peak_memory, device.name
+    if settings.distributed:
+        import os
+
+        from plugins.training.rank_memory_plan import launched_rank_estimator
+
+        estimate, launch = launched_rank_estimator(os.environ)
+        device_name = f"{device.name}, one rank of {launch}"
+    if not config.auto_fit:
+        return estimate(shape, settings, available_bytes=available_bytes, device_name=device_name)
+    return fit_to_memory(
+        shape,
+        settings,
+        available_bytes=available_bytes,
+        device_name=device_name,
+        allow_gradient_checkpointing=allows_gradient_checkpointing(config),
+        estimate=estimate,
+    )
+
+
+def allows_gradient_checkpointing(config: ResolvedTrainingConfig) -> bool:
+    return config.gradient_checkpointing != False  # noqa: E712 ("auto" allows it)
+
+
+def shape_and_settings(
+    config: ResolvedTrainingConfig,
+    max_seq_length: int,
+    *,
+    preference: PreferenceRun | None = None,
+    device_kind: str,
+    distributed: bool | None = None,
+) -> tuple[ModelShape, TrainingShape]:
+    """The model's shape (from its config, no weights) and the settings a resolved config trains with.
+    ``distributed`` defaults to whether this process runs under a distributed launch."""
+    from plugins.models import load_model_config
+    from plugins.training.device import distributed_launch
+    from plugins.training.model_shape import model_shape
+
     shape = model_shape(load_model_config(config.model_name_or_path, trust_remote_code=config.trust_remote_code))
     fields: dict[str, Any] = {"max_seq_length": max_seq_length}
     if preference is not None:
@@ -471,20 +524,12 @@ def plan_for_config(
         lora_dropout=config.lora_dropout,
         target_modules=config.target_modules,
         optim=config.optim,
-        device_kind=device.kind,
+        device_kind=device_kind,
         modules_to_save=tuple(config.modules_to_save),
-        distributed=distributed_launch(),
+        distributed=distributed_launch() if distributed is None else distributed,
         **fields,
     )
-    if not config.auto_fit:
-        return estimate_peak_memory(shape, settings, available_bytes=available_bytes, device_name=device.name)
-    return fit_to_memory(
-        shape,
-        settings,
-        available_bytes=available_bytes,
-        device_name=device.name,
-        allow_gradient_checkpointing=config.gradient_checkpointing != False,  # noqa: E712 ("auto" allows it)
-    )
+    return shape, settings
 
 
 def _sequence_length(plugins: list[Any]) -> int:
@@ -507,8 +552,9 @@ def preference_run_of(plugins: list[Any], task: str = "sft") -> PreferenceRun | 
     return PreferenceRun(loss="kto" if task == "unpaired" else "dpo")
 
 
-def plan_for_workflow(workflow, *, log=print) -> MemoryPlan:
-    """The memory plan of a loaded workflow (``entity_training.workflow.Workflow``), without training.
+def workflow_training(workflow, *, log=print) -> tuple[ResolvedTrainingConfig, int, PreferenceRun | None]:
+    """A loaded workflow's resolved training config, the sequence length of its data preparation
+    step and its preference training (None for supervised fine-tuning).
 
     Raises ConfigError when the workflow has no training_config step or its settings are invalid.
     """
@@ -520,7 +566,16 @@ def plan_for_workflow(workflow, *, log=print) -> MemoryPlan:
     if training is None:
         raise ConfigError(Problem("the workflow has no training_config step, so there is no training to plan."))
     config = training.resolve(seed=workflow.run.seed, log=log)
-    return plan_for_config(config, _sequence_length(plugins), preference=preference_run_of(plugins))
+    return config, _sequence_length(plugins), preference_run_of(plugins)
+
+
+def plan_for_workflow(workflow, *, log=print) -> MemoryPlan:
+    """The memory plan of a loaded workflow (``entity_training.workflow.Workflow``), without training.
+
+    Raises ConfigError when the workflow has no training_config step or its settings are invalid.
+    """
+    config, max_seq_length, preference = workflow_training(workflow, log=log)
+    return plan_for_config(config, max_seq_length, preference=preference)
 
 
 def print_workflow_plan(workflow, console) -> MemoryPlan:

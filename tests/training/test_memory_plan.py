@@ -10,8 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from helpers.model_shapes import llama_shape, training_shape
 from rich.console import Console
-from transformers import LlamaConfig
 
 from plugins.training.memory_plan import (
     GIB,
@@ -22,33 +22,12 @@ from plugins.training.memory_plan import (
     plan_for_config,
     render_plan,
 )
-from plugins.training.model_shape import model_shape
 
 TESTS = Path(__file__).resolve().parents[1]
 
 
-def llama_shape(hidden: int = 128, heads: int = 4):
-    """A 4-layer Llama's shape, vocabulary 4096, MLP 4x the hidden size, half as many KV heads."""
-    config = LlamaConfig(
-        vocab_size=4096,
-        hidden_size=hidden,
-        intermediate_size=4 * hidden,
-        num_hidden_layers=4,
-        num_attention_heads=heads,
-        num_key_value_heads=heads // 2,
-    )
-    return model_shape(config)
-
-
 SHAPE = llama_shape()
-BASE = TrainingShape(
-    method="full",
-    precision="fp32",
-    batch_size=8,
-    gradient_accumulation_steps=2,
-    max_seq_length=512,
-    gradient_checkpointing=False,
-)
+BASE = training_shape()
 
 
 def estimate(settings: TrainingShape, available: int = 64 * GIB):
@@ -117,6 +96,31 @@ def test_plan_for_config_uses_the_memory_budget(tiny_training_config):
     assert plan.available_bytes == int(60 * MIB)
     assert plan.changes, "a 60 MiB budget must force auto-fit"
     assert plan.settings.batch_size * plan.settings.gradient_accumulation_steps == 16
+
+
+@pytest.mark.parametrize(
+    ("launch", "strategy", "term"),
+    [
+        ({}, "ddp", "gradient buckets"),
+        ({"ACCELERATE_USE_FSDP": "true", "FSDP_RESHARD_AFTER_FORWARD": "true"}, "fsdp_full_shard", "gathered units"),
+        (
+            {"ACCELERATE_USE_FSDP": "true", "FSDP_RESHARD_AFTER_FORWARD": "false"},
+            "fsdp_shard_grad_op",
+            "gathered weights",
+        ),
+        (
+            {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"},
+            "zero2",
+            "communication buckets",
+        ),
+    ],
+)
+def test_a_distributed_launch_plans_one_rank_of_its_strategy(tiny_training_config, monkeypatch, launch, strategy, term):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    for name, value in launch.items():
+        monkeypatch.setenv(name, value)
+    plan = plan_for_config(tiny_training_config, 256)
+    assert term in plan.components and f"one rank of {strategy} over 4 ranks" in plan.device_name
 
 
 @pytest.fixture
