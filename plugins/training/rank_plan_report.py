@@ -104,11 +104,11 @@ def render_rank_plans(plans: list[RankPlan], chosen: RankPlan | None, console) -
         title=f"Memory per rank: {first.devices} x {first.plan.device_name} ({usable} usable), cheapest first",
         caption="auto-fit: batch x accumulation, +ckpt: gradient checkpointing on",
     )
-    table.add_column("strategy")
+    table.add_column("strategy", no_wrap=True, min_width=23)
     table.add_column("peak per rank", justify="right")
     table.add_column("with auto-fit", justify="right")
     table.add_column("host per rank", justify="right")
-    table.add_column("verdict")
+    table.add_column("verdict", no_wrap=True, min_width=11)
     for plan in plans:
         fitted = "-"
         if plan.fitted is not None:
