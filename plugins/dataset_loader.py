@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from entity_training import Plugin, PluginConfig, Stage
 from plugins import memory_keys
@@ -99,30 +99,40 @@ class DatasetLoaderPlugin(Plugin):
             "many are removed. null keeps them all.",
         )
 
-        @model_validator(mode="after")
-        def check_sources(self) -> DatasetLoaderPlugin.ConfigModel:
-            if (self.dataset_path is None) == (self.sources is None):
-                raise ValueError(
-                    "set dataset_path (or --dataset) or sources, not both"
-                    if self.sources is not None
-                    else "set dataset_path (a file, folder or glob; or --dataset) or sources (several weighted datasets)"
-                )
-            if self.sources is None:
-                if "mix_by" in self.model_fields_set:
-                    raise ValueError("mix_by applies to sources; remove it or list the datasets under sources")
-                return self
-            shared = sorted({"dataset_format", "field_map", "max_samples"} & self.model_fields_set)
-            if shared:
-                raise ValueError(
-                    f"with sources, set {', '.join(shared)} on each source (format, field_map, max_samples), "
-                    "not for the whole loader"
-                )
-            if not any(source.weight > 0 for source in self.sources):
+        # Field validators where a key is at fault, so that the error points at its line (or its --set).
+        @field_validator("sources")
+        @classmethod
+        def check_sources(cls, sources: list[DataSource] | None, info: ValidationInfo) -> list[DataSource] | None:
+            if sources is None:
+                return sources
+            if info.data.get("dataset_path") is not None:
+                raise ValueError("set dataset_path (or --dataset) or sources, not both")
+            if not any(source.weight > 0 for source in sources):
                 raise ValueError("every source has weight 0, so nothing would be trained; give one a weight above 0")
-            duplicates = duplicate_names(self.sources)
+            duplicates = duplicate_names(sources)
             if duplicates:
                 raise ValueError(
-                    f"several sources are named {', '.join(map(repr, duplicates))}; give each a distinct name"
+                    f"several sources are named {', '.join(map(repr, duplicates))}; give each its own name"
+                )
+            return sources
+
+        @field_validator("mix_by", "dataset_format", "field_map", "max_samples")
+        @classmethod
+        def check_single_source_settings(cls, value: Any, info: ValidationInfo) -> Any:
+            default = cls.model_fields[info.field_name].get_default(call_default_factory=True)
+            with_sources = info.data.get("sources") is not None
+            if info.field_name == "mix_by" and not with_sources and value != default:
+                raise ValueError("mix_by applies to sources; remove it or list the datasets under sources")
+            if info.field_name != "mix_by" and with_sources and value != default:
+                own = {"dataset_format": "format"}.get(info.field_name, info.field_name)
+                raise ValueError(f"with sources, set {own} on each source, not for the whole loader")
+            return value
+
+        @model_validator(mode="after")
+        def check_some_data(self) -> DatasetLoaderPlugin.ConfigModel:
+            if self.dataset_path is None and self.sources is None:
+                raise ValueError(
+                    "set dataset_path (a file, folder or glob; or --dataset) or sources (several weighted datasets)"
                 )
             return self
 
