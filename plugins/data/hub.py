@@ -78,8 +78,9 @@ def _cannot_load(dataset: HubDataset, exc: BaseException) -> str:
         f"{dataset.repo} --repo-type dataset --local-dir DIR`) and give its data files as the path instead."
     )
     if offline():
-        variables = " and ".join(name for name in _OFFLINE_VARIABLES if _is_set(name))
-        return f"{variables} is set and the Hub dataset {dataset} is not in the datasets cache ({reason}). {get_it}"
+        variables = [name for name in _OFFLINE_VARIABLES if _is_set(name)]
+        verb = "is" if len(variables) == 1 else "are"
+        return f"{' and '.join(variables)} {verb} set and the Hub dataset {dataset} is not in the datasets cache ({reason}). {get_it}"
     return (
         f"cannot load the Hub dataset {dataset} ({reason}). Check the name, the config and the split, and the "
         f"network. {get_it}"
