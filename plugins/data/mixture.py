@@ -35,13 +35,14 @@ class MixtureScheduler:
     def next_source(self, available: Collection[str]) -> str:
         """The available source with a positive weight furthest below its target share.
 
-        Ties go to the source listed first in ``weights``, so the sequence of picks is reproducible.
+        Ties go to the first name in sorted order, so the picks depend on neither the order of
+        ``weights`` nor that of ``available`` (a mixture spec read back from JSON may come sorted).
         Raises ValueError when no available source has a positive weight.
         """
         counts = self._counts()
         done = sum(counts.values())
         best, best_gap = None, 0.0
-        for name, share in self.target.items():
+        for name, share in sorted(self.target.items()):
             if share <= 0 or name not in available:
                 continue
             gap = share * done - counts[name]  # how far below its target, in units
