@@ -29,6 +29,7 @@ class MixtureScheduler:
         total = sum(weights.values())
         self.weights = dict(weights)
         self.target = {name: w / total for name, w in weights.items()}
+        self._candidates = sorted((name, share) for name, share in self.target.items() if share > 0)
         self.rows = dict.fromkeys(weights, 0)
         self.trained_tokens = dict.fromkeys(weights, 0)
 
@@ -42,8 +43,8 @@ class MixtureScheduler:
         counts = self._counts()
         done = sum(counts.values())
         best, best_gap = None, 0.0
-        for name, share in sorted(self.target.items()):
-            if share <= 0 or name not in available:
+        for name, share in self._candidates:
+            if name not in available:
                 continue
             gap = share * done - counts[name]  # how far below its target, in units
             if best is None or gap > best_gap:
@@ -111,7 +112,7 @@ def mix_samples(
         if weights[name] > 0 and not trained_tokens.get(name):
             raise ValueError(f"the source {name!r} has a positive weight but no samples")
     scheduler = MixtureScheduler(weights, unit)
-    live = [name for name in weights if weights[name] > 0]
+    live = frozenset(name for name in weights if weights[name] > 0)
     size = sum(sum(trained_tokens[name]) if unit == "tokens" else len(trained_tokens[name]) for name in live)
     orders = {name: _passes(len(trained_tokens[name]), random.Random(f"{seed}:{name}")) for name in live}
     chosen: list[tuple[str, int]] = []

@@ -273,3 +273,21 @@ async def test_mixing_alpaca_and_glaive_reaches_the_target_shares(tmp_path, make
     # glaive has 270 of the 1170 training rows and about a third of the trained tokens: repeated either way
     assert glaive["passes"] > 1 > alpaca["passes"]
     assert prepared.stats["validation"]["conversations"] == stats["validation_rows"] == 100 + 30
+
+
+async def test_preference_pairs_mix_by_source_too(tmp_path, make_context):
+    pairs = REPO / "data" / "preference"
+    train, validation, stats = await load(
+        make_context,
+        sources=[
+            {"path": str(pairs / "train.jsonl"), "name": "big", "weight": 1},
+            {"path": str(pairs / "validation.jsonl"), "name": "small", "weight": 1},
+        ],
+        mix_by="rows",
+        validation_split=0.0,
+    )
+    prepared = prepare(train, validation, stats["mixture"], tmp_path)
+    mixture = prepared.stats["mixture"]
+    assert prepared.stats["task"] == "preference"
+    assert mixture["sources"]["small"]["rows"] == mixture["sources"]["big"]["rows"] == 30  # half of 60 pairs each
+    assert prepared.stats["train"]["samples"] == 60
