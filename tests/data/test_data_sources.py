@@ -291,3 +291,15 @@ async def test_preference_pairs_mix_by_source_too(tmp_path, make_context):
     assert prepared.stats["task"] == "preference"
     assert mixture["sources"]["small"]["rows"] == mixture["sources"]["big"]["rows"] == 30  # half of 60 pairs each
     assert prepared.stats["train"]["samples"] == 60
+
+
+async def test_sources_with_a_validation_path_train_on_all_their_rows(tmp_path, make_context):
+    one = write_jsonl(tmp_path / "one.jsonl", qa_rows("one", 8))
+    two = write_jsonl(tmp_path / "two.jsonl", qa_rows("two", 4))
+    held_out = write_jsonl(tmp_path / "eval.jsonl", qa_rows("eval", 3))
+    train, validation, stats = await load(
+        make_context, sources=[{"path": str(one)}, {"path": str(two)}], validation_path=str(held_out)
+    )
+    assert len(train) == 12 and len(validation) == 3
+    assert [stats["sources"][name]["validation_rows"] for name in ("one", "two")] == [0, 0]
+    assert "name" not in validation[0]["source"]  # the validation file is no source of the mixture
