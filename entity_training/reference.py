@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import typing
 from typing import Any
 
 from entity_training.registry import DISTRIBUTION, PluginLookupError, entry_point_plugins, resolve_plugin
-from entity_training.workflow import RunSettings, StepSpec
+from entity_training.workflow import RunSettings, StepSpec, nested_model
 
 HEADER = """# Configuration reference
 
@@ -73,19 +72,12 @@ def model_table(model: type) -> list[str]:
             kind += f" ({limits})"
         description = (field.description or "").replace("|", "\\|").replace("\n", " ")
         lines.append(f"| `{name}` | {kind} | {_default(field)} | {description} |")
-        sub = _nested_model(field.annotation)
+        sub = nested_model(field.annotation)
         if sub is not None:
             nested.append((name, sub))
     for name, sub in nested:
         lines += ["", f"`{name}`:", "", *model_table(sub)]
     return lines
-
-
-def _nested_model(annotation: Any) -> type | None:
-    """The pydantic model a field holds: itself, or inside ``X | None``, ``list[X]`` and the like."""
-    if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
-        return annotation
-    return next((m for m in map(_nested_model, typing.get_args(annotation)) if m is not None), None)
 
 
 def config_reference_markdown() -> str:

@@ -303,3 +303,34 @@ async def test_sources_with_a_validation_path_train_on_all_their_rows(tmp_path, 
     assert len(train) == 12 and len(validation) == 3
     assert [stats["sources"][name]["validation_rows"] for name in ("one", "two")] == [0, 0]
     assert "name" not in validation[0]["source"]  # the validation file is no source of the mixture
+
+
+def test_an_unknown_key_in_a_source_is_matched_against_the_keys_of_a_source(tmp_path):
+    from helpers.workflows import write_yaml
+
+    from entity_training import ConfigError
+    from entity_training.workflow import load_workflow
+
+    path = write_yaml(
+        tmp_path,
+        """
+        workflow:
+          INPUT:
+            - plugin: dataset_loader
+              config:
+                sources:
+                  - {path: a.jsonl, wieght: 2}
+                  - {path: b.jsonl, shuffle: false}
+        """,
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_workflow(path)
+    message = str(raised.value)
+    assert (
+        "wf.yaml:6 (workflow.INPUT[0].config.sources[0].wieght): unknown key 'wieght'; did you mean 'weight'?"
+        in message
+    )
+    assert (
+        "sources[1].shuffle): unknown key 'shuffle'; valid keys: field_map, format, max_samples, name, path, weight"
+        in message
+    )
