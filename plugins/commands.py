@@ -10,7 +10,10 @@ from entity_training.command import Command
 
 
 class PlanCommand(Command):
-    help = "Print the memory plan of a workflow without training (per rank: --devices, --device-memory)."
+    help = (
+        "Print the memory plan of a workflow without training (per rank: --devices, --device-memory), and the "
+        "share of each source of a mixture."
+    )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.description = (
@@ -52,16 +55,17 @@ class PlanCommand(Command):
             from plugins.training.memory_plan import print_workflow_plan
 
             print_workflow_plan(workflow, console=console)
-            return 0
-        from plugins.training.rank_plan_report import print_rank_plans, this_device
+        else:
+            from plugins.training.rank_plan_report import print_rank_plans, this_device
 
-        device_bytes, device_kind = args.device_memory, args.device_kind or "cuda"
-        if device_bytes is None:
-            device_bytes, kind = this_device(workflow, log=console.print)
-            device_kind = args.device_kind or kind
-        print_rank_plans(
-            workflow, devices=args.devices or 1, device_bytes=device_bytes, device_kind=device_kind, console=console
-        )
+            device_bytes, device_kind = args.device_memory, args.device_kind or "cuda"
+            if device_bytes is None:
+                device_bytes, kind = this_device(workflow, log=console.print)
+                device_kind = args.device_kind or kind
+            print_rank_plans(
+                workflow, devices=args.devices or 1, device_bytes=device_bytes, device_kind=device_kind, console=console
+            )
+        print_workflow_mixture(workflow, console)
         return 0
 
 
@@ -82,6 +86,22 @@ def _device_memory(text: str) -> int:
         return parse_size(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def print_workflow_mixture(workflow, console) -> None:
+    """The share of each source of a mixing loader: realised, by running the data stages (their
+    tokenized cache then serves the training run), or only the targets when no step prepares data."""
+    from entity_training import Stage
+    from entity_training.commands import run_until
+    from plugins import memory_keys
+    from plugins.data.mixture_table import mixing_loader_config, print_mixture
+
+    loader = mixing_loader_config(workflow)
+    if loader is None:
+        return
+    prepares = any(memory_keys.DATASET_TOKEN_STATS in step.declared("provides") for step in workflow.steps)
+    token_stats = run_until(workflow, Stage.THINK).get(memory_keys.DATASET_TOKEN_STATS) if prepares else None
+    print_mixture((token_stats or {}).get("mixture"), loader, console)
 
 
 class PreviewCommand(Command):
