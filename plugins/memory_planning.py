@@ -22,6 +22,7 @@ Raises:
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import TYPE_CHECKING, Any
 
 from entity_training import Finding, Plugin, Stage
@@ -46,12 +47,18 @@ class MemoryPlanPlugin(Plugin):
         return []
 
     async def _execute_impl(self, context) -> str:
+        from plugins.training.device import distributed_launch
         from plugins.training.memory_plan import format_bytes, plan_for_config
+        from plugins.training.rank_memory_plan import launched_rank_estimator
 
         config = context.recall(memory_keys.TRAINING_CONFIG)
         tokenized = context.recall(memory_keys.DATASET_TOKENIZED)
         preference = await asyncio.to_thread(self._preference_run, tokenized)
-        plan = await asyncio.to_thread(plan_for_config, config, tokenized["max_seq_length"], preference=preference)
+        # Under torchrun / accelerate launch each rank plans its own share of the launched strategy.
+        rank_estimate = launched_rank_estimator(os.environ) if distributed_launch() else None
+        plan = await asyncio.to_thread(
+            plan_for_config, config, tokenized["max_seq_length"], preference=preference, rank_estimate=rank_estimate
+        )
         context.remember(memory_keys.TRAINING_MEMORY_PLAN, plan)
         context.log(
             f"memory plan: estimated peak {format_bytes(plan.peak_bytes)} of {format_bytes(plan.available_bytes)} "

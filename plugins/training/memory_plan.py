@@ -457,13 +457,15 @@ def plan_for_config(
     *,
     available_bytes: int | None = None,
     preference: PreferenceRun | None = None,
+    rank_estimate: tuple[Estimator, str] | None = None,
 ) -> MemoryPlan:
     """The plan of a resolved ``training.config`` (see TrainingConfigPlugin.resolve), of supervised
     fine-tuning on packed rows, or of the preference training ``preference`` describes.
 
     Applies auto-fit when the config allows it. ``available_bytes`` defaults to
-    ``memory_budget_gb`` if set, else the device's free memory. Under a distributed launch the plan
-    is one rank's, for the strategy the launch selected (plugins/training/rank_memory_plan.py).
+    ``memory_budget_gb`` if set, else the device's free memory. ``rank_estimate`` (an estimator and
+    the launch in words: ``rank_memory_plan.launched_rank_estimator``) plans one rank of a
+    distributed launch instead of the whole job on one device.
     """
     from plugins.training.device import detect_device
 
@@ -473,12 +475,8 @@ def plan_for_config(
         available_bytes = int(budget * GIB) if budget else device.free_memory_bytes
     shape, settings = shape_and_settings(config, max_seq_length, preference=preference, device_kind=device.kind)
     estimate, device_name = estimate_peak_memory, device.name
-    if settings.distributed:
-        import os
-
-        from plugins.training.rank_memory_plan import launched_rank_estimator
-
-        estimate, launch = launched_rank_estimator(os.environ)
+    if rank_estimate is not None:
+        estimate, launch = rank_estimate
         device_name = f"{device.name}, one rank of {launch}"
     if not config.auto_fit:
         return estimate(shape, settings, available_bytes=available_bytes, device_name=device_name)

@@ -4,6 +4,7 @@ against the peak RSS a real training run reaches (measured in a clean subprocess
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -119,7 +120,9 @@ def test_a_distributed_launch_plans_one_rank_of_its_strategy(tiny_training_confi
     monkeypatch.setenv("WORLD_SIZE", "4")
     for name, value in launch.items():
         monkeypatch.setenv(name, value)
-    plan = plan_for_config(tiny_training_config, 256)
+    from plugins.training.rank_memory_plan import launched_rank_estimator
+
+    plan = plan_for_config(tiny_training_config, 256, rank_estimate=launched_rank_estimator(os.environ))
     assert term in plan.components and f"one rank of {strategy} over 4 ranks" in plan.device_name
 
 
