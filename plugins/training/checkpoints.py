@@ -4,6 +4,10 @@ A checkpoint is written by the Trainer into a staging folder, verified, then ren
 ``checkpoints/checkpoint-{step}``: a crash mid-write leaves only a staging folder, never a
 half-written checkpoint under the real name. A checkpoint damaged afterwards (a truncated file,
 a missing state file) is detected by ``checkpoint_problems`` and skipped when resuming.
+
+Under FSDP with ``SHARDED_STATE_DICT`` the weights and the optimizer state are torch distributed
+checkpoints instead (``pytorch_model_fsdp_0/``, ``optimizer_0/``: one ``.distcp`` file per rank and
+a ``.metadata`` file that the coordinating rank writes once every rank has written its part).
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ TRAINER_STATE = "trainer_state.json"
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 _WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
 _RESUMPTION_FILES = ("optimizer.pt", "scheduler.pt", TRAINER_STATE)
+SHARDED_WEIGHTS = "pytorch_model_fsdp_0"
+SHARDED_OPTIMIZER = "optimizer_0"
+# A file that a sharded (FSDP) checkpoint holds as a distributed-checkpoint folder instead.
+_SHARDED_FORM = {"optimizer.pt": SHARDED_OPTIMIZER}
 
 
 def checkpoint_step(path: Path) -> int | None:
@@ -56,7 +64,19 @@ def _safetensors_problem(path: Path) -> str | None:
     return None
 
 
+def _sharded_problems(folder: Path) -> list[str]:
+    """A distributed checkpoint folder: its metadata and a non-empty shard per rank that wrote one."""
+    if not (folder / ".metadata").is_file():
+        return [f"{folder.name}/.metadata is missing (the sharded save did not finish)"]
+    shards = sorted(folder.glob("*.distcp"))
+    if not shards:
+        return [f"{folder.name} holds no .distcp shard"]
+    return [f"{folder.name}/{shard.name} is empty" for shard in shards if shard.stat().st_size == 0]
+
+
 def _weight_problems(folder: Path) -> list[str]:
+    if (folder / SHARDED_WEIGHTS).is_dir():
+        return _sharded_problems(folder / SHARDED_WEIGHTS)
     present = [name for name in _WEIGHT_FILES if (folder / name).exists()]
     if not present:
         return [f"no weights ({' or '.join(_WEIGHT_FILES)})"]
@@ -75,7 +95,10 @@ def checkpoint_problems(folder: Path) -> list[str]:
         return [f"{folder} is not a folder"]
     problems = _weight_problems(folder)
     for name in _RESUMPTION_FILES:
-        if not (folder / name).is_file():
+        sharded = folder / _SHARDED_FORM.get(name, name)
+        if sharded.is_dir():
+            problems += _sharded_problems(sharded)
+        elif not (folder / name).is_file():
             problems.append(f"{name} is missing")
     for pickle_file in ("optimizer.pt", "scheduler.pt"):
         path = folder / pickle_file

@@ -343,6 +343,7 @@ def _finish_training(
     closed and the trainer lets go of the model afterwards, whatever happens.
     """
     from plugins.training.resources import peak_memory_bytes
+    from plugins.training.sharding import full_state_dict
 
     checkpoint_dir = output_dir / CHECKPOINT_DIR
     try:
@@ -369,8 +370,9 @@ def _finish_training(
             trainer.evaluate()
         trained_tokens = _sum_over_ranks(tokens.total)
         final_dir = output_dir / FINAL_MODEL_DIR
+        gathered = full_state_dict(trainer)  # every rank sends its shards; only the main process writes
         if context.is_main_process:
-            _save_final_model(trainer, tokenizer, config, final_dir)
+            _save_final_model(trainer, tokenizer, config, final_dir, gathered)
         history = reporting.history
         evaluations = [r for r in history if "eval_loss" in r]
         best = min(evaluations, key=lambda r: r["eval_loss"], default=None)
@@ -443,9 +445,15 @@ def _sum_over_ranks(value: int) -> int:
     return value
 
 
-def _save_final_model(trainer, tokenizer, config: ResolvedTrainingConfig, final_dir: Path) -> None:
-    """Adapter or full weights, the tokenizer with the training chat template, the resolved config."""
-    trainer.save_model(str(final_dir))
+def _save_final_model(
+    trainer, tokenizer, config: ResolvedTrainingConfig, final_dir: Path, gathered: dict | None
+) -> None:
+    """Adapter or full weights (``gathered`` from the shards of a sharded model), the tokenizer
+    with the training chat template, the resolved config."""
+    if gathered is None:
+        trainer.save_model(str(final_dir))
+    else:
+        trainer._save(str(final_dir), state_dict=gathered)
     tokenizer.save_pretrained(str(final_dir))
     (final_dir / "training_config.json").write_text(
         json.dumps(config.model_dump(mode="json"), indent=2), encoding="utf-8"

@@ -12,6 +12,7 @@ from plugins.training.callbacks import TokenCounter
 from plugins.training.checkpoints import STAGING_DIR, best_step_of, prune_checkpoints, publish_checkpoint
 from plugins.training.chunked_loss import chunked_causal_lm_loss, chunked_row_losses, split_for_chunked_loss
 from plugins.training.device import distributed_launch
+from plugins.training.sharding import fsdp_requested, shard_on_cpu
 from plugins.training.validation_loss import row_losses, token_mean
 
 if TYPE_CHECKING:
@@ -109,6 +110,12 @@ class CheckpointingTrainer(Trainer):
         self.checkpoint_dir = Path(checkpoint_dir)
         self.keep_checkpoints = save_total_limit
         self.published: list[Path] = []
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        if self.args.use_cpu and fsdp_requested() and distributed_launch() and not self.is_fsdp_enabled:
+            shard_on_cpu(self.accelerator)
+            self.is_fsdp_enabled = True
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         self.tokens.total += int((inputs["labels"] != -100).sum())
