@@ -252,6 +252,26 @@ def _method_findings(config: TrainingConfig) -> list[Finding]:
     return findings
 
 
+def _check_fsdp_layer_classes(name: str, architecture: str, shape) -> None:
+    """An FSDP launch whose layer classes to wrap are not in the model stops here, before any
+    weight is read, rather than in every rank once the model is loaded."""
+    from plugins.training.sharding import fsdp_layer_classes_to_wrap
+
+    unknown = [cls for cls in fsdp_layer_classes_to_wrap() if cls not in shape.module_classes]
+    if not unknown:
+        return
+    layers = ", ".join(shape.decoder_layer_classes) or "none declared"
+    raise ConfigError(
+        Problem(
+            f"the accelerate config wraps {', '.join(unknown)} for FSDP (FSDP_TRANSFORMER_CLS_TO_WRAP), but "
+            f"{name!r} ({architecture}) has no layer of that class; its decoder layer classes are: {layers}. Set "
+            "fsdp_transformer_layer_cls_to_wrap in the accelerate config (--config_file) to one of these, or "
+            "leave it out to wrap the model's own decoder layers.",
+            path="fsdp_transformer_layer_cls_to_wrap",
+        )
+    )
+
+
 class TrainingConfigPlugin(Plugin):
     name = "training_config"
     description = "Resolve and check the training hyper-parameters, the method and the precision."
@@ -311,6 +331,7 @@ class TrainingConfigPlugin(Plugin):
                     path="model_name_or_path",
                 )
             ) from exc
+        _check_fsdp_layer_classes(name, (model_config.architectures or [type(model_config).__name__])[0], shape)
         if config.training_method != "full" and adapter is None:
             missing = unmatched_target_modules(shape, config.target_modules)
             if missing:

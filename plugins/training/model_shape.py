@@ -24,6 +24,8 @@ class ModelShape:
     num_key_value_heads: int
     tied_embeddings: bool
     linear_layers: tuple[LinearLayer, ...] = field(repr=False)
+    module_classes: frozenset[str] = field(default=frozenset(), repr=False)  # every module's class name
+    decoder_layer_classes: tuple[str, ...] = ()  # the blocks the model keeps whole (its _no_split_modules)
 
     @property
     def embedding_params(self) -> int:
@@ -69,6 +71,8 @@ def model_shape(config) -> ModelShape:
         num_key_value_heads=int(getattr(text_config, "num_key_value_heads", None) or heads),
         tied_embeddings=bool(getattr(text_config, "tie_word_embeddings", False)),
         linear_layers=linears,
+        module_classes=frozenset(type(module).__name__ for module in model.modules()),
+        decoder_layer_classes=tuple(getattr(model, "_no_split_modules", None) or ()),
     )
 
 
