@@ -8,6 +8,8 @@ a missing state file) is detected by ``checkpoint_problems`` and skipped when re
 Under FSDP with ``SHARDED_STATE_DICT`` the weights and the optimizer state are torch distributed
 checkpoints instead (``pytorch_model_fsdp_0/``, ``optimizer_0/``: one ``.distcp`` file per rank and
 a ``.metadata`` file that the coordinating rank writes once every rank has written its part).
+Under DeepSpeed the optimizer state is one file per rank in the folder that ``latest`` names
+(``global_step{N}/``); ZeRO-3 keeps its weight shards there too, beside the gathered weights.
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ STAGING_DIR = ".staging"
 TRAINER_STATE = "trainer_state.json"
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 _WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
-_RESUMPTION_FILES = ("optimizer.pt", "scheduler.pt", TRAINER_STATE)
+OPTIMIZER = "optimizer.pt"
+_RESUMPTION_FILES = ("scheduler.pt", TRAINER_STATE)
 SHARDED_WEIGHTS = "pytorch_model_fsdp_0"
 SHARDED_OPTIMIZER = "optimizer_0"
-# A file that a sharded (FSDP) checkpoint holds as a distributed-checkpoint folder instead.
-_SHARDED_FORM = {"optimizer.pt": SHARDED_OPTIMIZER}
+DEEPSPEED_LATEST = "latest"
 
 
 def checkpoint_step(path: Path) -> int | None:
@@ -74,6 +76,25 @@ def _sharded_problems(folder: Path) -> list[str]:
     return [f"{folder.name}/{shard.name} is empty" for shard in shards if shard.stat().st_size == 0]
 
 
+def _deepspeed_problems(folder: Path) -> list[str]:
+    """DeepSpeed's per-rank optimizer state, in the folder its ``latest`` file names."""
+    tag = (folder / DEEPSPEED_LATEST).read_text(encoding="utf-8").strip()
+    states = sorted((folder / tag).glob("*optim_states.pt"))
+    if not states:
+        return [f"{tag}/ holds no DeepSpeed optimizer state (*optim_states.pt)"]
+    return [
+        f"{tag}/{state.name} is truncated or not a torch archive" for state in states if not zipfile.is_zipfile(state)
+    ]
+
+
+def _optimizer_problems(folder: Path) -> list[str]:
+    if (folder / SHARDED_OPTIMIZER).is_dir():
+        return _sharded_problems(folder / SHARDED_OPTIMIZER)
+    if (folder / DEEPSPEED_LATEST).is_file():
+        return _deepspeed_problems(folder)
+    return [] if (folder / OPTIMIZER).is_file() else [f"{OPTIMIZER} is missing"]
+
+
 def _weight_problems(folder: Path) -> list[str]:
     if (folder / SHARDED_WEIGHTS).is_dir():
         return _sharded_problems(folder / SHARDED_WEIGHTS)
@@ -93,14 +114,11 @@ def checkpoint_problems(folder: Path) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir():
         return [f"{folder} is not a folder"]
-    problems = _weight_problems(folder)
+    problems = _weight_problems(folder) + _optimizer_problems(folder)
     for name in _RESUMPTION_FILES:
-        sharded = folder / _SHARDED_FORM.get(name, name)
-        if sharded.is_dir():
-            problems += _sharded_problems(sharded)
-        elif not (folder / name).is_file():
+        if not (folder / name).is_file():
             problems.append(f"{name} is missing")
-    for pickle_file in ("optimizer.pt", "scheduler.pt"):
+    for pickle_file in (OPTIMIZER, "scheduler.pt"):
         path = folder / pickle_file
         if path.is_file() and not zipfile.is_zipfile(path):
             problems.append(f"{pickle_file} is truncated or not a torch archive")

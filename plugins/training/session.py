@@ -343,7 +343,7 @@ def _finish_training(
     closed and the trainer lets go of the model afterwards, whatever happens.
     """
     from plugins.training.resources import peak_memory_bytes
-    from plugins.training.sharding import full_state_dict
+    from plugins.training.sharding import save_final_weights
 
     checkpoint_dir = output_dir / CHECKPOINT_DIR
     try:
@@ -370,9 +370,9 @@ def _finish_training(
             trainer.evaluate()
         trained_tokens = _sum_over_ranks(tokens.total)
         final_dir = output_dir / FINAL_MODEL_DIR
-        gathered = full_state_dict(trainer)  # every rank sends its shards; only the main process writes
+        save_final_weights(trainer, final_dir)  # every rank sends its shards; the main process writes
         if context.is_main_process:
-            _save_final_model(trainer, tokenizer, config, final_dir, gathered)
+            _save_final_files(tokenizer, config, final_dir)
         history = reporting.history
         evaluations = [r for r in history if "eval_loss" in r]
         best = min(evaluations, key=lambda r: r["eval_loss"], default=None)
@@ -445,15 +445,8 @@ def _sum_over_ranks(value: int) -> int:
     return value
 
 
-def _save_final_model(
-    trainer, tokenizer, config: ResolvedTrainingConfig, final_dir: Path, gathered: dict | None
-) -> None:
-    """Adapter or full weights (``gathered`` from the shards of a sharded model), the tokenizer
-    with the training chat template, the resolved config."""
-    if gathered is None:
-        trainer.save_model(str(final_dir))
-    else:
-        trainer._save(str(final_dir), state_dict=gathered)
+def _save_final_files(tokenizer, config: ResolvedTrainingConfig, final_dir: Path) -> None:
+    """Beside the weights: the tokenizer with the training chat template, the resolved config."""
     tokenizer.save_pretrained(str(final_dir))
     (final_dir / "training_config.json").write_text(
         json.dumps(config.model_dump(mode="json"), indent=2), encoding="utf-8"

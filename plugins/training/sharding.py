@@ -9,7 +9,7 @@ accelerate's ``FullyShardedDataParallelPlugin`` reads back. Light at import: no 
 from __future__ import annotations
 
 import os
-from typing import Any
+from pathlib import Path
 
 TRANSFORMER_WRAP = "TRANSFORMER_BASED_WRAP"
 
@@ -49,12 +49,15 @@ def shard_on_cpu(accelerator) -> None:
     PartialState._shared_state["distributed_type"] = DistributedType.FSDP
 
 
-def full_state_dict(trainer) -> dict[str, Any] | None:
-    """The model's full weights gathered from every rank's shards (a collective: every rank calls
-    it; the main process receives them); None when the model is not sharded, for the Trainer to
-    save its own way."""
+def save_final_weights(trainer, final_dir: Path) -> None:
+    """The adapter or the full weights in ``final_dir`` as ``save_pretrained`` lays them out.
+
+    Every rank calls it: a sharded model's weights are gathered from all of them (FSDP here,
+    DeepSpeed ZeRO-3 inside the Trainer's ``save_model``), and the main process writes.
+    """
     if not getattr(trainer, "is_fsdp_enabled", False):
-        return None
+        trainer.save_model(str(final_dir))
+        return
     gathered = trainer.accelerator.get_state_dict(trainer.model)
     # Gathered, tied weights (the tiny model's embeddings and output layer) arrive as separate
     # copies, which save_pretrained would write twice; keep the first name of each, as it does.
@@ -63,4 +66,4 @@ def full_state_dict(trainer) -> dict[str, Any] | None:
         if id(parameter) in seen:
             gathered.pop(name, None)
         seen.add(id(parameter))
-    return gathered
+    trainer._save(str(final_dir), state_dict=gathered)

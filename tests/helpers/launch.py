@@ -28,11 +28,13 @@ def launch_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "COLUMNS": "300", **extra}
 
 
-def accelerate_command(config_file: str, workflow: Path, *train_args: str) -> list[str]:
-    """``accelerate launch --config_file configs/accelerate/<config_file> train.py --config <workflow>``."""
+def accelerate_command(config_file: str, workflow: Path, *train_args: str, processes: int = 2) -> list[str]:
+    """``accelerate launch --config_file configs/accelerate/<config_file> --num_processes <processes>
+    train.py --config <workflow>``."""
     return [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIGS / config_file),
-        "--main_process_port", str(free_port()), str(REPO / "train.py"), "--config", str(workflow), "--yes", *train_args,
+        "--num_processes", str(processes), "--main_process_port", str(free_port()),
+        str(REPO / "train.py"), "--config", str(workflow), "--yes", *train_args,
     ]  # fmt: skip
 
 
