@@ -1,5 +1,6 @@
-"""FSDP as ``accelerate launch`` asks for it: the settings it passes to each process, FSDP2 on CPU
-processes, and the full weights gathered from the shards for ``final-model/``.
+"""Sharded training as ``accelerate launch`` asks for it: the FSDP settings it passes to each
+process, FSDP2 on CPU processes, and ``final-model/`` saved from a sharded model (FSDP or
+DeepSpeed) by every rank together.
 
 ``accelerate launch`` hands a config file's ``fsdp_config`` to every process as environment
 variables (``ACCELERATE_USE_FSDP``, ``FSDP_VERSION``, ``FSDP_TRANSFORMER_CLS_TO_WRAP``, ...), which
