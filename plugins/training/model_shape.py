@@ -61,6 +61,7 @@ def model_shape(config) -> ModelShape:
     total = sum(p.numel() for p in model.parameters())  # shared (tied) tensors count once
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     heads = int(getattr(text_config, "num_attention_heads", 1))
+    classes = frozenset(type(module).__name__ for module in model.modules())
     return ModelShape(
         total_params=int(total),
         hidden_size=int(text_config.hidden_size),
@@ -71,8 +72,11 @@ def model_shape(config) -> ModelShape:
         num_key_value_heads=int(getattr(text_config, "num_key_value_heads", None) or heads),
         tied_embeddings=bool(getattr(text_config, "tie_word_embeddings", False)),
         linear_layers=linears,
-        module_classes=frozenset(type(module).__name__ for module in model.modules()),
-        decoder_layer_classes=tuple(getattr(model, "_no_split_modules", None) or ()),
+        module_classes=classes,
+        # _no_split_modules may name classes this model does not build (a vision tower left out).
+        decoder_layer_classes=tuple(
+            name for name in getattr(model, "_no_split_modules", None) or () if name in classes
+        ),
     )
 
 
