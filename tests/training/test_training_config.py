@@ -167,3 +167,19 @@ def test_example_workflow_opens_with_its_run_command_and_an_override(name):
     head = (CONFIGS / f"{name}.yaml").read_text(encoding="utf-8").split("\n\n")[0]
     commands = [line for line in head.splitlines() if "train.py --config configs/" in line]
     assert len(commands) >= 2, "the run command and one override example"
+
+
+def test_fsdp_layer_classes_are_checked_against_the_model(tiny_model, monkeypatch):
+    # What `accelerate launch` with an FSDP config passes to each process.
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_AUTO_WRAP_POLICY", "TRANSFORMER_BASED_WRAP")
+    monkeypatch.setenv("FSDP_TRANSFORMER_CLS_TO_WRAP", "LlamaDecoderLayer")
+    assert resolve(model_name_or_path=tiny_model).model_name_or_path == tiny_model
+    monkeypatch.setenv("FSDP_TRANSFORMER_CLS_TO_WRAP", "LlamaDecoderLayer,Qwen2DecoderLayer")
+    with pytest.raises(ConfigError) as raised:
+        resolve(model_name_or_path=tiny_model)
+    problem = raised.value.problems[0]
+    assert problem.path == "fsdp_transformer_layer_cls_to_wrap"
+    assert "wraps Qwen2DecoderLayer" in problem.message and "classes are: LlamaDecoderLayer" in problem.message
+    monkeypatch.setenv("FSDP_AUTO_WRAP_POLICY", "NO_WRAP")  # the classes are read only to wrap by class
+    assert resolve(model_name_or_path=tiny_model).total_params > 0
