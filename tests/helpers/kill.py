@@ -1,7 +1,8 @@
 """Kill a real run from outside at a moment seen in its run directory, as a user's crash would.
 
 ``kill_when`` starts a command, waits until ``reached(run_dir)`` is true (events.jsonl, the
-checkpoints folder), sends SIGKILL and waits for the process to end. The predicates below name the
+checkpoints folder), sends SIGKILL to it and every process it started (a launcher's ranks: torchrun
+starts each in a session of its own, so they outlive their launcher otherwise) and waits for them. The predicates below name the
 moments the kill/resume tests use.
 """
 
@@ -11,7 +12,7 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 POLL_S = 0.005
@@ -47,15 +48,29 @@ def training_step_logged(step: int) -> Callable[[Path], bool]:
 
 
 def kill_when(
-    command: Sequence[str], *, cwd: Path, run_dir: Path, reached: Callable[[Path], bool], timeout: float, log: Path
+    command: Sequence[str],
+    *,
+    cwd: Path,
+    run_dir: Path,
+    reached: Callable[[Path], bool],
+    timeout: float,
+    log: Path,
+    env: Mapping[str, str] | None = None,
 ) -> None:
-    """Run ``command`` until ``reached(run_dir)``, then SIGKILL it; fail if it ends before that."""
+    """Run ``command`` until ``reached(run_dir)``, then SIGKILL it and its descendants; fail if it
+    ends before that."""
+    import psutil
+
     with log.open("w") as output:
-        process = subprocess.Popen(command, cwd=cwd, stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while process.poll() is None and not reached(run_dir) and time.monotonic() < deadline:
             time.sleep(POLL_S)
         if process.poll() is not None:
             raise AssertionError(f"the run ended (exit {process.returncode}) before the kill point: {log}")
-        process.send_signal(signal.SIGKILL)
+        launched = psutil.Process(process.pid)
+        members = [*launched.children(recursive=True), launched]
+        for member in members:
+            member.send_signal(signal.SIGKILL)
+        psutil.wait_procs(members, timeout=30)
         process.wait()

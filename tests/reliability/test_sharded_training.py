@@ -24,20 +24,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from helpers.launch import accelerate_command, launch_env, output_of, run, train_command
+from helpers.kill import checkpoint_published, kill_when
+from helpers.launch import RUN_TIMEOUT_S, accelerate_command, launch_env, output_of, run, train_command
 from helpers.workflows import write_workflow
 
 pytestmark = pytest.mark.slow
 
 STEPS = 4
 LOGIT_TOLERANCE = 1e-5
-POLL_S = 0.005
 SETTINGS = {
     "full": {"max_grad_norm": 0.0},
     "lora": {"lora_dropout": 0.0},  # dropout would draw different masks on each rank
@@ -93,29 +90,6 @@ def _result(run_dir: Path) -> dict:
     return json.loads((run_dir / "memory.json").read_text(encoding="utf-8"))["entries"]["training.result"]
 
 
-def _kill_after_first_checkpoint(command: list[str], run_dir: Path, env: dict, log: Path) -> None:
-    """Start the launch and SIGKILL all of it, the launcher and every rank (torchrun starts each
-    rank in a session of its own), as soon as checkpoint-2 is published: a machine lost mid-run."""
-    import psutil
-
-    published = run_dir / "checkpoints" / "checkpoint-2" / "trainer_state.json"
-    with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=run_dir.parent, env=env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300
-        while process.poll() is None and not published.exists() and time.monotonic() < deadline:
-            time.sleep(POLL_S)
-        if process.poll() is not None:
-            pytest.fail(
-                f"the run ended (exit {process.returncode}) before its first checkpoint: {log.read_text()[-3000:]}"
-            )
-        launcher = psutil.Process(process.pid)
-        members = [*launcher.children(recursive=True), launcher]
-        for member in members:
-            member.send_signal(signal.SIGKILL)
-        psutil.wait_procs(members, timeout=30)
-        process.wait()
-
-
 def _logits(folder: Path):
     import torch
 
@@ -149,9 +123,9 @@ def test_sharded_run_matches_one_process(accelerate_config, method, killed, one_
     run_dir = folder / "run"
     env = launch_env(DS_ACCELERATOR="cpu")
     if killed:
-        _kill_after_first_checkpoint(
-            accelerate_command(accelerate_config, workflow), run_dir, env, tmp_path / "killed.log"
-        )
+        # The launcher and every rank, as soon as checkpoint-2 is published: a machine lost mid-run.
+        kill_when(accelerate_command(accelerate_config, workflow), cwd=folder, run_dir=run_dir, env=env,
+                  reached=checkpoint_published(2), timeout=RUN_TIMEOUT_S, log=tmp_path / "killed.log")  # fmt: skip
         assert not (run_dir / "final-model").exists()
         assert _missing_shards(accelerate_config, run_dir, 2) == []
         done = run(accelerate_command(accelerate_config, workflow, "--resume"), cwd=folder, env=env)
