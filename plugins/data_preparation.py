@@ -22,7 +22,7 @@ from pydantic import Field
 from entity_training import InputError, Plugin, PluginConfig, Problem, Stage
 from plugins import memory_keys
 from plugins.data.conversation_files import read_conversations
-from plugins.data.preparation import PreparationOptions, PreparedData, prepare_tokenized
+from plugins.data.preparation import PreparationOptions, PreparedData, prepare_tokenized, streamed
 from plugins.data.tokenizer_identity import TokenizerFiles, source_files
 from plugins.utils import cache_root
 
@@ -32,7 +32,7 @@ class DataPreparationPlugin(Plugin):
     description = "Render, tokenize, mask and pack the conversations; cache the result on disk."
     supported_stages = (Stage.THINK,)
     dependencies = (memory_keys.DATASET_TRAIN, memory_keys.TRAINING_CONFIG)
-    optional_dependencies = (memory_keys.DATASET_VALIDATION,)
+    optional_dependencies = (memory_keys.DATASET_VALIDATION, memory_keys.DATASET_STREAM)
     provides = (memory_keys.DATASET_TOKENIZED, memory_keys.DATASET_TOKEN_STATS)
 
     class ConfigModel(PluginConfig):
@@ -106,12 +106,21 @@ class DataPreparationPlugin(Plugin):
             max_entries=self.config.cache_max_entries,
         )
         self._report(context, prepared)
+        stream = context.recall(memory_keys.DATASET_STREAM)
+        if stream is not None:
+            prepared = streamed(prepared, stream, truncation=self.config.truncation)
         context.remember(memory_keys.DATASET_TOKENIZED, prepared.tokenized)
         context.remember(memory_keys.DATASET_TOKEN_STATS, prepared.stats)
         context.summarize("packing_efficiency", prepared.stats["packing_efficiency"])
         context.summarize("tokenized_cache_key", prepared.stats["cache_key"])
         stats = prepared.stats
         origin = "cache hit" if prepared.cache_hit else "tokenized"
+        if stream is not None:
+            return (
+                f"streaming: rows are tokenized and packed during training; the {stats['train']['samples']} head "
+                f"samples checked here give {stats['tokens']:,} tokens ({stats['trained_tokens']:,} trained), "
+                f"{origin} {stats['cache_key']}"
+            )
         if stats["task"] != "sft":
             return (
                 f"{stats['train']['samples']} {stats['task']} examples -> {stats['train']['sequences']} sequences "

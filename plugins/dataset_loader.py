@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from entity_training import Plugin, PluginConfig, Stage
+from entity_training import Finding, Plugin, PluginConfig, Stage
 from plugins import memory_keys
 from plugins.data.conversation_files import write_conversations
 from plugins.data.dataset import ConversationDataset, check_kto_labels, check_one_task, load_conversations
@@ -30,7 +30,12 @@ class DatasetLoaderPlugin(Plugin):
     name = "dataset_loader"
     description = "Load dataset files (any common format) into validated, split conversations."
     supported_stages = (Stage.INPUT,)
-    provides = (memory_keys.DATASET_TRAIN, memory_keys.DATASET_VALIDATION, memory_keys.DATASET_STATS)
+    provides = (
+        memory_keys.DATASET_TRAIN,
+        memory_keys.DATASET_VALIDATION,
+        memory_keys.DATASET_STATS,
+        memory_keys.DATASET_STREAM,
+    )
 
     class ConfigModel(PluginConfig):
         dataset_path: str | list[str] = Field(
@@ -85,9 +90,34 @@ class DatasetLoaderPlugin(Plugin):
             description="Parsed datasets kept in the cache: after storing one, the least recently used beyond this "
             "many are removed. null keeps them all.",
         )
+        streaming: bool = Field(
+            False,
+            description="Read the JSON Lines files row by row during training (flat memory, any size) instead of "
+            "loading them here; needs max_steps. See docs/DATA.md.",
+        )
+        shuffle_buffer: int = Field(
+            1000,
+            ge=1,
+            le=1_000_000,
+            description="Streaming: samples held in the seeded shuffle buffer (1 keeps the files' order).",
+        )
+        validation_rows: int = Field(
+            0,
+            ge=0,
+            le=100_000,
+            description="Streaming: rows held out for validation from the head of the data (when validation_path is "
+            "not set); 0 validates on nothing.",
+        )
+
+    def check_workflow(self, plugins) -> list[Finding]:
+        from plugins.data.stream_checks import streaming_findings
+
+        return streaming_findings(self.config, plugins)
 
     async def _execute_impl(self, context: Any) -> str:
         seed = self.config.seed if self.config.seed is not None else context.seed
+        if self.config.streaming:
+            return await asyncio.to_thread(self._open_stream, context, seed)
         train_set = await asyncio.to_thread(self._load, self.config.dataset_path)
         self._report_load(context, train_set)
         check_kto_labels(train_set)
@@ -132,6 +162,62 @@ class DatasetLoaderPlugin(Plugin):
         return (
             f"{len(train)} train / {len(validation)} validation conversations ({formats}, "
             f"{stats['turns']} turns, {stats['characters']:,} characters, {stats['bad_rows']} bad rows skipped)"
+        )
+
+    def _open_stream(self, context: Any, seed: int) -> str:
+        """Describe the stream for DO, hold out the validation rows, and write the head rows as dataset.train."""
+        from plugins.data.stream_input import open_source, source_name, total_bytes
+        from plugins.data.stream_spec import StreamSpec
+
+        config = self.config
+        opened = [
+            open_source(
+                source_name(config.dataset_path),
+                [config.dataset_path] if isinstance(config.dataset_path, str) else list(config.dataset_path),
+                dataset_format=config.dataset_format,
+                field_map=config.field_map,
+                max_rows=config.max_samples,
+                validation_rows=0 if config.validation_path else config.validation_rows,
+                on_bad_rows=config.on_bad_rows,
+            )
+        ]
+        spec = StreamSpec(
+            sources=tuple(o.source for o in opened),
+            seed=seed,
+            shuffle_buffer=config.shuffle_buffer,
+            on_bad_rows=config.on_bad_rows,
+        )
+        head = [row for o in opened for row in o.head]
+        files = [report for o in opened for report in o.files]
+        validation = [row for o in opened for row in o.validation]
+        if config.validation_path is not None:
+            validation_set = self._load(config.validation_path)
+            self._report_load(context, validation_set)
+            validation, files = validation_set.conversations, files + validation_set.files
+        stats = ConversationDataset(head + validation, files).statistics()
+        stats.update(
+            streaming=True,
+            train_rows=None,
+            head_rows=len(head),
+            validation_rows=len(validation),
+            stream_bytes=total_bytes(list(spec.sources)),
+            seed=seed,
+        )
+        context.remember(memory_keys.DATASET_STREAM, spec)
+        context.remember(memory_keys.DATASET_TRAIN, write_conversations(context.run_dir, "train-head", head))
+        context.remember(
+            memory_keys.DATASET_VALIDATION,
+            write_conversations(
+                context.run_dir, _split_name(context, memory_keys.DATASET_VALIDATION, "validation"), validation
+            ),
+        )
+        context.remember(memory_keys.DATASET_STATS, stats)
+        for report in files:
+            context.log(f"{report.path}: {report.format} ({report.reason}); streamed, {report.rows} head rows checked")
+        return (
+            f"streaming {stats['stream_bytes'] / 2**20:,.1f} MiB from {len(files)} file(s) "
+            f"({'+'.join(stats['detected_format']) or 'unknown'}); {len(head)} head rows checked, "
+            f"{len(validation)} validation rows"
         )
 
     def _load(self, paths: str | list[str]) -> ConversationDataset:

@@ -10,6 +10,9 @@ restores it), except where noted. Large artefacts live on disk and memory holds 
 DATASET_TRAIN = "dataset.train"
 DATASET_VALIDATION = "dataset.validation"  # the same for validation.jsonl; may have no rows
 DATASET_STATS = "dataset.stats"  # rows, task (sft|preference|unpaired), turns, characters, formats, per-file counts
+# With streaming: true only: plugins.data.stream_spec.StreamSpec (files, formats, field maps, where training rows
+# start, seed, shuffle buffer); dataset.train then holds only the head rows checked at INPUT (train-head.jsonl)
+DATASET_STREAM = "dataset.stream"
 
 # PARSE: TrainingConfigPlugin
 TRAINING_CONFIG = "training.config"  # the resolved training configuration (ResolvedTrainingConfig)
