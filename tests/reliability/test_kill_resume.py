@@ -16,7 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers.kill import checkpoint_published, events, kill_when, plugin_started, training_step_logged
+from helpers.kill import (
+    checkpoint_published,
+    events,
+    kill_when,
+    plugin_started,
+    training_result,
+    training_step_logged,
+)
 from helpers.workflows import step, write_workflow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,18 +81,13 @@ KILL_POINTS: dict[str, Callable[[Path], bool]] = {
 }
 
 
-def _training_result(run_dir: Path) -> dict:
-    memory = json.loads((run_dir / "memory.json").read_text(encoding="utf-8"))
-    return memory["entries"]["training.result"]
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict:
     work_dir = tmp_path_factory.mktemp("reference")
     _write_workflow(work_dir)
     result = _run(work_dir)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return _training_result(work_dir / "run")
+    return training_result(work_dir / "run")
 
 
 # Known bug (training plugin, reported): resuming from a checkpoint saved at step == max_steps trains
@@ -115,7 +117,7 @@ def test_killed_run_resumes_to_the_same_result(point, reference, tmp_path):
     assert resumed.returncode == 0, output
     assert "Traceback" not in output
 
-    result = _training_result(run_dir)
+    result = training_result(run_dir)
     assert result["steps"] == reference["steps"] == MAX_STEPS
     assert result["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-5)
     assert result["final_eval_loss"] == pytest.approx(reference["final_eval_loss"], rel=1e-5)
