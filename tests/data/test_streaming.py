@@ -11,6 +11,7 @@ from itertools import accumulate
 from pathlib import Path
 
 import pytest
+from helpers.cli import REPO, run_train
 from helpers.data_tokenizer import build_tokenizer
 
 from entity_training import InputError, Stage
@@ -217,3 +218,20 @@ async def test_the_loader_describes_the_stream_and_holds_out_the_head_for_valida
     stats = context.recall(memory_keys.DATASET_STATS)
     assert stats["streaming"] and stats["validation_rows"] == 5 and stats["train_rows"] is None
     assert "5 validation rows" in summary
+
+
+@pytest.mark.slow
+def test_the_example_workflow_streams_on_the_tiny_model(tmp_path):
+    run_dir = tmp_path / "run"
+    done = run_train(
+        "--config", str(REPO / "configs" / "streaming.yaml"), "--model", "tiny", "--max-steps", "3",
+        "--set", "training_config.save_steps=2", "--set", "training_config.evaluation_steps=3",
+        "--output", str(run_dir), "--yes", cwd=REPO, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((run_dir / "memory.json").read_text(encoding="utf-8"))["entries"]["training.result"]
+    assert result["steps"] == 3 and result["final_eval_loss"] is not None
+    assert result["stream"]["samples"] > 0 and result["stream"]["sources"]["train"]["bad_rows"] == 0
+    assert (run_dir / "checkpoints" / "checkpoint-2" / "stream_state.json").is_file()
+    assert [json.loads(line)["step"] for line in (run_dir / "batches.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert (run_dir / "export" / "huggingface").is_dir()
