@@ -235,3 +235,28 @@ def test_the_example_workflow_streams_on_the_tiny_model(tmp_path):
     assert (run_dir / "checkpoints" / "checkpoint-2" / "stream_state.json").is_file()
     assert [json.loads(line)["step"] for line in (run_dir / "batches.jsonl").read_text().splitlines()] == [1, 2, 3]
     assert (run_dir / "export" / "huggingface").is_dir()
+
+
+def test_two_sources_mix_by_their_weights_and_resume_exactly(tmp_path, tokenizer):
+    pytest.importorskip("plugins.data.mixture", reason="plugins/data/mixture.py (the mixture scheduler) is absent")
+    files = {
+        "short": _write(tmp_path / "short.jsonl", _conversation_rows(40, seed=1)),
+        "long": _write(tmp_path / "long.jsonl", _conversation_rows(30, seed=2)),
+    }
+    weights = {"short": 3.0, "long": 1.0}
+    sources = tuple(
+        _spec(path).sources[0].model_copy(update={"name": name, "weight": weights[name]})
+        for name, path in files.items()
+    )
+    spec = StreamSpec(sources=sources, mix_by="rows", seed=5, shuffle_buffer=8, on_bad_rows="error")
+    straight = _stream(spec, tokenizer)
+    rows = _take(straight, 90)
+    realised = straight.statistics()["mixture"]
+    assert realised["short"]["share_rows"] == pytest.approx(0.75, abs=0.02)
+    assert realised["long"]["share_rows"] == pytest.approx(0.25, abs=0.02)
+
+    write_stream_state(tmp_path, straight.state_at(40), spec)
+    resumed = _stream(spec, tokenizer)
+    resumed.load_state_dict(read_stream_state(tmp_path, spec))
+    assert [_samples([r]) for r in _take(resumed, 50)] == [_samples([r]) for r in rows[40:]]
+    assert resumed.statistics() == straight.statistics()
