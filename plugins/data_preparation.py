@@ -4,6 +4,8 @@ Features: labels from the template itself (assistant turns, the last one, or eve
 preference data, each answer after its prompt, never packed, ``dataset.tokenized["task"]``);
 best-fit packing with per-sample positions; a verified on-disk cache keyed by the data, the
 tokenizer, the template and every option (the key is printed; ``rebuild_cache`` forces a rebuild).
+With a streamed dataset (``dataset.stream``), only the head rows and the validation rows are
+tokenized here; ``dataset.tokenized["stream"]`` tells DO to read the rest.
 
 Raises:
     ConfigError: an unknown or uncompilable chat template, a tokenizer without one.

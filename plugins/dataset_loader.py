@@ -5,6 +5,8 @@ Features: .jsonl/.json/.parquet/.csv/.txt files and ``save_to_disk`` folders; fo
 ``plugins.data.preference_formats``) per file, with the reason; one task per dataset; row validation
 with file and line; a reproducible train/validation split, written to ``<run_dir>/data/``
 (memory holds each split's file entry, see ``plugins.data.conversation_files``); statistics.
+With ``streaming: true`` (``plugins.data.stream_input``): the head of each JSON Lines file is checked
+and the stream described under ``dataset.stream`` instead; DO reads the rest (docs/DATA.md).
 
 Raises:
     InputError: a missing or unreadable file, invalid JSON, bad rows (policy ``error``), an empty

@@ -8,6 +8,8 @@ Features:
   adapter continued (as saved) on its base model (plugins/training/starting_model.py);
 - metrics to the engine (loss, learning rate, grad norm, tokens/s, memory, ETA), to
   ``metrics.jsonl``/``metrics.csv`` and optionally TensorBoard;
+- with a streamed dataset (``dataset.tokenized["stream"]``), rows read, tokenized and packed as
+  training goes (plugins/training/stream_rows.py), their position saved in every checkpoint;
 - atomic, verified checkpoints in ``checkpoints/``; resume from the newest complete one
   (``resume_from_checkpoint: auto`` or ``--resume``), skipping corrupt ones;
 - Ctrl-C saves a checkpoint, then stops with RunInterrupted (exit code 130);
