@@ -10,7 +10,7 @@ from entity_training.command import Command
 
 
 class PlanCommand(Command):
-    help = "Print the memory plan of a workflow without training."
+    help = "Print the memory plan of a workflow without training (and the share of each source of a mixture)."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_workflow_arguments(parser)
@@ -22,7 +22,24 @@ class PlanCommand(Command):
         workflow = load_workflow_from_args(args)
         print_notices(workflow)
         print_workflow_plan(workflow, console=console)
+        print_workflow_mixture(workflow, console)
         return 0
+
+
+def print_workflow_mixture(workflow, console) -> None:
+    """The share of each source of a mixing loader: realised, by running the data stages (their
+    tokenized cache then serves the training run), or only the targets when no step prepares data."""
+    from entity_training import Stage
+    from entity_training.commands import run_until
+    from plugins import memory_keys
+    from plugins.data.mixture_table import mixing_loader_config, print_mixture
+
+    loader = mixing_loader_config(workflow)
+    if loader is None:
+        return
+    prepares = any(memory_keys.DATASET_TOKEN_STATS in step.declared("provides") for step in workflow.steps)
+    token_stats = run_until(workflow, Stage.THINK).get(memory_keys.DATASET_TOKEN_STATS) if prepares else None
+    print_mixture((token_stats or {}).get("mixture"), loader, console)
 
 
 class PreviewCommand(Command):

@@ -1,6 +1,8 @@
 """DataPreparationPlugin (THINK): chat template, tokenization, label masking, packing, cache.
 
-Features: labels from the template itself (assistant turns, the last one, or everything; for
+Features: a weighted mixture of the loader's sources in the training split (by trained tokens or
+rows, ``plugins.data.mixed_encoding``; the realised shares go to ``dataset.token_stats["mixture"]``);
+labels from the template itself (assistant turns, the last one, or everything; for
 preference data, each answer after its prompt, never packed, ``dataset.tokenized["task"]``);
 best-fit packing with per-sample positions; a verified on-disk cache keyed by the data, the
 tokenizer, the template and every option (the key is printed; ``rebuild_cache`` forces a rebuild).
@@ -34,7 +36,9 @@ class DataPreparationPlugin(Plugin):
     description = "Render, tokenize, mask and pack the conversations; cache the result on disk."
     supported_stages = (Stage.THINK,)
     dependencies = (memory_keys.DATASET_TRAIN, memory_keys.TRAINING_CONFIG)
-    optional_dependencies = (memory_keys.DATASET_VALIDATION, memory_keys.DATASET_STREAM)
+    # dataset.stats: the loader's mixture of sources, when it has several (its "mixture" entry);
+    # dataset.stream: with streaming, the files DO reads (only the head rows are prepared here)
+    optional_dependencies = (memory_keys.DATASET_VALIDATION, memory_keys.DATASET_STATS, memory_keys.DATASET_STREAM)
     provides = (memory_keys.DATASET_TOKENIZED, memory_keys.DATASET_TOKEN_STATS)
 
     class ConfigModel(PluginConfig):
@@ -106,6 +110,7 @@ class DataPreparationPlugin(Plugin):
             on_progress=report,
             tokenizer_files=tokenizer_files,
             max_entries=self.config.cache_max_entries,
+            mixture=(context.recall(memory_keys.DATASET_STATS) or {}).get("mixture"),
         )
         self._report(context, prepared)
         stream = context.recall(memory_keys.DATASET_STREAM)
@@ -167,6 +172,12 @@ class DataPreparationPlugin(Plugin):
                     f"{split}: dropped {split_stats['dropped_too_long']} samples longer than max_seq_length and "
                     f"{split_stats['dropped_untrained']} left without any trained token"
                 )
+        for name, share in (stats.get("mixture") or {}).get("sources", {}).items():
+            context.log(
+                f"source {name}: {share['rows']} samples ({share['passes']:g} x its {share['available_rows']}), "
+                f"{share['share_rows']:.1%} of the rows and {share['share_tokens']:.1%} of the trained tokens "
+                f"(target {share['target_share']:.1%} of the {stats['mixture']['mix_by']})"
+            )
         if not stats["train"]["samples"]:
             raise InputError(
                 Problem(

@@ -1,6 +1,8 @@
 """DatasetLoaderPlugin (INPUT): read dataset files into validated conversations and split them.
 
-Features: .jsonl/.json/.parquet/.csv/.txt files and ``save_to_disk`` folders; format detection
+Features: .jsonl/.json/.parquet/.csv/.txt files, ``save_to_disk`` folders, globs of shards and Hub
+datasets (``hf://``); several weighted ``sources`` (``plugins.data.sources``), split one by one and
+mixed later by ``data_preparation``; format detection
 (alpaca, sharegpt, openai, prompt_completion, text; preference pairs and KTO rows, see
 ``plugins.data.preference_formats``) per file, with the reason; one task per dataset; row validation
 with file and line; a reproducible train/validation split, written to ``<run_dir>/data/``
@@ -9,22 +11,41 @@ With ``streaming: true`` (``plugins.data.stream_input``): the head of each JSON 
 and the stream described under ``dataset.stream`` instead; DO reads the rest (docs/DATA.md).
 
 Raises:
-    InputError: a missing or unreadable file, invalid JSON, bad rows (policy ``error``), an empty
+    InputError: a missing or unreadable file, a glob or source that matches no file, a Hub dataset
+        that cannot be had (offline and not cached), invalid JSON, bad rows (policy ``error``), an empty
         dataset after filtering, files of different tasks, KTO data with a single label value.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from entity_training import Finding, Plugin, PluginConfig, Stage
 from plugins import memory_keys
 from plugins.data.conversation_files import write_conversations
-from plugins.data.dataset import ConversationDataset, check_kto_labels, check_one_task, load_conversations
+from plugins.data.dataset import (
+    ConversationDataset,
+    check_kto_labels,
+    check_one_task,
+    load_conversations,
+    split_conversations,
+)
+from plugins.data.mixture import MixUnit
+from plugins.data.sources import (
+    DataSource,
+    FieldMapSetting,
+    FormatSetting,
+    LoadedSource,
+    MaxSamplesSetting,
+    duplicate_names,
+    load_sources,
+    mixture_spec,
+    shuffled,
+    source_statistics,
+)
 from plugins.utils import cache_root
 
 
@@ -40,33 +61,25 @@ class DatasetLoaderPlugin(Plugin):
     )
 
     class ConfigModel(PluginConfig):
-        dataset_path: str | list[str] = Field(
-            ...,
-            description="A data file or folder, or a list of them (.jsonl, .json, .parquet, .csv, .txt, save_to_disk folders).",
+        dataset_path: str | list[str] | None = Field(
+            None,
+            description="A data file or folder, or a list of them (.jsonl, .json, .parquet, .csv, .txt, save_to_disk "
+            "folders; globs of shards; hf://owner/name[:config][@split]). Or give sources instead.",
         )
-        dataset_format: Literal[
-            "auto",
-            "alpaca",
-            "sharegpt",
-            "openai",
-            "prompt_completion",
-            "text",
-            "json",
-            "sharegpt_pairs",
-            "openai_pairs",
-            "prompt_pairs",
-            "transcript_pairs",
-            "kto_messages",
-            "kto_prompt_completion",
-        ] = Field(
-            "auto",
-            description="Row format; auto detects it per file from the keys of the first row. The *_pairs formats "
-            "are preference pairs (chosen/rejected), the kto_* formats labelled completions.",
+        sources: list[DataSource] | None = Field(
+            None,
+            min_length=1,
+            max_length=64,
+            description="Several datasets mixed by weight, each with its own path, format, field_map and "
+            "max_samples (instead of dataset_path).",
         )
-        field_map: dict[str, str] = Field(
-            default_factory=dict, description="Rename columns before detection: {column in the file: expected name}."
+        mix_by: MixUnit = Field(
+            "tokens",
+            description="What the source weights share out: trained tokens (what the loss sees) or rows.",
         )
-        max_samples: int | None = Field(None, gt=0, description="Keep at most this many rows (after shuffling).")
+        dataset_format: FormatSetting = "auto"
+        field_map: FieldMapSetting = {}
+        max_samples: MaxSamplesSetting = None
         validation_split: float = Field(
             0.1, ge=0, lt=1, description="Fraction of rows held out for validation when validation_path is not set."
         )
@@ -111,6 +124,43 @@ class DatasetLoaderPlugin(Plugin):
             "not set); 0 validates on nothing.",
         )
 
+        # Field validators where a key is at fault, so that the error points at its line (or its --set).
+        @field_validator("sources")
+        @classmethod
+        def check_sources(cls, sources: list[DataSource] | None, info: ValidationInfo) -> list[DataSource] | None:
+            if sources is None:
+                return sources
+            if info.data.get("dataset_path") is not None:
+                raise ValueError("set dataset_path (or --dataset) or sources, not both")
+            if not any(source.weight > 0 for source in sources):
+                raise ValueError("every source has weight 0, so nothing would be trained; give one a weight above 0")
+            duplicates = duplicate_names(sources)
+            if duplicates:
+                raise ValueError(
+                    f"several sources are named {', '.join(map(repr, duplicates))}; give each its own name"
+                )
+            return sources
+
+        @field_validator("mix_by", "dataset_format", "field_map", "max_samples")
+        @classmethod
+        def check_single_source_settings(cls, value: Any, info: ValidationInfo) -> Any:
+            default = cls.model_fields[info.field_name].get_default(call_default_factory=True)
+            with_sources = info.data.get("sources") is not None
+            if info.field_name == "mix_by" and not with_sources and value != default:
+                raise ValueError("mix_by applies to sources; remove it or list the datasets under sources")
+            if info.field_name != "mix_by" and with_sources and value != default:
+                own = {"dataset_format": "format"}.get(info.field_name, info.field_name)
+                raise ValueError(f"with sources, set {own} on each source, not for the whole loader")
+            return value
+
+        @model_validator(mode="after")
+        def check_some_data(self) -> DatasetLoaderPlugin.ConfigModel:
+            if self.dataset_path is None and self.sources is None:
+                raise ValueError(
+                    "set dataset_path (a file, folder or glob; or --dataset) or sources (several weighted datasets)"
+                )
+            return self
+
     def check_workflow(self, plugins) -> list[Finding]:
         from plugins.data.stream_checks import streaming_findings
 
@@ -120,16 +170,18 @@ class DatasetLoaderPlugin(Plugin):
         seed = self.config.seed if self.config.seed is not None else context.seed
         if self.config.streaming:
             return await asyncio.to_thread(self._open_stream, context, seed)
-        train_set = await asyncio.to_thread(self._load, self.config.dataset_path)
+        parts = await asyncio.to_thread(self._load_parts, seed)
+        train_set = ConversationDataset(
+            [c for part in parts for c in part.dataset.conversations],
+            [f for part in parts for f in part.dataset.files],
+            [b for part in parts for b in part.dataset.bad_rows],
+            [k for part in parts for k in part.dataset.pruned],
+        )
         self._report_load(context, train_set)
+        check_one_task(train_set.files)
         check_kto_labels(train_set)
         for file in train_set.files:
             context.log(f"{file.path}: {file.format} ({file.reason}); {file.rows} rows, {file.bad_rows} rejected")
-
-        order = list(range(len(train_set.conversations)))
-        if self.config.shuffle:
-            random.Random(seed).shuffle(order)
-        conversations = [train_set.conversations[i] for i in order[: self.config.max_samples]]
 
         if self.config.validation_path is not None:
             if "validation_split" in self.config.model_fields_set:
@@ -137,16 +189,30 @@ class DatasetLoaderPlugin(Plugin):
             validation_set = await asyncio.to_thread(self._load, self.config.validation_path)
             self._report_load(context, validation_set)
             check_one_task(train_set.files + validation_set.files)
-            train, validation = conversations, validation_set.conversations
+            splits = [(part.conversations, []) for part in parts]
+            validation_rows = validation_set.conversations
             files = train_set.files + validation_set.files
         else:
-            # Already shuffled above, so the split itself keeps the order.
-            trimmed = ConversationDataset(conversations, train_set.files, train_set.bad_rows)
-            train, validation = trimmed.split(self.config.validation_split, seed=seed, shuffle=False)
+            # Already shuffled, so the split itself keeps the order; each source is split on its own.
+            splits = [
+                split_conversations(part.conversations, self.config.validation_split, seed=seed, shuffle=False)
+                for part in parts
+            ]
+            validation_rows = [c for _, validation in splits for c in validation]
             files = train_set.files
+        train = [c for split, _ in splits for c in split]
+        validation = validation_rows
 
         stats = ConversationDataset(train + validation, files, train_set.bad_rows).statistics()
         stats.update(train_rows=len(train), validation_rows=len(validation), seed=seed)
+        if self.config.sources is not None:
+            stats["sources"] = source_statistics(self.config.sources, parts, splits)
+            stats["mixture"] = mixture_spec(self.config.sources, self.config.mix_by, seed)
+            for name, entry in stats["sources"].items():
+                context.log(
+                    f"source {name}: {entry['rows']} rows ({entry['train_rows']} train / {entry['validation_rows']} "
+                    f"validation), weight {entry['weight']:g} of the {self.config.mix_by}"
+                )
         train_file = await asyncio.to_thread(
             write_conversations, context.run_dir, _split_name(context, memory_keys.DATASET_TRAIN, "train"), train
         )
@@ -172,19 +238,31 @@ class DatasetLoaderPlugin(Plugin):
         from plugins.data.stream_spec import StreamSpec
 
         config = self.config
+        sources = config.sources or [
+            DataSource(
+                path=config.dataset_path,
+                name=source_name(config.dataset_path),
+                format=config.dataset_format,
+                field_map=config.field_map,
+                max_samples=config.max_samples,
+            )
+        ]
         opened = [
             open_source(
-                source_name(config.dataset_path),
-                [config.dataset_path] if isinstance(config.dataset_path, str) else list(config.dataset_path),
-                dataset_format=config.dataset_format,
-                field_map=config.field_map,
-                max_rows=config.max_samples,
+                source.label,
+                source.paths,
+                dataset_format=source.format,
+                field_map=source.field_map,
+                weight=source.weight,
+                max_rows=source.max_samples,
                 validation_rows=0 if config.validation_path else config.validation_rows,
                 on_bad_rows=config.on_bad_rows,
             )
+            for source in sources
         ]
         spec = StreamSpec(
             sources=tuple(o.source for o in opened),
+            mix_by=config.mix_by,
             seed=seed,
             shuffle_buffer=config.shuffle_buffer,
             on_bad_rows=config.on_bad_rows,
@@ -222,15 +300,36 @@ class DatasetLoaderPlugin(Plugin):
             f"{len(validation)} validation rows"
         )
 
-    def _load(self, paths: str | list[str]) -> ConversationDataset:
+    def _load_parts(self, seed: int) -> list[LoadedSource]:
+        """The sources, or the one dataset_path as a single unnamed source."""
+        if self.config.sources is None:
+            dataset = self._load(self.config.dataset_path)
+            conversations = shuffled(dataset.conversations, self.config.max_samples, seed, self.config.shuffle)
+            return [LoadedSource(None, dataset, conversations)]
+        return load_sources(
+            self.config.sources,
+            lambda source, key: self._load(source.path, source.format, source.field_map, key=key),
+            seed=seed,
+            shuffle=self.config.shuffle,
+        )
+
+    def _load(
+        self,
+        paths: str | list[str],
+        dataset_format: str | None = None,
+        field_map: dict[str, str] | None = None,
+        *,
+        key: str = "dataset_path",
+    ) -> ConversationDataset:
         return load_conversations(
             [paths] if isinstance(paths, str) else list(paths),
-            dataset_format=self.config.dataset_format,
-            field_map=self.config.field_map,
+            dataset_format=dataset_format or self.config.dataset_format,
+            field_map=self.config.field_map if field_map is None else field_map,
             on_bad_rows=self.config.on_bad_rows,
             text_unit=self.config.text_unit,
             cache_dir=cache_root() / "loaded" if self.config.reuse_parsed else None,
             max_cached=self.config.cache_max_entries,
+            key=key,
         )
 
     @staticmethod

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from entity_training import InputError, Problem
 from plugins.data import load_cache
 from plugins.data.formats import BadRow, apply_field_map
+from plugins.data.hub import HubDataset
 from plugins.data.preference_formats import (
     detect_row_format,
     missing_keys_of,
@@ -88,17 +89,21 @@ def load_conversations(
     text_unit: TextUnit = "file",
     cache_dir: Path | None = None,
     max_cached: int | None = None,
+    key: str = "dataset_path",
 ) -> ConversationDataset:
     """Read, detect, normalise and validate every row of ``paths``.
 
     With ``cache_dir``, the result for unchanged files (same bytes) and the same settings is
     reused from a previous load instead of being parsed again; after storing a new result, only
-    the ``max_cached`` most recently used ones are kept (None: all).
+    the ``max_cached`` most recently used ones are kept (None: all). Hub datasets are not kept
+    there: ``datasets`` caches them itself. ``key`` is the setting the path errors name.
 
     Raises InputError for unreadable files, and for bad rows when ``on_bad_rows`` is ``error``
     (listing the first offenders with file, line and reason), or when no row is left.
     """
-    files = expand_paths(paths)
+    files = expand_paths(paths, key=key)
+    if any(isinstance(file, HubDataset) for file in files):
+        cache_dir = None
     settings = {
         "format": dataset_format,
         "field_map": dict(field_map or {}),
@@ -133,7 +138,7 @@ def load_conversations(
 
 
 def _parse(
-    files: list[Path], dataset_format: str, field_map: Mapping[str, str], text_unit: TextUnit
+    files: list[Path | HubDataset], dataset_format: str, field_map: Mapping[str, str], text_unit: TextUnit
 ) -> ConversationDataset:
     dataset = ConversationDataset(conversations=[])
     for path in files:

@@ -9,6 +9,7 @@ per answer and written with ``preference_tokenized``, never packed.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -17,6 +18,7 @@ from typing import Any
 
 from plugins.data import cache, cache_pruning
 from plugins.data.encoding import EncodedSamples, TrainOn, Truncation, encode_conversations
+from plugins.data.mixed_encoding import encode_mixture
 from plugins.data.packing import best_fit_decreasing, packing_efficiency
 from plugins.data.preference_encoding import EncodedPreferences, encode_preferences
 from plugins.data.preference_formats import task_of_conversation
@@ -59,6 +61,7 @@ def prepare_tokenized(
     on_progress: Progress | None = None,
     tokenizer_files: TokenizerFiles | None = None,
     max_entries: int | None = None,
+    mixture: dict[str, Any] | None = None,
 ) -> PreparedData:
     """Tokenize both splits, or load them from the cache when an intact entry exists under the key.
 
@@ -66,6 +69,8 @@ def prepare_tokenized(
     ``tokenizer_files`` (from ``tokenizer_identity.source_files`` at loading) lets an unchanged
     tokenizer skip hashing its vocabulary. After writing a new entry, only the ``max_entries`` most
     recently used entries are kept (None: all), except those in use by live processes.
+    ``mixture`` (``dataset.stats["mixture"]``, from a loader with ``sources``) mixes the training
+    split by source weight (``plugins.data.mixed_encoding``); the validation split is kept whole.
     """
     template = resolve_chat_template(options.chat_template, tokenizer)
     task = task_of_conversation(train[0]) if train else "sft"
@@ -79,6 +84,7 @@ def prepare_tokenized(
             **asdict(options),
             # Only preference data names its task: SFT keys stay as they were, so existing entries still hit.
             **({"task": task} if task != "sft" else {}),
+            **({"mixture": mixture_key(mixture, train)} if mixture else {}),
         }
     )
     entry = cache_dir / key
@@ -99,7 +105,9 @@ def prepare_tokenized(
         entry = cache.build_entry(
             cache_dir,
             key,
-            lambda folder: _write_splits(folder, splits, tokenizer, renderer, options, num_proc, on_progress, task),
+            lambda folder: _write_splits(
+                folder, splits, tokenizer, renderer, options, num_proc, on_progress, task, mixture
+            ),
         )
     prepared = _result(entry, cache.read_manifest(entry), cache_hit=False, stale_reason=stale_reason)
     if max_entries is not None:
@@ -116,17 +124,15 @@ def _write_splits(
     num_proc: int,
     on_progress: Progress | None,
     task: str,
+    mixture: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Encode, pack and write every split into ``folder``; return the manifest."""
+    """Encode, mix (the training split, with ``mixture``), pack and write every split into ``folder``; return the manifest."""
     written: dict[str, Any] = {}
     stats: dict[str, Any] = {}
-    for name, conversations in splits.items():
-        if not conversations:
-            written[name] = stats[name] = None
-            continue
-        progress = (lambda done, total, n=name: on_progress(f"tokenize {n}", done, total)) if on_progress else None
+
+    def encode(conversations: Sequence[dict[str, Any]], progress: Callable[[int, int], None] | None):
         if task != "sft":
-            preferences = encode_preferences(
+            return encode_preferences(
                 conversations,
                 tokenizer,
                 renderer,
@@ -135,10 +141,7 @@ def _write_splits(
                 truncation=options.truncation,
                 on_progress=progress,
             )
-            written[name] = write_preference_split(folder / name, preferences.examples, task)
-            stats[name] = _preference_stats(preferences, written[name], options.max_seq_length, len(conversations))
-            continue
-        encoded = encode_conversations(
+        return encode_conversations(
             conversations,
             tokenizer,
             renderer,
@@ -148,8 +151,25 @@ def _write_splits(
             num_proc=num_proc,
             on_progress=progress,
         )
-        written[name] = write_split(folder / name, _group_rows(encoded, options), encoded.input_ids, encoded.labels)
-        stats[name] = _split_stats(encoded, written[name], options.max_seq_length, len(conversations))
+
+    for name, conversations in splits.items():
+        if not conversations:
+            written[name] = stats[name] = None
+            continue
+        progress = (lambda done, total, n=name: on_progress(f"tokenize {n}", done, total)) if on_progress else None
+        mixed = None
+        if mixture and name == "train":
+            encoded, mixed = encode_mixture(conversations, encode, mixture, progress)
+        else:
+            encoded = encode(conversations, progress)
+        if task != "sft":
+            written[name] = write_preference_split(folder / name, encoded.examples, task)
+            stats[name] = _preference_stats(encoded, written[name], options.max_seq_length, len(conversations))
+        else:
+            written[name] = write_split(folder / name, _group_rows(encoded, options), encoded.input_ids, encoded.labels)
+            stats[name] = _split_stats(encoded, written[name], options.max_seq_length, len(conversations))
+        if mixed:
+            stats[name]["mixture"] = mixed
     return {
         "splits": written,
         "stats": stats,
@@ -157,6 +177,13 @@ def _write_splits(
         "options": asdict(options),
         "task": task,
     }
+
+
+def mixture_key(mixture: dict[str, Any], train: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The mixture's part of the cache key: its spec, and which source each conversation belongs to
+    (``dataset_digest`` leaves the ``source`` of a conversation out)."""
+    names = "\n".join(str((c.get("source") or {}).get("name")) for c in train)
+    return {**mixture, "sources": hashlib.sha256(names.encode()).hexdigest()}
 
 
 def _group_rows(encoded: EncodedSamples, options: PreparationOptions) -> list[list[int]]:
@@ -223,6 +250,7 @@ def _result(entry: Path, manifest: dict[str, Any], *, cache_hit: bool, stale_rea
         "cache_key": manifest["cache_key"],
         "cache_hit": cache_hit,
         **{split: manifest["stats"][split] for split in SPLITS},
+        **({"mixture": train["mixture"]} if train.get("mixture") else {}),
     }
     return PreparedData(tokenized, stats, cache_hit, stale_reason)
 

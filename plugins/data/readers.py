@@ -1,7 +1,8 @@
 """Read dataset files into raw rows, each with where it came from (file and line, or row index).
 
 JSON and JSON Lines are parsed here rather than through ``datasets`` so that an error can name
-the exact line; Parquet, CSV and ``save_to_disk`` folders go through the ``datasets`` library.
+the exact line; Parquet, CSV and ``save_to_disk`` folders go through the ``datasets`` library, and
+so do Hub datasets (``hf://owner/name[:config][@split]``, see ``plugins.data.hub``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from entity_training import InputError, Problem
+from plugins.data.hub import HubDataset, is_hub_path, parse_hub_path, read_hub_rows
 
 DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".txt")
 HF_FOLDER_MARKERS = ("dataset_dict.json", "state.json")
@@ -50,14 +52,28 @@ def problem_at(source: dict[str, Any] | None, message: str) -> Problem:
     return Problem(message, file=source.get("file"), line=source.get("line"))
 
 
-def expand_paths(paths: list[str | Path]) -> list[Path]:
-    """Files and Hugging Face dataset folders named by ``paths``; folders are searched recursively."""
-    found: list[Path] = []
+GLOB_CHARACTERS = frozenset("*?[")
+
+
+def expand_paths(paths: list[str | Path], *, key: str = "dataset_path") -> list[Path | HubDataset]:
+    """Files and Hugging Face dataset folders named by ``paths``, and Hub datasets for ``hf://`` paths.
+
+    Folders are searched recursively and glob patterns (``shards/*.parquet``, ``**``) expanded, both
+    in sorted order, so that the same shards always come in the same order. ``key`` is the setting
+    the errors name.
+    """
+    found: list[Path | HubDataset] = []
     for raw in paths:
+        if is_hub_path(str(raw)):
+            found.append(parse_hub_path(str(raw), key=key))
+            continue
         path = Path(raw).expanduser()
+        if not path.exists() and GLOB_CHARACTERS & set(str(raw)):
+            found.extend(_expand_glob(path, key))
+            continue
         if not path.exists():
             hint = _similar_names(path)
-            raise InputError(Problem(f"the dataset path does not exist.{hint} Check dataset_path.", file=str(path)))
+            raise InputError(Problem(f"the dataset path does not exist.{hint} Check {key}.", file=str(path)))
         if not path.is_file() and not path.is_dir():  # reading a FIFO waits forever, a device never ends
             raise InputError(
                 Problem("is not a regular file or folder (a pipe or a device?); give a data file", file=str(path))
@@ -70,7 +86,7 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
             raise InputError(
                 Problem(
                     f"the folder holds no data files (looked for {', '.join(DATA_SUFFIXES)} and save_to_disk "
-                    "folders). Point dataset_path at a data file or a folder that contains some.",
+                    f"folders). Point {key} at a data file or a folder that contains some.",
                     file=str(path),
                 )
             )
@@ -78,12 +94,31 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
     return found
 
 
+def _expand_glob(pattern: Path, key: str) -> list[Path]:
+    import glob
+
+    matches = sorted(Path(m) for m in glob.glob(str(pattern), recursive=True))
+    files = [m for m in matches if (m.is_file() and m.suffix in DATA_SUFFIXES) or is_hf_dataset_folder(m)]
+    if not files:
+        seen = f" (it matches {len(matches)} entries, none a data file)" if matches else ""
+        raise InputError(
+            Problem(
+                f"the pattern matches no data file{seen}; looked for {', '.join(DATA_SUFFIXES)} and save_to_disk "
+                f"folders. Check {key}.",
+                file=str(pattern),
+            )
+        )
+    return files
+
+
 def is_hf_dataset_folder(path: Path) -> bool:
     return path.is_dir() and any((path / marker).is_file() for marker in HF_FOLDER_MARKERS)
 
 
-def read_rows(path: Path, *, text_unit: TextUnit = "file") -> list[RawRow]:
-    """All rows of one file or dataset folder. Raises InputError for unreadable or empty files."""
+def read_rows(path: Path | HubDataset, *, text_unit: TextUnit = "file") -> list[RawRow]:
+    """All rows of one file, dataset folder or Hub dataset. Raises InputError for unreadable or empty files."""
+    if isinstance(path, HubDataset):
+        return [RawRow(value, str(path), index=i) for i, value in enumerate(read_hub_rows(path))]
     if is_hf_dataset_folder(path):
         return _read_hf_folder(path)
     suffix = path.suffix.lower()

@@ -68,8 +68,16 @@ def stream_file(path: Path, fmt: str, reason: str) -> StreamFile:
     )
 
 
-def check_streamable(path: Path) -> None:
-    """Streaming reads JSON Lines (one row a line, so a row's position is a byte offset)."""
+def check_streamable(path: Path | object) -> None:
+    """Streaming reads local JSON Lines files (one row a line, so a row's position is a byte offset)."""
+    if not isinstance(path, Path):  # a Hub dataset (plugins.data.hub.HubDataset)
+        raise InputError(
+            Problem(
+                f"streaming reads local JSON Lines files; {path} is a Hub dataset. Download it and convert it to "
+                ".jsonl, or set streaming: false (the datasets cache then holds it).",
+                file=str(path),
+            )
+        )
     if path.is_file() and path.suffix.lower() in STREAM_SUFFIXES:
         return
     kind = "a save_to_disk folder" if path.is_dir() else f"a {path.suffix or 'suffix-less'} file"

@@ -35,7 +35,8 @@ def collect_report_data(
         "training_config": inputs.training_config,
         "memory_plan": inputs.memory_plan,
         "dataset_stats": flat_items(inputs.dataset_stats),
-        "token_stats": flat_items(inputs.token_stats),
+        "token_stats": flat_items(without_mixture(inputs.token_stats)),
+        "mixture": mixture_summary(inputs.token_stats, inputs.dataset_stats),
         "training": {k: v for k, v in result.items() if k != "log_history"},
         "loss_series": loss_series(result.get("log_history") or []),
         "reward_series": history_series(result.get("log_history") or [], REWARD_SERIES),
@@ -103,6 +104,30 @@ def flat_items(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
         else:
             rows.append((name, value))
     return rows
+
+
+def without_mixture(token_stats: dict[str, Any]) -> dict[str, Any]:
+    """The token statistics less the mixture's (the report shows those in a table of their own)."""
+    stats = {key: value for key, value in token_stats.items() if key != "mixture"}
+    if isinstance(stats.get("train"), dict):
+        stats["train"] = {key: value for key, value in stats["train"].items() if key != "mixture"}
+    return stats
+
+
+def mixture_summary(token_stats: dict[str, Any], dataset_stats: dict[str, Any]) -> dict[str, Any] | None:
+    """What the run's mixture of sources realised (from THINK), or only its targets when THINK did not run."""
+    realised = token_stats.get("mixture")
+    if realised:
+        return {"mix_by": realised["mix_by"], "realised": True, "sources": realised["sources"]}
+    spec = dataset_stats.get("mixture")
+    if not spec:
+        return None
+    total = sum(spec["weights"].values())
+    return {
+        "mix_by": spec["mix_by"],
+        "realised": False,
+        "sources": {name: {"target_share": weight / total} for name, weight in spec["weights"].items()},
+    }
 
 
 def verification_rows(export_report: dict[str, Any]) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ def render_report(data: dict[str, Any]) -> str:
     environment.filters["bytes"] = format_bytes
     environment.filters["answer"] = format_answer
     environment.filters["percent"] = format_percent
+    environment.filters["share"] = format_share
     environment.filters["criteria"] = format_criteria
     chart = line_chart_svg(data["loss_series"], title="Loss", x_label="step", y_label="loss")
     evaluation = data.get("evaluation") or {}
@@ -89,6 +90,11 @@ def format_bytes(value: Any) -> str:
 
 def format_percent(value: Any) -> str:
     return f"{100 * value:.0f}%" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def format_share(value: Any) -> str:
+    """A share of a mixture, to 0.1%: its targets are compared with what was realised."""
+    return f"{100 * value:.1f}%" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
 def format_criteria(check: dict[str, Any]) -> str:

@@ -122,6 +122,14 @@ Passed: fine-tuned <b>{{ behaviour.pass_rate | percent }}</b>{% if behaviour.bas
 <div>
 <h2 id="dataset">Dataset</h2>
 <table id="dataset-table">{% for key, value in dataset_stats + token_stats %}<tr><td>{{ key }}</td><td class="num">{{ value | num }}</td></tr>{% endfor %}</table>
+{% if mixture %}
+<h3>Mixture of sources, by {{ mixture.mix_by }}</h3>
+{% if not mixture.realised %}<p class="muted">The data was not prepared in this run: the targets only.</p>{% endif %}
+<table id="mixture-table">
+  <tr><th>source</th><th>target share</th><th>rows (passes over its own)</th><th>share of rows</th><th>trained tokens</th><th>share of trained tokens</th></tr>
+  {% for name, s in mixture.sources.items() %}<tr><td>{{ name }}</td><td class="num">{{ s.target_share | share }}</td>{% if mixture.realised %}<td class="num">{{ s.rows | num }} ({{ s.passes | num }})</td><td class="num">{{ s.share_rows | share }}</td><td class="num">{{ s.trained_tokens | num }}</td><td class="num">{{ s.share_tokens | share }}</td>{% else %}<td colspan="4" class="muted">-</td>{% endif %}</tr>{% endfor %}
+</table>
+{% endif %}
 </div>
 </div>
 

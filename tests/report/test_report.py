@@ -224,6 +224,32 @@ async def test_report_of_a_partial_run(make_context, tmp_path):
     assert "No data for Loss" in html
 
 
+async def test_report_shows_the_target_and_realised_share_of_each_source(make_context, tmp_path):
+    memory = full_memory()
+    spec = {"mix_by": "tokens", "weights": {"alpaca": 3.0, "glaive": 1.0}, "seed": 0}
+    memory.set(keys.DATASET_STATS, {"rows": 1299, "mixture": spec})
+    html = await _render(make_context, tmp_path, memory)
+    table = html[html.index('id="mixture-table"') : html.index('id="timings"')]
+    assert "targets only" in html and "<td>alpaca</td>" in table and "75.0%" in table and "25.0%" in table
+
+    sources = {
+        "alpaca": {"rows": 984, "trained_tokens": 210928, "share_rows": 0.8221, "share_tokens": 0.7484},
+        "glaive": {"rows": 213, "trained_tokens": 70928, "share_rows": 0.1779, "share_tokens": 0.2516},
+    }
+    for name, share in (("alpaca", 0.75), ("glaive", 0.25)):
+        sources[name].update(target_share=share, passes=1.095 if name == "alpaca" else 0.792)
+    realised = {"mix_by": "tokens", "seed": 0, "samples": 1197, "sources": sources}
+    memory.set(keys.DATASET_TOKEN_STATS, {"tokens": 400000, "mixture": realised, "train": {"mixture": realised}})
+    html = await _render(make_context, tmp_path, memory)
+    table = html[html.index('id="mixture-table"') : html.index('id="timings"')]
+    assert "Mixture of sources, by tokens" in html and "targets only" not in html
+    assert (
+        '<td>glaive</td><td class="num">25.0%</td><td class="num">213 (0.792)</td><td class="num">17.8%</td>'
+        '<td class="num">70,928</td><td class="num">25.2%</td>' in table
+    )
+    assert "mixture.sources" not in html[html.index('id="dataset-table"') : html.index('id="mixture-table"')]
+
+
 @needs_chromium
 async def test_report_renders_in_headless_chromium(make_context, tmp_path):
     await _render(make_context, tmp_path, full_memory())
