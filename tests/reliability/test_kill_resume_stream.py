@@ -1,10 +1,11 @@
 """SIGKILL a streaming run mid-way between checkpoints, then ``--resume``: the same batches, the same loss.
 
-The tiny model trains 8 steps of 2 micro-batches of 2 packed rows on a stream of the sample data
-(a seeded shuffle buffer, packing, several passes over its first 30 rows), checkpointing every 3 steps. The
+The tiny model trains 8 steps of 2 micro-batches of 2 packed rows on a stream that mixes two
+sources by trained tokens (the sample data, cycling over its first 30 rows, at weight 2; the quick
+start's rows at weight 1), through a seeded shuffle buffer and packing, checkpointing every 3 steps. The
 kill comes once step 4 is logged: after checkpoint-3, before checkpoint-6, so the killed run has
 trained a step its checkpoint does not hold. The resumed run restores the stream from
-checkpoint-3's saved state (file position, buffer, open rows, RNG); every step's micro-batch
+checkpoint-3's saved state (file positions, mixture, buffer, open rows, RNG); every step's micro-batch
 digests (``batches.jsonl``) and the final training and validation losses must equal those of the
 same workflow run straight through.
 """
@@ -18,9 +19,13 @@ from pathlib import Path
 
 import pytest
 from helpers.kill import kill_when, training_result, training_step_logged
-from helpers.workflows import write_workflow
+from helpers.workflows import SAMPLE_DATA, write_workflow
 
 REPO = Path(__file__).resolve().parents[2]
+SOURCES = [
+    {"path": str(SAMPLE_DATA), "name": "sample", "weight": 2, "max_samples": 30},
+    {"path": str(REPO / "data" / "quickstart" / "train.jsonl"), "name": "pebble", "weight": 1},
+]
 MAX_STEPS = 8
 RUN_TIMEOUT_S = 600
 
@@ -32,7 +37,14 @@ def _write_workflow(folder: Path, run_dir: Path) -> Path:
     return write_workflow(
         folder,
         run={"name": "stream-kill", "output_dir": str(run_dir), "seed": 7},
-        dataset={"streaming": True, "shuffle_buffer": 24, "validation_rows": 6, "max_samples": 30},
+        dataset={
+            "dataset_path": None,
+            "sources": SOURCES,
+            "mix_by": "tokens",
+            "streaming": True,
+            "shuffle_buffer": 24,
+            "validation_rows": 3,
+        },
         training={
             "training_method": "lora",
             "learning_rate": 1.0e-3,
@@ -85,6 +97,9 @@ def test_a_killed_streaming_run_resumes_the_same_stream(tmp_path):
     assert result["steps"] == reference["steps"] == MAX_STEPS
     assert result["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-5)
     assert result["final_eval_loss"] == pytest.approx(reference["final_eval_loss"], rel=1e-5)
-    # The stream cycled over its 30 rows (max_samples) several times, in both runs alike.
-    assert reference["stream"]["sources"]["sample"]["passes_started"] >= 3
+    # Both sources were mixed near their shares, and the sample source cycled over its 30 rows, in both runs alike.
+    mixture = reference["stream"]["mixture"]
+    assert mixture["sample"]["share_tokens"] == pytest.approx(2 / 3, abs=0.05)
+    assert mixture["pebble"]["share_tokens"] == pytest.approx(1 / 3, abs=0.05)
+    assert reference["stream"]["sources"]["sample"]["passes_started"] >= 2
     assert result["stream"] == reference["stream"]
