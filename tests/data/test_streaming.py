@@ -260,3 +260,32 @@ def test_two_sources_mix_by_their_weights_and_resume_exactly(tmp_path, tokenizer
     resumed.load_state_dict(read_stream_state(tmp_path, spec))
     assert [_samples([r]) for r in _take(resumed, 50)] == [_samples([r]) for r in rows[40:]]
     assert resumed.statistics() == straight.statistics()
+
+
+async def test_streamed_sources_keep_their_own_format_weight_and_validation_rows(tmp_path, make_context):
+    chat = _write(tmp_path / "chat.jsonl", _conversation_rows(20))
+    alpaca = _write(tmp_path / "qa.jsonl", [{"q": f"Q{i}?", "a": f"A{i}."} for i in range(20)])
+    context = make_context(Stage.INPUT)
+    await DatasetLoaderPlugin(
+        {
+            "sources": [
+                {"path": str(chat), "weight": 3},
+                {"path": str(alpaca), "name": "qa", "weight": 1, "max_samples": 5,
+                 "field_map": {"q": "instruction", "a": "output"}},
+            ],
+            "mix_by": "rows",
+            "streaming": True,
+            "validation_rows": 2,
+        }
+    ).execute(context)  # fmt: skip
+    spec = context.recall(memory_keys.DATASET_STREAM)
+    assert [(s.name, s.weight, s.max_rows, s.files[0].format) for s in spec.sources] == [
+        ("chat", 3.0, None, "openai"),
+        ("qa", 1.0, 5, "alpaca"),
+    ]
+    assert spec.mix_by == "rows" and [s.start_line for s in spec.sources] == [2, 2]
+    validation = read_conversations(context.recall(memory_keys.DATASET_VALIDATION))
+    assert [(Path(c["source"]["file"]).name, c["source"]["line"]) for c in validation] == [
+        ("chat.jsonl", 1), ("chat.jsonl", 2), ("qa.jsonl", 1), ("qa.jsonl", 2),
+    ]  # fmt: skip
+    assert validation[2]["messages"][-1]["content"] == "A0."
