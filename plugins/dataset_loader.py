@@ -234,42 +234,26 @@ class DatasetLoaderPlugin(Plugin):
 
     def _open_stream(self, context: Any, seed: int) -> str:
         """Describe the stream for DO, hold out the validation rows, and write the head rows as dataset.train."""
-        from plugins.data.stream_input import open_source, source_name, total_bytes
-        from plugins.data.stream_spec import StreamSpec
+        from plugins.data.stream_input import open_stream, total_bytes
 
         config = self.config
         sources = config.sources or [
             DataSource(
                 path=config.dataset_path,
-                name=source_name(config.dataset_path),
                 format=config.dataset_format,
                 field_map=config.field_map,
                 max_samples=config.max_samples,
             )
         ]
-        opened = [
-            open_source(
-                source.label,
-                source.paths,
-                dataset_format=source.format,
-                field_map=source.field_map,
-                weight=source.weight,
-                max_rows=source.max_samples,
-                validation_rows=0 if config.validation_path else config.validation_rows,
-                on_bad_rows=config.on_bad_rows,
-            )
-            for source in sources
-        ]
-        spec = StreamSpec(
-            sources=tuple(o.source for o in opened),
+        opened = open_stream(
+            sources,
             mix_by=config.mix_by,
             seed=seed,
             shuffle_buffer=config.shuffle_buffer,
+            validation_rows=0 if config.validation_path else config.validation_rows,
             on_bad_rows=config.on_bad_rows,
         )
-        head = [row for o in opened for row in o.head]
-        files = [report for o in opened for report in o.files]
-        validation = [row for o in opened for row in o.validation]
+        spec, head, validation, files = opened.spec, opened.head, opened.validation, opened.files
         if config.validation_path is not None:
             validation_set = self._load(config.validation_path)
             self._report_load(context, validation_set)

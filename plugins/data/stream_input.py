@@ -10,15 +10,15 @@ run at load instead of during training; they are also the sample later stages sh
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from entity_training import InputError, Problem
 from plugins.data.dataset import FileReport
 from plugins.data.preference_formats import task_of_format
 from plugins.data.readers import expand_paths
+from plugins.data.sources import DataSource
 from plugins.data.stream_reader import detect_file_format, head_of
-from plugins.data.stream_spec import StreamSource, check_streamable, stream_file
+from plugins.data.stream_spec import StreamSource, StreamSpec, check_streamable, stream_file
 
 # Rows of each source read and validated at INPUT (after the held-out ones).
 HEAD_ROWS = 64
@@ -30,6 +30,52 @@ class OpenedSource:
     head: list[dict[str, Any]]  # the first training rows, validated
     validation: list[dict[str, Any]]  # the held-out rows before them
     files: list[FileReport]
+
+
+@dataclass
+class OpenedStream:
+    spec: StreamSpec
+    head: list[dict[str, Any]]  # every source's head rows
+    validation: list[dict[str, Any]]  # every source's held-out rows
+    files: list[FileReport]
+
+
+def open_stream(
+    sources: list[DataSource],
+    *,
+    mix_by: str,
+    seed: int,
+    shuffle_buffer: int,
+    validation_rows: int,
+    on_bad_rows: str,
+) -> OpenedStream:
+    """Open every source (its files, format, head and held-out rows) and describe the stream of them all."""
+    opened = [
+        open_source(
+            source.label,
+            source.paths,
+            dataset_format=source.format,
+            field_map=source.field_map,
+            weight=source.weight,
+            max_rows=source.max_samples,
+            validation_rows=validation_rows,
+            on_bad_rows=on_bad_rows,
+        )
+        for source in sources
+    ]
+    spec = StreamSpec(
+        sources=tuple(o.source for o in opened),
+        mix_by=mix_by,
+        seed=seed,
+        shuffle_buffer=shuffle_buffer,
+        on_bad_rows=on_bad_rows,
+    )
+    return OpenedStream(
+        spec,
+        head=[row for o in opened for row in o.head],
+        validation=[row for o in opened for row in o.validation],
+        files=[report for o in opened for report in o.files],
+    )
 
 
 def open_source(
@@ -91,9 +137,3 @@ def _reports(files, conversations: list[dict[str, Any]]) -> list[FileReport]:
 
 def total_bytes(sources: list[StreamSource]) -> int:
     return sum(file.bytes for source in sources for file in source.files)
-
-
-def source_name(paths: str | list[str]) -> str:
-    """A source's default name: its first path's file name without the suffix."""
-    first = paths if isinstance(paths, str) else paths[0]
-    return Path(first).stem or "data"
