@@ -20,6 +20,8 @@ TRAINING_CONFIG = "training.config"  # the resolved training configuration (Reso
 # THINK: data preparation
 # {"train": path, "validation": path|None, "cache_key": str, "task": "sft"|"preference"|"unpaired", ...};
 # the paths hold plugins.data.tokenized rows for sft, plugins.data.preference_tokenized splits otherwise
+# with streaming: "train" is None, "head" the tokenized head rows, "stream" the StreamSpec and "truncation"
+# the setting DO tokenizes the streamed rows with (plugins.data.preparation.streamed)
 DATASET_TOKENIZED = "dataset.tokenized"
 DATASET_TOKEN_STATS = "dataset.token_stats"  # tokens, trained tokens, truncated samples, packing efficiency
 
