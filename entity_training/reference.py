@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from entity_training.registry import DISTRIBUTION, PluginLookupError, entry_point_plugins, resolve_plugin
-from entity_training.workflow import RunSettings, StepSpec
+from entity_training.workflow import RunSettings, StepSpec, nested_model
 
 HEADER = """# Configuration reference
 
@@ -72,9 +72,9 @@ def model_table(model: type) -> list[str]:
             kind += f" ({limits})"
         description = (field.description or "").replace("|", "\\|").replace("\n", " ")
         lines.append(f"| `{name}` | {kind} | {_default(field)} | {description} |")
-        annotation = field.annotation
-        if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
-            nested.append((name, annotation))
+        sub = nested_model(field.annotation)
+        if sub is not None:
+            nested.append((name, sub))
     for name, sub in nested:
         lines += ["", f"`{name}`:", "", *model_table(sub)]
     return lines

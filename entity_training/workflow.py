@@ -8,6 +8,7 @@ config) or raises one ``ConfigError`` listing every problem with file, line and 
 from __future__ import annotations
 
 import difflib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,11 +140,33 @@ def _describe_validation_error(error: dict[str, Any], fields: list[str]) -> str:
     return f"{error.get('msg', 'invalid value')} (got {shown})"
 
 
-def _validation_problems(exc: ValidationError, base: YamlPath, fields: list[str], locate: _Locator) -> list[Problem]:
+def _validation_problems(
+    exc: ValidationError, base: YamlPath, model: type[BaseModel], locate: _Locator
+) -> list[Problem]:
     return [
-        locate.problem(_describe_validation_error(err, fields), (*base, *err["loc"]))
+        locate.problem(_describe_validation_error(err, _fields_at(model, err["loc"])), (*base, *err["loc"]))
         for err in exc.errors(include_url=False)
     ]
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys valid where an error's ``loc`` points: those of the model nested there (``sources[0]``)."""
+    for part in loc[:-1]:
+        field_info = model.model_fields.get(part) if isinstance(part, str) else None
+        if field_info is None:
+            continue  # a list index, or the tag pydantic adds for a member of a union
+        nested = nested_model(field_info.annotation)
+        if nested is None:
+            break
+        model = nested
+    return list(model.model_fields)
+
+
+def nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds: itself, or inside ``X | None``, ``list[X]`` and the like."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for m in map(nested_model, typing.get_args(annotation)) if m is not None), None)
 
 
 def _build_step(
@@ -169,11 +192,10 @@ def _build_step(
             )
         )
     merged = {**source.defaults, **spec.config}
-    fields = list(cls.ConfigModel.model_fields)
     try:
         plugin = cls(merged)
     except ValidationError as exc:
-        problems.extend(_validation_problems(exc, (*path, "config"), fields, locate))
+        problems.extend(_validation_problems(exc, (*path, "config"), cls.ConfigModel, locate))
         return None
     except ConfigError as exc:
         problems.extend(locate.problem(p.message, (*path, "config")) for p in exc.problems)
@@ -439,7 +461,7 @@ def _validate_top_level(
     try:
         run = RunSettings.model_validate(data.get("run") or {})
     except ValidationError as exc:
-        problems.extend(_validation_problems(exc, ("run",), list(RunSettings.model_fields), locate))
+        problems.extend(_validation_problems(exc, ("run",), RunSettings, locate))
     dirs = data.get("plugin_dirs", [])
     if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
         problems.append(locate.problem("`plugin_dirs` must be a list of folder paths", ("plugin_dirs",)))
@@ -470,9 +492,7 @@ def _validate_top_level(
             try:
                 sections[str(stage_key)].append((index, StepSpec.model_validate(item)))
             except ValidationError as exc:
-                problems.extend(
-                    _validation_problems(exc, ("workflow", stage_key, index), list(StepSpec.model_fields), locate)
-                )
+                problems.extend(_validation_problems(exc, ("workflow", stage_key, index), StepSpec, locate))
     return run, sections
 
 

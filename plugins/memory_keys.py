@@ -6,10 +6,12 @@ restores it), except where noted. Large artefacts live on disk and memory holds 
 
 # INPUT: DatasetLoaderPlugin
 # plugins.data.conversation_files.ConversationsFile (path, rows, sha256) of <run_dir>/data/train.jsonl,
-# one conversation a line: {"messages": [{role, content}...], "tools"?, "source"}; read_conversations reads it
+# one conversation a line: {"messages": [{role, content}...], "tools"?, "source": {file, line or index, name?}};
+# the name is that of its entry under dataset_loader.sources; read_conversations reads it
 DATASET_TRAIN = "dataset.train"
 DATASET_VALIDATION = "dataset.validation"  # the same for validation.jsonl; may have no rows
 DATASET_STATS = "dataset.stats"  # rows, task (sft|preference|unpaired), turns, characters, formats, per-file counts
+# ... and with several sources: rows per source ("sources") and the mixture spec ("mixture"), see plugins/data/sources.py
 # With streaming: true only: plugins.data.stream_spec.StreamSpec (files, formats, field maps, where training rows
 # start, seed, shuffle buffer); dataset.train then holds only the head rows checked at INPUT (train-head.jsonl)
 DATASET_STREAM = "dataset.stream"
@@ -24,6 +26,7 @@ TRAINING_CONFIG = "training.config"  # the resolved training configuration (Reso
 # the setting DO tokenizes the streamed rows with (plugins.data.preparation.streamed)
 DATASET_TOKENIZED = "dataset.tokenized"
 DATASET_TOKEN_STATS = "dataset.token_stats"  # tokens, trained tokens, truncated samples, packing efficiency
+# ... and with several sources: the realised share of each ("mixture"), see plugins/data/mixed_encoding.py
 
 # THINK: MemoryPlanPlugin
 # the peak-memory estimate, what auto-fit changed and the settings to train with (MemoryPlan)

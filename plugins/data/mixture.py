@@ -29,20 +29,22 @@ class MixtureScheduler:
         total = sum(weights.values())
         self.weights = dict(weights)
         self.target = {name: w / total for name, w in weights.items()}
+        self._candidates = sorted((name, share) for name, share in self.target.items() if share > 0)
         self.rows = dict.fromkeys(weights, 0)
         self.trained_tokens = dict.fromkeys(weights, 0)
 
     def next_source(self, available: Collection[str]) -> str:
         """The available source with a positive weight furthest below its target share.
 
-        Ties go to the source listed first in ``weights``, so the sequence of picks is reproducible.
+        Ties go to the first name in sorted order, so the picks depend on neither the order of
+        ``weights`` nor that of ``available`` (a mixture spec read back from JSON may come sorted).
         Raises ValueError when no available source has a positive weight.
         """
         counts = self._counts()
         done = sum(counts.values())
         best, best_gap = None, 0.0
-        for name, share in self.target.items():
-            if share <= 0 or name not in available:
+        for name, share in self._candidates:
+            if name not in available:
                 continue
             gap = share * done - counts[name]  # how far below its target, in units
             if best is None or gap > best_gap:
@@ -110,7 +112,7 @@ def mix_samples(
         if weights[name] > 0 and not trained_tokens.get(name):
             raise ValueError(f"the source {name!r} has a positive weight but no samples")
     scheduler = MixtureScheduler(weights, unit)
-    live = [name for name in weights if weights[name] > 0]
+    live = frozenset(name for name in weights if weights[name] > 0)
     size = sum(sum(trained_tokens[name]) if unit == "tokens" else len(trained_tokens[name]) for name in live)
     orders = {name: _passes(len(trained_tokens[name]), random.Random(f"{seed}:{name}")) for name in live}
     chosen: list[tuple[str, int]] = []

@@ -273,3 +273,64 @@ async def test_mixing_alpaca_and_glaive_reaches_the_target_shares(tmp_path, make
     # glaive has 270 of the 1170 training rows and about a third of the trained tokens: repeated either way
     assert glaive["passes"] > 1 > alpaca["passes"]
     assert prepared.stats["validation"]["conversations"] == stats["validation_rows"] == 100 + 30
+
+
+async def test_preference_pairs_mix_by_source_too(tmp_path, make_context):
+    pairs = REPO / "data" / "preference"
+    train, validation, stats = await load(
+        make_context,
+        sources=[
+            {"path": str(pairs / "train.jsonl"), "name": "big", "weight": 1},
+            {"path": str(pairs / "validation.jsonl"), "name": "small", "weight": 1},
+        ],
+        mix_by="rows",
+        validation_split=0.0,
+    )
+    prepared = prepare(train, validation, stats["mixture"], tmp_path)
+    mixture = prepared.stats["mixture"]
+    assert prepared.stats["task"] == "preference"
+    assert mixture["sources"]["small"]["rows"] == mixture["sources"]["big"]["rows"] == 30  # half of 60 pairs each
+    assert prepared.stats["train"]["samples"] == 60
+
+
+async def test_sources_with_a_validation_path_train_on_all_their_rows(tmp_path, make_context):
+    one = write_jsonl(tmp_path / "one.jsonl", qa_rows("one", 8))
+    two = write_jsonl(tmp_path / "two.jsonl", qa_rows("two", 4))
+    held_out = write_jsonl(tmp_path / "eval.jsonl", qa_rows("eval", 3))
+    train, validation, stats = await load(
+        make_context, sources=[{"path": str(one)}, {"path": str(two)}], validation_path=str(held_out)
+    )
+    assert len(train) == 12 and len(validation) == 3
+    assert [stats["sources"][name]["validation_rows"] for name in ("one", "two")] == [0, 0]
+    assert "name" not in validation[0]["source"]  # the validation file is no source of the mixture
+
+
+def test_an_unknown_key_in_a_source_is_matched_against_the_keys_of_a_source(tmp_path):
+    from helpers.workflows import write_yaml
+
+    from entity_training import ConfigError
+    from entity_training.workflow import load_workflow
+
+    path = write_yaml(
+        tmp_path,
+        """
+        workflow:
+          INPUT:
+            - plugin: dataset_loader
+              config:
+                sources:
+                  - {path: a.jsonl, wieght: 2}
+                  - {path: b.jsonl, shuffle: false}
+        """,
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_workflow(path)
+    message = str(raised.value)
+    assert (
+        "wf.yaml:6 (workflow.INPUT[0].config.sources[0].wieght): unknown key 'wieght'; did you mean 'weight'?"
+        in message
+    )
+    assert (
+        "sources[1].shuffle): unknown key 'shuffle'; valid keys: field_map, format, max_samples, name, path, weight"
+        in message
+    )

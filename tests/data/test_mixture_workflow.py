@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from helpers.workflows import SAMPLE_DATA, step, write_workflow
+from helpers.workflows import REPO, SAMPLE_DATA, step, write_workflow
 
 from entity_training.cli import main
 
@@ -73,3 +73,23 @@ def test_plan_of_a_workflow_that_prepares_no_data_prints_the_targets(tmp_path, c
     assert main(["plan", str(config)]) == 0
     out = capsys.readouterr().out
     assert "75.0%" in out and "25.0%" in out and "targets" in out
+
+
+def test_the_example_mixture_config_mixes_its_sources_as_documented(tmp_path, monkeypatch):
+    from entity_training import Stage
+    from entity_training.commands import run_until
+    from entity_training.overrides import parse_set_argument
+    from entity_training.workflow import load_workflow
+    from plugins import memory_keys
+
+    monkeypatch.chdir(REPO)
+    overrides = [
+        parse_set_argument(s)
+        for s in ("training_config.model_name_or_path=tiny", f"data_preparation.cache_dir={tmp_path}")
+    ]
+    memory = run_until(load_workflow(REPO / "configs" / "mixture.yaml", overrides=overrides), Stage.THINK)
+    mixture = memory.get(memory_keys.DATASET_TOKEN_STATS)["mixture"]
+    assert mixture["mix_by"] == "tokens"
+    assert mixture["sources"]["pebble"]["target_share"] == 0.25
+    for entry in mixture["sources"].values():
+        assert abs(entry["share_tokens"] - entry["target_share"]) < 0.01
