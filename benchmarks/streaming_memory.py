@@ -96,7 +96,8 @@ def workflow(folder: Path, data: Path, *, steps: int, streaming: bool) -> Path:
                 },
                 {"plugin": "memory_plan"},
             ],
-            "DO": [{"plugin": "fine_tuning"}],
+            # Two threads in every run: torch_threads: auto would give each run what other work leaves it.
+            "DO": [{"plugin": "fine_tuning", "config": {"torch_threads": 2}}],
         },
     }
     path = folder / "wf.yaml"
@@ -194,7 +195,7 @@ def _report(args, info, load_start, load_end, rows, sizes, runs, loaded) -> str:
         f"### Streaming: peak memory against the dataset's size ({time.strftime('%Y-%m-%d')})\n\n"
         f"`python benchmarks/streaming_memory.py --gigabytes {args.gigabytes} --steps {args.steps} --rounds "
         f"{args.rounds}`: the tiny model, LoRA, {args.steps} steps of 4 packed rows of up to {MAX_SEQ_LENGTH} tokens, "
-        "shuffle buffer 1,000, a checkpoint (with its stream state) every 10 steps; seeded ShareGPT rows of 2-4 "
+        "shuffle buffer 1,000, a checkpoint (with its stream state) every 10 steps, 2 torch threads; seeded ShareGPT rows of 2-4 "
         "exchanges; each run a fresh process, peak RSS from wait4; INPUT and DO seconds from its run.json (a "
         "streamed run reads and tokenizes during DO).\n\n"
         f"{table}\n\n"
