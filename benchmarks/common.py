@@ -10,6 +10,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -200,3 +201,25 @@ def repo_on_path() -> None:
     """Let a script run as ``python benchmarks/x.py`` import ``plugins`` and ``benchmarks``."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
+
+
+SHAREGPT_WORDS = (
+    "the model reads each line of data and learns which word tends to follow which in a careful answer "
+    "about rivers mountains cooking prices travel code tests engines weather music history numbers and plans"
+).split()
+
+
+def sharegpt_rows(seed: int = 0) -> Iterator[dict]:
+    """Endless seeded ShareGPT conversations of 2 to 4 exchanges, questions of 5-40 words, answers of 20-200."""
+    import random
+
+    rng = random.Random(seed)
+
+    def text(low: int, high: int) -> str:
+        return " ".join(rng.choices(SHAREGPT_WORDS, k=rng.randint(low, high)))
+
+    while True:
+        turns = []
+        for _ in range(rng.randint(2, 4)):
+            turns += [{"from": "human", "value": text(5, 40) + "?"}, {"from": "gpt", "value": text(20, 200) + "."}]
+        yield {"conversations": turns}

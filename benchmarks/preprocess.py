@@ -62,6 +62,7 @@ from benchmarks.common import (  # noqa: E402
     median,
     require_ok,
     run_child,
+    sharegpt_rows,
     write_section,
 )
 from plugins.data.convert import to_format  # noqa: E402
@@ -205,28 +206,10 @@ def trl_prepare(jsonl: Path, model, tokenizer, max_length: int, assistant_only: 
     return trainer.train_dataset
 
 
-_WORDS = (
-    "the model reads each line of data and learns which word tends to follow which in a careful answer "
-    "about rivers mountains cooking prices travel code tests engines weather music history numbers and plans"
-).split()
-
-
 def generated_sharegpt(rows: int, seed: int = 0) -> list[dict]:
     """``rows`` ShareGPT conversations of 2 to 4 exchanges, questions of 5-40 words, answers of 20-200."""
-    import random
-
-    rng = random.Random(seed)
-
-    def text(low: int, high: int) -> str:
-        return " ".join(rng.choices(_WORDS, k=rng.randint(low, high)))
-
-    conversations = []
-    for _ in range(rows):
-        turns = []
-        for _ in range(rng.randint(2, 4)):
-            turns += [{"from": "human", "value": text(5, 40) + "?"}, {"from": "gpt", "value": text(20, 200) + "."}]
-        conversations.append({"conversations": turns})
-    return conversations
+    rows_made = sharegpt_rows(seed)
+    return [next(rows_made) for _ in range(rows)]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

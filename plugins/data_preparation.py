@@ -6,6 +6,8 @@ labels from the template itself (assistant turns, the last one, or everything; f
 preference data, each answer after its prompt, never packed, ``dataset.tokenized["task"]``);
 best-fit packing with per-sample positions; a verified on-disk cache keyed by the data, the
 tokenizer, the template and every option (the key is printed; ``rebuild_cache`` forces a rebuild).
+With a streamed dataset (``dataset.stream``), only the head rows and the validation rows are
+tokenized here; ``dataset.tokenized["stream"]`` tells DO to read the rest.
 
 Raises:
     ConfigError: an unknown or uncompilable chat template, a tokenizer without one.
@@ -24,7 +26,7 @@ from pydantic import Field
 from entity_training import InputError, Plugin, PluginConfig, Problem, Stage
 from plugins import memory_keys
 from plugins.data.conversation_files import read_conversations
-from plugins.data.preparation import PreparationOptions, PreparedData, prepare_tokenized
+from plugins.data.preparation import PreparationOptions, PreparedData, prepare_tokenized, streamed
 from plugins.data.tokenizer_identity import TokenizerFiles, source_files
 from plugins.utils import cache_root
 
@@ -34,8 +36,9 @@ class DataPreparationPlugin(Plugin):
     description = "Render, tokenize, mask and pack the conversations; cache the result on disk."
     supported_stages = (Stage.THINK,)
     dependencies = (memory_keys.DATASET_TRAIN, memory_keys.TRAINING_CONFIG)
-    # dataset.stats: the loader's mixture of sources, when it has several (its "mixture" entry)
-    optional_dependencies = (memory_keys.DATASET_VALIDATION, memory_keys.DATASET_STATS)
+    # dataset.stats: the loader's mixture of sources, when it has several (its "mixture" entry);
+    # dataset.stream: with streaming, the files DO reads (only the head rows are prepared here)
+    optional_dependencies = (memory_keys.DATASET_VALIDATION, memory_keys.DATASET_STATS, memory_keys.DATASET_STREAM)
     provides = (memory_keys.DATASET_TOKENIZED, memory_keys.DATASET_TOKEN_STATS)
 
     class ConfigModel(PluginConfig):
@@ -110,12 +113,21 @@ class DataPreparationPlugin(Plugin):
             mixture=(context.recall(memory_keys.DATASET_STATS) or {}).get("mixture"),
         )
         self._report(context, prepared)
+        stream = context.recall(memory_keys.DATASET_STREAM)
+        if stream is not None:
+            prepared = streamed(prepared, stream, truncation=self.config.truncation)
         context.remember(memory_keys.DATASET_TOKENIZED, prepared.tokenized)
         context.remember(memory_keys.DATASET_TOKEN_STATS, prepared.stats)
         context.summarize("packing_efficiency", prepared.stats["packing_efficiency"])
         context.summarize("tokenized_cache_key", prepared.stats["cache_key"])
         stats = prepared.stats
         origin = "cache hit" if prepared.cache_hit else "tokenized"
+        if stream is not None:
+            return (
+                f"streaming: rows are tokenized and packed during training; the {stats['train']['samples']} head "
+                f"samples checked here give {stats['tokens']:,} tokens ({stats['trained_tokens']:,} trained), "
+                f"{origin} {stats['cache_key']}"
+            )
         if stats["task"] != "sft":
             return (
                 f"{stats['train']['samples']} {stats['task']} examples -> {stats['train']['sequences']} sequences "

@@ -7,6 +7,8 @@ mixed later by ``data_preparation``; format detection
 ``plugins.data.preference_formats``) per file, with the reason; one task per dataset; row validation
 with file and line; a reproducible train/validation split, written to ``<run_dir>/data/``
 (memory holds each split's file entry, see ``plugins.data.conversation_files``); statistics.
+With ``streaming: true`` (``plugins.data.stream_input``): the head of each JSON Lines file is checked
+and the stream described under ``dataset.stream`` instead; DO reads the rest (docs/DATA.md).
 
 Raises:
     InputError: a missing or unreadable file, a glob or source that matches no file, a Hub dataset
@@ -21,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from entity_training import Plugin, PluginConfig, Stage
+from entity_training import Finding, Plugin, PluginConfig, Stage
 from plugins import memory_keys
 from plugins.data.conversation_files import write_conversations
 from plugins.data.dataset import (
@@ -51,7 +53,12 @@ class DatasetLoaderPlugin(Plugin):
     name = "dataset_loader"
     description = "Load dataset files (any common format) into validated, split conversations."
     supported_stages = (Stage.INPUT,)
-    provides = (memory_keys.DATASET_TRAIN, memory_keys.DATASET_VALIDATION, memory_keys.DATASET_STATS)
+    provides = (
+        memory_keys.DATASET_TRAIN,
+        memory_keys.DATASET_VALIDATION,
+        memory_keys.DATASET_STATS,
+        memory_keys.DATASET_STREAM,
+    )
 
     class ConfigModel(PluginConfig):
         dataset_path: str | list[str] | None = Field(
@@ -98,6 +105,24 @@ class DatasetLoaderPlugin(Plugin):
             description="Parsed datasets kept in the cache: after storing one, the least recently used beyond this "
             "many are removed. null keeps them all.",
         )
+        streaming: bool = Field(
+            False,
+            description="Read the JSON Lines files row by row during training (flat memory, any size) instead of "
+            "loading them here; needs max_steps. See docs/DATA.md.",
+        )
+        shuffle_buffer: int = Field(
+            1000,
+            ge=1,
+            le=1_000_000,
+            description="Streaming: samples held in the seeded shuffle buffer (1 keeps the files' order).",
+        )
+        validation_rows: int = Field(
+            0,
+            ge=0,
+            le=100_000,
+            description="Streaming: rows held out for validation from the head of the data (when validation_path is "
+            "not set); 0 validates on nothing.",
+        )
 
         # Field validators where a key is at fault, so that the error points at its line (or its --set).
         @field_validator("sources")
@@ -136,8 +161,15 @@ class DatasetLoaderPlugin(Plugin):
                 )
             return self
 
+    def check_workflow(self, plugins) -> list[Finding]:
+        from plugins.data.stream_checks import streaming_findings
+
+        return streaming_findings(self.config, plugins)
+
     async def _execute_impl(self, context: Any) -> str:
         seed = self.config.seed if self.config.seed is not None else context.seed
+        if self.config.streaming:
+            return await asyncio.to_thread(self._open_stream, context, seed)
         parts = await asyncio.to_thread(self._load_parts, seed)
         train_set = ConversationDataset(
             [c for part in parts for c in part.dataset.conversations],
@@ -198,6 +230,58 @@ class DatasetLoaderPlugin(Plugin):
         return (
             f"{len(train)} train / {len(validation)} validation conversations ({formats}, "
             f"{stats['turns']} turns, {stats['characters']:,} characters, {stats['bad_rows']} bad rows skipped)"
+        )
+
+    def _open_stream(self, context: Any, seed: int) -> str:
+        """Describe the stream for DO, hold out the validation rows, and write the head rows as dataset.train."""
+        from plugins.data.stream_input import open_stream, total_bytes
+
+        config = self.config
+        sources = config.sources or [
+            DataSource(
+                path=config.dataset_path,
+                format=config.dataset_format,
+                field_map=config.field_map,
+                max_samples=config.max_samples,
+            )
+        ]
+        opened = open_stream(
+            sources,
+            mix_by=config.mix_by,
+            seed=seed,
+            shuffle_buffer=config.shuffle_buffer,
+            validation_rows=0 if config.validation_path else config.validation_rows,
+            on_bad_rows=config.on_bad_rows,
+        )
+        spec, head, validation, files = opened.spec, opened.head, opened.validation, opened.files
+        if config.validation_path is not None:
+            validation_set = self._load(config.validation_path)
+            self._report_load(context, validation_set)
+            validation, files = validation_set.conversations, files + validation_set.files
+        stats = ConversationDataset(head + validation, files).statistics()
+        stats.update(
+            streaming=True,
+            train_rows=None,
+            head_rows=len(head),
+            validation_rows=len(validation),
+            stream_bytes=total_bytes(list(spec.sources)),
+            seed=seed,
+        )
+        context.remember(memory_keys.DATASET_STREAM, spec)
+        context.remember(memory_keys.DATASET_TRAIN, write_conversations(context.run_dir, "train-head", head))
+        context.remember(
+            memory_keys.DATASET_VALIDATION,
+            write_conversations(
+                context.run_dir, _split_name(context, memory_keys.DATASET_VALIDATION, "validation"), validation
+            ),
+        )
+        context.remember(memory_keys.DATASET_STATS, stats)
+        for report in files:
+            context.log(f"{report.path}: {report.format} ({report.reason}); streamed, {report.rows} head rows checked")
+        return (
+            f"streaming {stats['stream_bytes'] / 2**20:,.1f} MiB from {len(files)} file(s) "
+            f"({'+'.join(stats['detected_format']) or 'unknown'}); {len(head)} head rows checked, "
+            f"{len(validation)} validation rows"
         )
 
     def _load_parts(self, seed: int) -> list[LoadedSource]:

@@ -8,6 +8,8 @@ Features:
   adapter continued (as saved) on its base model (plugins/training/starting_model.py);
 - metrics to the engine (loss, learning rate, grad norm, tokens/s, memory, ETA), to
   ``metrics.jsonl``/``metrics.csv`` and optionally TensorBoard;
+- with a streamed dataset (``dataset.tokenized["stream"]``), rows read, tokenized and packed as
+  training goes (plugins/training/stream_rows.py), their position saved in every checkpoint;
 - atomic, verified checkpoints in ``checkpoints/``; resume from the newest complete one
   (``resume_from_checkpoint: auto`` or ``--resume``), skipping corrupt ones;
 - Ctrl-C saves a checkpoint, then stops with RunInterrupted (exit code 130);
@@ -112,14 +114,39 @@ class FineTuningPlugin(Plugin):
             from plugins.data.collator import PackedCollator
             from plugins.training.trainer import PackedRows, PackedTrainer
 
-            return run_trainer(
+            train_rows = self._train_rows(tokenized, loaded.tokenizer, settings)
+            result = run_trainer(
                 PackedTrainer,
                 context=context,
                 config=config,
                 settings=settings,
                 resume=resume,
                 loaded=loaded,
-                train_rows=PackedRows(tokenized["train"]),
+                train_rows=train_rows,
                 eval_rows=PackedRows(tokenized["validation"]) if tokenized.get("validation") else None,
                 data_collator=PackedCollator(pad_token_id=loaded.tokenizer.pad_token_id),
             )
+        if tokenized.get("stream"):
+            result["stream"] = train_rows.statistics()
+            context.log(_describe_stream(result["stream"]))
+        return result
+
+    @staticmethod
+    def _train_rows(tokenized: dict[str, Any], tokenizer, settings: TrainingShape):
+        """The tokenized rows on disk, or with streaming the rows read from the files as training goes."""
+        if not tokenized.get("stream"):
+            from plugins.training.trainer import PackedRows
+
+            return PackedRows(tokenized["train"])
+        from plugins.training.stream_rows import StreamingRows
+
+        # The loader reads at most a micro-batch or two ahead of training; keep room for more.
+        return StreamingRows(tokenized, tokenizer, lookback=max(256, 4 * settings.batch_size))
+
+
+def _describe_stream(stats: dict[str, Any]) -> str:
+    bad = sum(source["bad_rows"] for source in stats["sources"].values())
+    return (
+        f"stream: {stats['samples']:,} samples read into {stats['rows_yielded']:,} rows, {stats['truncated']} cut "
+        f"at max_seq_length, {stats['dropped_too_long'] + stats['dropped_untrained']} dropped, {bad} bad rows skipped"
+    )

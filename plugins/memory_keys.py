@@ -12,6 +12,9 @@ DATASET_TRAIN = "dataset.train"
 DATASET_VALIDATION = "dataset.validation"  # the same for validation.jsonl; may have no rows
 DATASET_STATS = "dataset.stats"  # rows, task (sft|preference|unpaired), turns, characters, formats, per-file counts
 # ... and with several sources: rows per source ("sources") and the mixture spec ("mixture"), see plugins/data/sources.py
+# With streaming: true only: plugins.data.stream_spec.StreamSpec (files, formats, field maps, where training rows
+# start, seed, shuffle buffer); dataset.train then holds only the head rows checked at INPUT (train-head.jsonl)
+DATASET_STREAM = "dataset.stream"
 
 # PARSE: TrainingConfigPlugin
 TRAINING_CONFIG = "training.config"  # the resolved training configuration (ResolvedTrainingConfig)
@@ -19,6 +22,8 @@ TRAINING_CONFIG = "training.config"  # the resolved training configuration (Reso
 # THINK: data preparation
 # {"train": path, "validation": path|None, "cache_key": str, "task": "sft"|"preference"|"unpaired", ...};
 # the paths hold plugins.data.tokenized rows for sft, plugins.data.preference_tokenized splits otherwise
+# with streaming: "train" is None, "head" the tokenized head rows, "stream" the StreamSpec and "truncation"
+# the setting DO tokenizes the streamed rows with (plugins.data.preparation.streamed)
 DATASET_TOKENIZED = "dataset.tokenized"
 DATASET_TOKEN_STATS = "dataset.token_stats"  # tokens, trained tokens, truncated samples, packing efficiency
 # ... and with several sources: the realised share of each ("mixture"), see plugins/data/mixed_encoding.py

@@ -153,7 +153,7 @@ def _parse(
                 conversation = normalise_any_row(value, fmt)
             except BadRow as exc:
                 report.bad_rows += 1
-                dataset.bad_rows.append(RowProblem(row.where, row.file, row.line, _explain(exc, value, fmt)))
+                dataset.bad_rows.append(RowProblem(row.where, row.file, row.line, explain_bad_row(exc, value, fmt)))
                 continue
             conversation["source"] = row.source
             dataset.conversations.append(conversation)
@@ -177,7 +177,8 @@ def _file_format(rows: list[RawRow], mapped: list[Any], dataset_format: str) -> 
     return "", first_problem or "the file has no rows"
 
 
-def _explain(exc: BadRow, value: Any, fmt: str) -> str:
+def explain_bad_row(exc: BadRow, value: Any, fmt: str) -> str:
+    """The reason a row is bad, naming the keys its format needs when some are missing."""
     reason = str(exc)
     if fmt and isinstance(value, Mapping):
         missing = missing_keys_of(value, fmt)

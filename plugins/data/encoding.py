@@ -173,6 +173,19 @@ def _encode_chunk(
     return len(chunk), _label_chunk(encodings, rendered, max_seq_length, truncation)
 
 
+def encode_one(
+    conversation: dict[str, Any],
+    backend: Any,
+    renderer: TemplateRenderer,
+    *,
+    train_on: TrainOn,
+    max_seq_length: int,
+    truncation: Truncation,
+) -> EncodedSamples:
+    """One conversation as ``encode_conversations`` would encode it (none or one sample), for streaming."""
+    return _encode_chunk([conversation], backend, renderer, train_on, max_seq_length, truncation)[1]
+
+
 _worker: dict[str, Any] = {}
 
 

@@ -253,3 +253,22 @@ def _result(entry: Path, manifest: dict[str, Any], *, cache_hit: bool, stale_rea
         **({"mixture": train["mixture"]} if train.get("mixture") else {}),
     }
     return PreparedData(tokenized, stats, cache_hit, stale_reason)
+
+
+def streamed(prepared: PreparedData, stream: Any, *, truncation: Truncation) -> PreparedData:
+    """The hand-over for a streamed dataset: DO reads ``stream`` (a ``StreamSpec``) with these settings.
+
+    ``prepared`` holds the head rows INPUT checked (their tokens and statistics, measured on those
+    rows only), kept as ``head``; ``train`` is None, so nothing trains on the head by mistake.
+    """
+    from plugins.data.stream_spec import StreamSpec
+
+    spec = StreamSpec.model_validate(stream)
+    tokenized = prepared.tokenized | {
+        "train": None,
+        "head": prepared.tokenized["train"],
+        "stream": spec.model_dump(mode="json"),
+        "truncation": truncation,
+    }
+    stats = prepared.stats | {"streaming": True, "measured_on": "the head rows checked at INPUT"}
+    return replace(prepared, tokenized=tokenized, stats=stats)

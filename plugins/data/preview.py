@@ -26,7 +26,7 @@ def print_preview(tokenized: dict[str, Any], tokenizer: Any, n: int = 3, console
     if tokenized.get("task", "sft") != "sft":
         _print_preference_preview(tokenized, tokenizer, n, console)
         return
-    rows = load_tokenized(tokenized["train"])
+    rows = load_tokenized(tokenized["train"] or tokenized["head"])  # streaming: the head rows INPUT checked
     console.print(
         f"cache key {tokenized['cache_key']}  train_on={tokenized['train_on']}  packing={tokenized['packing']}  "
         f"max_seq_length={tokenized['max_seq_length']}  rows={len(rows)}  tokens={rows.num_tokens:,}",

@@ -273,9 +273,11 @@ def run_trainer(
     return the ``training.result`` dict. An empty ``eval_rows`` counts as none;
     ``before_training(trainer)`` runs once the trainer is built; checkpoints and the final model go
     to ``output_dir`` (default the run directory); ``started_from`` is recorded in the result."""
+    from plugins.training.batch_digests import BatchDigests
     from plugins.training.callbacks import TokenCounter
     from plugins.training.trainer import training_arguments
 
+    resumable_stream = hasattr(train_rows, "load_state")
     if eval_rows is not None and len(eval_rows) == 0:
         eval_rows = None
     has_validation = eval_rows is not None
@@ -293,6 +295,7 @@ def run_trainer(
             batch_size=settings.batch_size,
             gradient_accumulation_steps=settings.gradient_accumulation_steps,
             gradient_checkpointing=settings.gradient_checkpointing,
+            resumable_stream=resumable_stream,
         ),
         train_dataset=train_rows,
         eval_dataset=eval_rows,
@@ -302,8 +305,11 @@ def run_trainer(
         tokens=tokens,
         checkpoint_dir=checkpoint_dir,
         save_total_limit=config.save_total_limit,
+        batch_digests=BatchDigests(output_dir, write=context.is_main_process),
         **trainer_arguments,
     )
+    if resumable_stream and resume is not None:
+        trainer.rows_trained = train_rows.load_state(Path(resume))
     if before_training is not None:
         before_training(trainer)
     return _finish_training(

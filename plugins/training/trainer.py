@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import PrinterCallback, Trainer, TrainingArguments
 
+from plugins.training.batch_digests import BatchDigests
 from plugins.training.callbacks import TokenCounter
 from plugins.training.checkpoints import STAGING_DIR, best_step_of, prune_checkpoints, publish_checkpoint
 from plugins.training.chunked_loss import chunked_causal_lm_loss, chunked_row_losses, split_for_chunked_loss
@@ -43,6 +44,7 @@ def training_arguments(
     batch_size: int,
     gradient_accumulation_steps: int,
     gradient_checkpointing: bool,
+    resumable_stream: bool = False,
 ) -> TrainingArguments:
     """Map the resolved training config onto TrainingArguments, avoiding per-step overheads."""
     on_cpu = config.device == "cpu"
@@ -91,6 +93,9 @@ def training_arguments(
         ddp_find_unused_parameters=False,
         disable_tqdm=True,  # the engine's console draws the progress bar
         save_only_model=False,
+        # A resumable stream restores its own position from the checkpoint; the Trainer's skipping
+        # would read (and for a stream, tokenize) every trained batch again.
+        ignore_data_skip=resumable_stream,
     )
 
 
@@ -103,13 +108,27 @@ class CheckpointingTrainer(Trainer):
     and prunes old ones (keeping the best).
     """
 
-    def __init__(self, *args, tokens: TokenCounter, checkpoint_dir: Path, save_total_limit: int, **kwargs):
+    def __init__(
+        self,
+        *args,
+        tokens: TokenCounter,
+        checkpoint_dir: Path,
+        save_total_limit: int,
+        batch_digests: BatchDigests | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.remove_callback(PrinterCallback)  # the engine's console shows the metrics
         self.tokens = tokens
         self.checkpoint_dir = Path(checkpoint_dir)
         self.keep_checkpoints = save_total_limit
         self.published: list[Path] = []
+        self.batch_digests = batch_digests
+        if batch_digests is not None:
+            self.add_callback(batch_digests)
+        # Rows this process has trained on since the start (set on resume): where a streamed
+        # dataset's saved state must be, since its loader reads ahead of training.
+        self.rows_trained = 0
 
     def create_accelerator_and_postprocess(self) -> None:
         super().create_accelerator_and_postprocess()
@@ -119,11 +138,16 @@ class CheckpointingTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         self.tokens.total += int((inputs["labels"] != -100).sum())
+        self.rows_trained += int(inputs["labels"].shape[0])
+        if self.batch_digests is not None:
+            self.batch_digests.add(inputs)
         return super().training_step(model, inputs, num_items_in_batch)
 
     def _save_checkpoint(self, model, trial) -> None:
         super()._save_checkpoint(model, trial)
         staged = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+        if self.args.should_save and hasattr(self.train_dataset, "save_state"):
+            self.train_dataset.save_state(staged, rows=self.rows_trained)
         self._barrier()
         if self.args.should_save:
             published = publish_checkpoint(staged, self.checkpoint_dir)

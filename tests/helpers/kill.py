@@ -33,6 +33,11 @@ def events(run_dir: Path) -> list[dict]:
     return found
 
 
+def training_result(run_dir: Path) -> dict:
+    """The ``training.result`` a run left in its memory.json."""
+    return json.loads((run_dir / "memory.json").read_text(encoding="utf-8"))["entries"]["training.result"]
+
+
 def plugin_started(name: str) -> Callable[[Path], bool]:
     return lambda run_dir: any(e["type"] == "plugin_start" and e.get("plugin") == name for e in events(run_dir))
 

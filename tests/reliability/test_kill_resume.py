@@ -3,8 +3,9 @@
 A workflow like configs/default.yaml on the tiny model (6 steps, a checkpoint every 2, then a
 verified Hugging Face export) runs in a subprocess. Each kill point waits for a moment seen from
 outside (events.jsonl, the checkpoints folder), sends SIGKILL, and runs ``--resume``. The resumed
-run must finish with the planned number of steps, the same training and evaluation loss as an
-uninterrupted run (CPU, fixed seed), loadable final weights, an export, and no lock file left.
+run must finish with the planned number of steps, the same training and evaluation loss and the
+same batches (``batches.jsonl``) as an uninterrupted run (CPU, fixed seed), loadable final
+weights, an export, and no lock file left.
 """
 
 from __future__ import annotations
@@ -16,8 +17,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers.kill import checkpoint_published, events, kill_when, plugin_started, training_step_logged
+from helpers.kill import (
+    checkpoint_published,
+    events,
+    kill_when,
+    plugin_started,
+    training_result,
+    training_step_logged,
+)
 from helpers.workflows import step, write_workflow
+
+from plugins.training.batch_digests import read_batch_digests
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_STEPS = 6
@@ -74,18 +84,18 @@ KILL_POINTS: dict[str, Callable[[Path], bool]] = {
 }
 
 
-def _training_result(run_dir: Path) -> dict:
-    memory = json.loads((run_dir / "memory.json").read_text(encoding="utf-8"))
-    return memory["entries"]["training.result"]
-
-
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> dict:
+def reference_dir(tmp_path_factory) -> Path:
     work_dir = tmp_path_factory.mktemp("reference")
     _write_workflow(work_dir)
     result = _run(work_dir)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return _training_result(work_dir / "run")
+    return work_dir / "run"
+
+
+@pytest.fixture(scope="module")
+def reference(reference_dir) -> dict:
+    return training_result(reference_dir)
 
 
 # Known bug (training plugin, reported): resuming from a checkpoint saved at step == max_steps trains
@@ -100,7 +110,7 @@ def _points():
 
 
 @pytest.mark.parametrize("point", list(_points()))
-def test_killed_run_resumes_to_the_same_result(point, reference, tmp_path):
+def test_killed_run_resumes_to_the_same_result(point, reference, reference_dir, tmp_path):
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     _write_workflow(tmp_path)
@@ -115,10 +125,12 @@ def test_killed_run_resumes_to_the_same_result(point, reference, tmp_path):
     assert resumed.returncode == 0, output
     assert "Traceback" not in output
 
-    result = _training_result(run_dir)
+    result = training_result(run_dir)
     assert result["steps"] == reference["steps"] == MAX_STEPS
     assert result["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-5)
     assert result["final_eval_loss"] == pytest.approx(reference["final_eval_loss"], rel=1e-5)
+    # The same batches in the same order, step by step (batches.jsonl).
+    assert read_batch_digests(run_dir) == read_batch_digests(reference_dir)
     assert json.loads((run_dir / "run.json").read_text())["status"] == "success"
     assert not (run_dir / "run.lock").exists()
     assert (run_dir / "export" / "huggingface").is_dir()

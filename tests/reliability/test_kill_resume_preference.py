@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers.kill import checkpoint_published, kill_when
+from helpers.kill import checkpoint_published, kill_when, training_result
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_STEPS = 6
@@ -32,10 +32,6 @@ def _command(run_dir: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _training_result(run_dir: Path) -> dict:
-    return json.loads((run_dir / "memory.json").read_text(encoding="utf-8"))["entries"]["training.result"]
-
-
 def _run(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     done = subprocess.run(_command(run_dir, *extra), cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -46,7 +42,7 @@ def _run(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
 def test_a_killed_dpo_run_resumes_to_the_same_losses(tmp_path):
     straight = tmp_path / "straight"
     _run(straight)
-    reference = _training_result(straight)
+    reference = training_result(straight)
 
     run_dir = tmp_path / "killed"
     kill_when(
@@ -55,7 +51,7 @@ def test_a_killed_dpo_run_resumes_to_the_same_losses(tmp_path):
     )  # fmt: skip
     _run(run_dir, "--resume")
 
-    result = _training_result(run_dir)
+    result = training_result(run_dir)
     assert result["resumed_from"] is not None
     assert result["steps"] == reference["steps"] == MAX_STEPS
     assert result["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-5)

@@ -150,7 +150,15 @@ def test_resume_path_that_does_not_exist_is_refused(tiny_model, tmp_path):
     assert resolve(model_name_or_path=tiny_model, resume_from_checkpoint="auto").resume_from_checkpoint == "auto"
 
 
-EXAMPLE_WORKFLOWS = ["default", "lora_training", "qlora_training", "full_training", "continued_training", "dpo"]
+EXAMPLE_WORKFLOWS = [
+    "default",
+    "lora_training",
+    "qlora_training",
+    "full_training",
+    "continued_training",
+    "dpo",
+    "streaming",
+]
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
