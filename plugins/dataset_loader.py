@@ -190,7 +190,7 @@ class DatasetLoaderPlugin(Plugin):
             self._report_load(context, validation_set)
             check_one_task(train_set.files + validation_set.files)
             splits = [(part.conversations, []) for part in parts]
-            validation_rows = validation_set.conversations
+            validation = validation_set.conversations
             files = train_set.files + validation_set.files
         else:
             # Already shuffled, so the split itself keeps the order; each source is split on its own.
@@ -198,10 +198,9 @@ class DatasetLoaderPlugin(Plugin):
                 split_conversations(part.conversations, self.config.validation_split, seed=seed, shuffle=False)
                 for part in parts
             ]
-            validation_rows = [c for _, validation in splits for c in validation]
+            validation = [c for _, held_out in splits for c in held_out]
             files = train_set.files
         train = [c for split, _ in splits for c in split]
-        validation = validation_rows
 
         stats = ConversationDataset(train + validation, files, train_set.bad_rows).statistics()
         stats.update(train_rows=len(train), validation_rows=len(validation), seed=seed)
