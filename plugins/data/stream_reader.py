@@ -18,6 +18,7 @@ from entity_training import InputError, Problem
 from plugins.data.dataset import explain_bad_row
 from plugins.data.formats import BadRow, apply_field_map
 from plugins.data.preference_formats import detect_row_format, normalise_any_row
+from plugins.data.readers import TOO_DEEP
 from plugins.data.stream_spec import StreamSource
 
 # Rows read from the start of each file to detect its format (as the loader's first-row rule does).
@@ -45,7 +46,7 @@ def conversation_of_line(raw: bytes, *, fmt: str, field_map: dict[str, str], fil
     except json.JSONDecodeError as exc:
         raise BadRow(f"invalid JSON at column {exc.colno}: {exc.msg}") from None
     except RecursionError:
-        raise BadRow("arrays or objects nested too deeply to read") from None
+        raise BadRow(TOO_DEEP) from None
     value = apply_field_map(value, field_map)
     try:
         conversation = normalise_any_row(value, fmt)
